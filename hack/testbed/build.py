@@ -1,0 +1,143 @@
+"""Build kube-apiserver, kubectl and etcd from their Go modules, cached by version.
+
+k8s.io/kubernetes and etcd's server cannot be `go install`ed: their go.mod files replace
+their own sub-modules with local paths. A tiny wrapper module per component pins each
+replaced module to the published version of the same release and builds from there.
+The binaries land in the user's cache directory under a folder named by the versions, so
+a second run finds them and starts in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.36.3"
+STAGING_VERSION = "v0.36.3"
+ETCD_VERSION = "v3.6.16"
+ETCD_SUBMODULES = ("api", "client/pkg", "client/v3", "pkg")
+
+
+def cache_root() -> Path:
+    """The guestha cache folder (XDG_CACHE_HOME or ~/.cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "guestha"
+
+
+def kubernetes_dir() -> Path:
+    return cache_root() / f"kubernetes-{KUBERNETES_VERSION}"
+
+
+def etcd_dir() -> Path:
+    return cache_root() / f"etcd-{ETCD_VERSION}"
+
+
+def binary(name: str) -> Path:
+    """Where a built binary lives: kube-apiserver, kubectl or etcd."""
+    folder = etcd_dir() if name == "etcd" else kubernetes_dir()
+    return folder / "bin" / name
+
+
+def _go(args: list[str], cwd: Path) -> None:
+    env = dict(os.environ, GOFLAGS="-mod=mod -buildvcs=false", CGO_ENABLED="0")
+    print(f"+ go {' '.join(args)}  (in {cwd})", file=sys.stderr, flush=True)
+    subprocess.run(["go", *args], cwd=cwd, env=env, check=True)
+
+
+def _staging_modules() -> list[str]:
+    """The modules that k8s.io/kubernetes's own go.mod replaces with ./staging paths."""
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES_VERSION}"],
+        check=True, capture_output=True, text=True, cwd=cache_root(),
+    ).stdout
+    gomod = Path(json.loads(out)["GoMod"]).read_text()
+    return sorted(set(re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/", gomod, re.M)))
+
+
+def build_kubernetes() -> None:
+    if binary("kube-apiserver").exists() and binary("kubectl").exists():
+        return
+    src = kubernetes_dir() / "wrapper"
+    src.mkdir(parents=True, exist_ok=True)
+    replaces = "\n".join(f"replace {m} => {m} {STAGING_VERSION}" for m in _staging_modules())
+    (src / "go.mod").write_text(
+        f"module guestha.io/testbed/kubernetes\n\ngo 1.26.0\n\n"
+        f"require k8s.io/kubernetes {KUBERNETES_VERSION}\n\n{replaces}\n"
+    )
+    (src / "tools.go").write_text(
+        "//go:build tools\n\npackage tools\n\nimport (\n"
+        '\t_ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n'
+        '\t_ "k8s.io/kubectl/pkg/cmd"\n)\n'
+    )
+    _go(["mod", "tidy"], src)
+    out = kubernetes_dir() / "bin"
+    out.mkdir(parents=True, exist_ok=True)
+    # Stamp the version as Kubernetes' own build does, so /version and kubectl report it.
+    major, minor = KUBERNETES_VERSION[1:].split(".")[:2]
+    stamp = " ".join(
+        f"-X k8s.io/{pkg}.{k}={v}"
+        for pkg in ("component-base/version", "client-go/pkg/version")
+        for k, v in (("gitVersion", KUBERNETES_VERSION), ("gitMajor", major),
+                     ("gitMinor", minor), ("gitTreeState", "clean"))
+    )
+    for name, pkg in (("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
+                      ("kubectl", "k8s.io/kubernetes/cmd/kubectl")):
+        _go(["build", "-trimpath", f"-ldflags=-s -w {stamp}", "-o", str(out / (name + ".tmp")),
+             pkg], src)
+        (out / (name + ".tmp")).rename(out / name)
+
+
+def build_etcd() -> None:
+    if binary("etcd").exists():
+        return
+    src = etcd_dir() / "wrapper"
+    src.mkdir(parents=True, exist_ok=True)
+    replaces = "\n".join(
+        f"replace go.etcd.io/etcd/{m}/v3 => go.etcd.io/etcd/{m}/v3 {ETCD_VERSION}"
+        if not m.endswith("/v3") else
+        f"replace go.etcd.io/etcd/{m} => go.etcd.io/etcd/{m} {ETCD_VERSION}"
+        for m in ETCD_SUBMODULES
+    )
+    (src / "go.mod").write_text(
+        f"module guestha.io/testbed/etcd\n\ngo 1.26.0\n\n"
+        f"require go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n\n{replaces}\n"
+    )
+    (src / "tools.go").write_text(
+        '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3/etcdmain"\n'
+    )
+    _go(["mod", "tidy"], src)
+    out = etcd_dir() / "bin"
+    out.mkdir(parents=True, exist_ok=True)
+    _go(["build", "-trimpath", "-ldflags=-s -w", "-o", str(out / "etcd.tmp"),
+         "go.etcd.io/etcd/server/v3"], src)
+    (out / "etcd.tmp").rename(out / "etcd")
+
+
+def build_all() -> None:
+    """Build whatever is missing from the cache."""
+    cache_root().mkdir(parents=True, exist_ok=True)
+    if shutil.which("go") is None:
+        raise SystemExit("go is not on PATH: the control plane is built from Go modules")
+    build_etcd()
+    build_kubernetes()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--print", action="store_true", help="print the binary paths")
+    args = parser.parse_args(argv)
+    build_all()
+    if args.print:
+        for name in ("etcd", "kube-apiserver", "kubectl"):
+            print(binary(name))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

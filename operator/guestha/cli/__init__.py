@@ -1,0 +1,1 @@
+"""kubectl-guestha: status, switch, freeze and clear from the command line."""

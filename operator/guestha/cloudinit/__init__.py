@@ -1,0 +1,1 @@
+"""Rendering and merging of cloud-init user-data, and the agent bundle it carries."""

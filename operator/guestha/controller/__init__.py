@@ -1,0 +1,1 @@
+"""kopf handlers, kept thin: events in, the engine, plans applied, status out."""

@@ -1,0 +1,74 @@
+"""The status an InGuestCluster should have, built from what the operator observes.
+
+Pure: views and the old status in, the new status out; the handler writes it only when it
+differs, so an idle cluster costs no API writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from guestha.model.conditions import set_condition
+from guestha.model.members import MemberPhase, MemberView
+
+AVAILABLE, DEGRADED, PROGRESSING = "Available", "Degraded", "Progressing"
+_STARTING = {MemberPhase.PENDING, MemberPhase.SCHEDULING, MemberPhase.SCHEDULED}
+
+
+def _member(view: MemberView, old: Mapping[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": view.name, "phase": str(view.phase)}
+    if view.address:
+        entry["address"] = view.address
+    if view.node:
+        entry["node"] = view.node
+    if view.phase is MemberPhase.MISSING:
+        entry["message"] = "no VirtualMachine of this name in the cluster's namespace"
+    elif view.phase is MemberPhase.STOPPED:
+        entry["message"] = "the VirtualMachine has no running instance"
+    for kept in ("agentVersion", "lastSeenTime"):  # reported by agents, not by KubeVirt
+        if kept in old:
+            entry[kept] = old[kept]
+    return entry
+
+
+def _names(views: Sequence[MemberView]) -> str:
+    return ", ".join(f"{v.name} ({v.phase})" for v in views)
+
+
+def build(views: Sequence[MemberView], old: Mapping[str, Any], generation: int,
+          now: str) -> dict[str, Any]:
+    """The InGuestCluster status for these member views."""
+    old_members = {m.get("name"): m for m in old.get("members") or ()}
+    running = [v for v in views if v.running]
+    down = [v for v in views if not v.running]
+    starting = [v for v in views if v.phase in _STARTING]
+    majority = len(views) // 2 + 1
+    conditions = list(old.get("conditions") or ())
+    if not views:
+        conditions = set_condition(conditions, AVAILABLE, False, "NoMembers",
+                                   "no VirtualMachine is a member", now, generation)
+    elif len(running) >= majority:
+        conditions = set_condition(conditions, AVAILABLE, True, "MajorityRunning",
+                                   f"{len(running)} of {len(views)} members running",
+                                   now, generation)
+    else:
+        conditions = set_condition(conditions, AVAILABLE, False, "MajorityNotRunning",
+                                   f"{len(running)} of {len(views)} members running; "
+                                   f"not running: {_names(down)}", now, generation)
+    conditions = set_condition(
+        conditions, DEGRADED, bool(views) and bool(down),
+        "MembersNotRunning" if down else "AllMembersRunning",
+        f"not running: {_names(down)}" if down else "every member is running", now, generation)
+    conditions = set_condition(
+        conditions, PROGRESSING, bool(starting),
+        "MembersStarting" if starting else "Settled",
+        f"starting: {_names(starting)}" if starting else "no member is starting",
+        now, generation)
+    return {
+        "observedGeneration": generation,
+        "memberCount": len(views),
+        "readyMembers": len(running),
+        "members": [_member(v, old_members.get(v.name, {})) for v in views],
+        "conditions": conditions,
+    }

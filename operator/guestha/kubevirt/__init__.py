@@ -1,0 +1,1 @@
+"""Access to KubeVirt's VirtualMachines and VirtualMachineInstances, and fencing."""

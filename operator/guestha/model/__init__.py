@@ -1,0 +1,1 @@
+"""Typed views of guestha's custom resources and state enums (standard library only)."""

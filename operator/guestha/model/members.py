@@ -1,0 +1,35 @@
+"""What the operator knows of one member VM, before any agent reports."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class MemberPhase(enum.StrEnum):
+    """A member's phase: its VMI's phase, or why there is none."""
+
+    MISSING = "Missing"  # no VirtualMachine of that name
+    STOPPED = "Stopped"  # the VM exists, no VMI runs it
+    PENDING = "Pending"
+    SCHEDULING = "Scheduling"
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """One member as KubeVirt's objects show it."""
+
+    name: str
+    phase: MemberPhase
+    address: str | None = None
+    node: str | None = None
+    guest_agent: bool = False  # the VMI's AgentConnected condition
+
+    @property
+    def running(self) -> bool:
+        return self.phase is MemberPhase.RUNNING
