@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from testbed import build
-from testbed.devcluster import DevCluster
+from testbed.devcluster import DevCluster, crd_files
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,6 +51,16 @@ class Kube:
         return result
 
 
+def _install_crds(kube: Kube) -> None:
+    """guestha's CRDs; KubeVirt's too where KubeVirt is not installed (kind, a bare cluster)."""
+    files = crd_files()
+    if kube.kubectl("get", "crd", "virtualmachines.kubevirt.io", check=False).returncode == 0:
+        files = files[1:]  # a real KubeVirt owns its CRDs
+    paths = [a for f in files for a in ("-f", str(f))]
+    kube.kubectl("apply", "--server-side", *paths)
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", *paths)
+
+
 def _given_kubeconfig(config: pytest.Config) -> Path | None:
     given = config.getoption("--kubeconfig") or os.environ.get("KUBECONFIG")
     return Path(given) if given else None
@@ -65,14 +75,12 @@ def kube(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
                 ["docker", "info"], capture_output=True).returncode != 0:
             pytest.skip("--cluster=kind needs a Docker engine, and none answers here")
         kind = request.getfixturevalue("kind_cluster")  # pytest-kind's own fixture
-        yield Kube(Path(kind.kubeconfig_path), None)
-        return
-    given = _given_kubeconfig(request.config)
+        given: Path | None = Path(kind.kubeconfig_path)
+    else:
+        given = _given_kubeconfig(request.config)
     if given is not None:
         kube = Kube(given, None)
-        from testbed.devcluster import crd_files
-        kube.kubectl("apply", "--server-side", *[a for f in crd_files()[1:]
-                                                 for a in ("-f", str(f))])
+        _install_crds(kube)
         yield kube
         return
     cluster = DevCluster(tmp_path_factory.mktemp("devcluster"))

@@ -22,6 +22,7 @@ KUBERNETES_VERSION = "v1.36.3"
 STAGING_VERSION = "v0.36.3"
 ETCD_VERSION = "v3.6.16"
 ETCD_SUBMODULES = ("api", "client/pkg", "client/v3", "pkg")
+HELM_VERSION = "v3.22.0"
 
 
 def cache_root() -> Path:
@@ -38,9 +39,13 @@ def etcd_dir() -> Path:
     return cache_root() / f"etcd-{ETCD_VERSION}"
 
 
+def helm_dir() -> Path:
+    return cache_root() / f"helm-{HELM_VERSION}"
+
+
 def binary(name: str) -> Path:
-    """Where a built binary lives: kube-apiserver, kubectl or etcd."""
-    folder = etcd_dir() if name == "etcd" else kubernetes_dir()
+    """Where a built binary lives: kube-apiserver, kubectl, etcd or helm."""
+    folder = {"etcd": etcd_dir(), "helm": helm_dir()}.get(name, kubernetes_dir())
     return folder / "bin" / name
 
 
@@ -119,6 +124,18 @@ def build_etcd() -> None:
     (out / "etcd.tmp").rename(out / "etcd")
 
 
+def build_helm() -> None:
+    """helm, to render and check the chart (its module installs as it is)."""
+    if binary("helm").exists():
+        return
+    out = helm_dir() / "bin"
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, GOBIN=str(out), CGO_ENABLED="0")
+    print(f"+ go install helm.sh/helm/v3/cmd/helm@{HELM_VERSION}", file=sys.stderr, flush=True)
+    subprocess.run(["go", "install", "-trimpath", "-ldflags=-s -w",
+                    f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"], env=env, check=True)
+
+
 def build_all() -> None:
     """Build whatever is missing from the cache."""
     cache_root().mkdir(parents=True, exist_ok=True)
@@ -126,6 +143,7 @@ def build_all() -> None:
         raise SystemExit("go is not on PATH: the control plane is built from Go modules")
     build_etcd()
     build_kubernetes()
+    build_helm()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     build_all()
     if args.print:
-        for name in ("etcd", "kube-apiserver", "kubectl"):
+        for name in ("etcd", "kube-apiserver", "kubectl", "helm"):
             print(binary(name))
     return 0
 

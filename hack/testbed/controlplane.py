@@ -226,6 +226,8 @@ class ControlPlane:
             if pid is not None:
                 processes.stop(pid, timeout)
         self._save(state)
+        for pid in processes.referencing(str(self.folder) + "/"):
+            processes.stop(pid, timeout)
 
     def kubectl(self, *args: str, input: str | None = None,
                 check: bool = True) -> subprocess.CompletedProcess[str]:

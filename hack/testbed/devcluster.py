@@ -91,11 +91,15 @@ class DevCluster:
 
     def up(self, simulator: bool = True, operator: bool = True) -> None:
         self.control_plane.up()
-        self.install_crds()
-        if simulator:
-            self.start_simulator()
-        if operator:
-            self.start_operator()
+        try:
+            self.install_crds()
+            if simulator:
+                self.start_simulator()
+            if operator:
+                self.start_operator()
+        except BaseException:
+            self.down()  # a half-started cluster is not left behind
+            raise
 
     def stop_process(self, name: str, timeout: float = 30.0) -> None:
         state = self.control_plane.state()

@@ -47,3 +47,18 @@ def stop(pid: int, timeout: float) -> None:
                 return
             time.sleep(0.05)
     raise RuntimeError(f"process {pid} survived SIGKILL")
+
+
+def referencing(text: str) -> list[int]:
+    """Pids of processes whose command line mentions `text` (strays of a lost state file)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
