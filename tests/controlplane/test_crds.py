@@ -395,6 +395,9 @@ def test_server_applies_defaults(kube: Kube, namespace: str) -> None:
         "critical": True,
         "restartLimit": 0,
         "toleranceLimit": 0,
+        "confIntervalSeconds": 600,
+        "onlineWaitLimit": 2,
+        "faultOnMonitorTimeouts": 4,
         "monitor": {"intervalSeconds": 60, "offlineIntervalSeconds": 300, "timeoutSeconds": 60},
         "timeouts": {"onlineSeconds": 300, "offlineSeconds": 300, "cleanSeconds": 60},
     }
