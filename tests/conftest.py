@@ -104,6 +104,7 @@ def simulator(kube: Kube) -> Simulator:
     if kube.local is None:
         pytest.skip("the simulator runs only on the local control plane")
     kube.local.start_simulator(heartbeat_seconds=1.0)
+    kube.local.wait_simulator_ready()
     return Simulator(kube.local.sim_state)
 
 

@@ -74,6 +74,19 @@ class DevCluster:
                                 "--state-dir", str(self.sim_state),
                                 "--heartbeat-seconds", str(heartbeat_seconds)])
 
+    def wait_simulator_ready(self, timeout: float = 60.0) -> None:
+        """Until the simulated nodes carry virt-handler's heartbeat: VMIs can be scheduled."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.kubectl("get", "nodes", "-o",
+                               "jsonpath={.items[*].metadata.annotations.kubevirt\\.io/heartbeat}",
+                               check=False).stdout.split()
+            if out:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"the KubeVirt simulator did not register nodes within {timeout}s; "
+                           f"see {self.control_plane.logs / (SIMULATOR + '.log')}")
+
     def operator_kubeconfig(self) -> Path:
         """A kubeconfig with the operator ServiceAccount's token: it runs with its own RBAC."""
         manifests = REPO / "manifests" / "operator"

@@ -1,0 +1,733 @@
+"""The KubeVirt simulator against a real apiserver with KubeVirt's CRDs.
+
+What guestha relies on is checked the way guestha sees it: through the API (VM and VMI
+status, Events, Node annotations) and from the host over the guest's network (a server
+that the guest's cloud-init script started). Each test works in a namespace of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.controlplane
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "kubevirt" / "examples"
+FAULT = "kubevirtsim.guestha.io/fault"
+HEARTBEAT = "kubevirt.io/heartbeat"
+
+# A cloud-init shell script: a small HTTP server that answers with a token made at boot
+# (new for every guest), and powers the guest off on GET /poweroff. Its file name carries
+# the token, so the host can find the guest's processes by their command line.
+MARKER_SCRIPT = r"""#!/bin/sh
+TOKEN=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+cat > /tmp/marker-$TOKEN.py <<'PY'
+import http.server, subprocess, sys
+token, port = sys.argv[1], int(sys.argv[2])
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = token.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        if self.path == "/poweroff":
+            subprocess.Popen(["systemctl", "poweroff"])
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()
+PY
+if command -v systemd-run >/dev/null 2>&1; then
+  systemd-run --unit=marker python3 /tmp/marker-$TOKEN.py $TOKEN @PORT@
+else
+  nohup python3 /tmp/marker-$TOKEN.py $TOKEN @PORT@ >/dev/null 2>&1 &
+fi
+"""
+
+_ports = iter(range(18000 + os.getpid() % 1000 * 10, 65000))
+
+
+# --- helpers -------------------------------------------------------------------------------
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float = 90.0, interval: float = 0.2
+) -> Any:
+    """Poll until check() returns something truthy; fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError:
+            last = None
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+class Cluster:
+    """kubectl in one namespace, JSON in and out."""
+
+    def __init__(self, kube: Any, namespace: str) -> None:
+        self.kube = kube
+        self.ns = namespace
+
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result: subprocess.CompletedProcess[str] = self.kube.kubectl(
+            "-n", self.ns, *args, input=input, check=check
+        )
+        return result
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.run("apply", "-f", "-", input=json.dumps(obj))
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        result = self.run("get", kind, name, "-o", "json", check=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr:
+                return None
+            raise AssertionError(result.stderr)
+        obj: dict[str, Any] = json.loads(result.stdout)
+        return obj
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        items = json.loads(self.run("get", "events", "-o", "json").stdout)["items"]
+        return [e for e in items if e["involvedObject"]["name"] == name]
+
+    def node(self, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = json.loads(
+            self.kube.kubectl("get", "node", name, "-o", "json").stdout
+        )
+        return obj
+
+    def running_vmi(self, name: str, other_than: str = "", agent: bool = True) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            vmi = self.get("vmi", name)
+            if vmi is None or vmi["metadata"]["uid"] == other_than:
+                return None
+            if vmi.get("status", {}).get("phase") != "Running":
+                return None
+            if agent and not has_condition(vmi, "AgentConnected"):
+                return None
+            return vmi
+
+        found: dict[str, Any] = wait_for(f"VMI {name} Running", check)
+        return found
+
+    def gone(self, kind: str, name: str, uid: str | None = None, timeout: float = 60) -> None:
+        def check() -> bool:
+            obj = self.get(kind, name)
+            return obj is None or (uid is not None and obj["metadata"]["uid"] != uid)
+
+        wait_for(f"{kind} {name} gone", check, timeout)
+
+
+def has_condition(obj: dict[str, Any], type_: str, status: str = "True") -> bool:
+    return any(
+        c.get("type") == type_ and c.get("status") == status
+        for c in obj.get("status", {}).get("conditions") or []
+    )
+
+
+def marker_script(port: int) -> str:
+    return MARKER_SCRIPT.replace("@PORT@", str(port))
+
+
+def vm_manifest(name: str, strategy: str, port: int, **spec: Any) -> dict[str, Any]:
+    template_spec: dict[str, Any] = {
+        "domain": {"devices": {}, "memory": {"guest": "128Mi"}, "resources": {}},
+        "terminationGracePeriodSeconds": 5,
+        "volumes": [
+            {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": marker_script(port)}}
+        ],
+    }
+    template_spec.update(spec)
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name, "labels": {"kubevirt.io/vm": name}},
+        "spec": {
+            "runStrategy": strategy,
+            "template": {
+                "metadata": {"labels": {"kubevirt.io/vm": name, "app": name}},
+                "spec": template_spec,
+            },
+        },
+    }
+
+
+def address(vmi: dict[str, Any]) -> str:
+    interfaces = vmi["status"].get("interfaces") or []
+    assert interfaces and interfaces[0].get("ipAddress"), f"no address: {interfaces}"
+    return str(interfaces[0]["ipAddress"])
+
+
+def fetch(ip: str, port: int, path: str = "/", timeout: float = 2.0) -> str:
+    with urllib.request.urlopen(f"http://{ip}:{port}{path}", timeout=timeout) as reply:
+        return str(reply.read().decode())
+
+
+def token_of(vmi: dict[str, Any], port: int, timeout: float = 90.0) -> str:
+    """The boot token of the guest's marker server: proof that its cloud-init ran."""
+    ip = address(vmi)
+
+    def check() -> str | None:
+        try:
+            return fetch(ip, port)
+        except OSError:
+            return None
+
+    token: str = wait_for(f"marker server on {ip}:{port}", check, timeout, interval=0.5)
+    return token
+
+
+def guest_pids(token: str) -> list[int]:
+    """Host pids of processes whose command line names the guest's marker file."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"marker-{token}".encode() in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def crash_guest(token: str) -> None:
+    """SIGKILL the guest host: every process in the marker server's PID namespace (the
+    guest's init included), or its session when the guest has no PID namespace."""
+    pids = guest_pids(token)
+    assert pids, f"no process of guest {token}"
+    own_ns = os.readlink("/proc/self/ns/pid")
+    guest_ns = os.readlink(f"/proc/{pids[0]}/ns/pid")
+    victims: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if guest_ns != own_ns:
+                if os.readlink(entry / "ns/pid") == guest_ns:
+                    victims.append(int(entry.name))
+            elif os.getsid(int(entry.name)) == os.getsid(pids[0]):
+                victims.append(int(entry.name))
+        except OSError:
+            continue
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def no_guest_processes(token: str) -> bool:
+    return not guest_pids(token)
+
+
+# --- fixtures ------------------------------------------------------------------------------
+@pytest.fixture
+def cluster(kube: Any, simulator: Any) -> Iterator[Cluster]:
+    """A fresh namespace; its VMs and VMIs are deleted afterwards."""
+    ns = f"sim-{uuid.uuid4().hex[:8]}"
+    kube.kubectl("create", "namespace", ns)
+    c = Cluster(kube, ns)
+    yield c
+    c.run("delete", "vm", "--all", "--wait=false", check=False)
+    c.run("delete", "vmi", "--all", "--wait=false", check=False)
+    for node in ("node-1", "node-2", "node-3"):
+        kube.kubectl("annotate", "node", node, f"{FAULT}-", check=False)
+        kube.kubectl("taint", "node", node, "node.kubernetes.io/out-of-service-", check=False)
+    wait_for(
+        "the namespace's VMIs gone",
+        lambda: not json.loads(c.run("get", "vmi", "-o", "json").stdout)["items"],
+        timeout=60,
+    )
+
+
+# --- tests ---------------------------------------------------------------------------------
+def test_vm_always_boots_runs_cloud_init_and_restarts(
+    cluster: Cluster, record_property: Any
+) -> None:
+    port = next(_ports)
+    started = time.monotonic()
+    cluster.apply(vm_manifest("web", "Always", port))
+    vmi = cluster.running_vmi("web", agent=False)
+    running_after = time.monotonic() - started
+    vmi = cluster.running_vmi("web")
+    agent_after = time.monotonic() - started
+    record_property("vm_create_to_vmi_running_s", round(running_after, 3))
+    record_property("vm_create_to_agent_connected_s", round(agent_after, 3))
+    print(f"\nVM create -> VMI Running {running_after:.2f}s, AgentConnected {agent_after:.2f}s")
+
+    meta = vmi["metadata"]
+    assert meta["ownerReferences"][0]["kind"] == "VirtualMachine"
+    assert meta["ownerReferences"][0]["controller"] is True
+    assert meta["ownerReferences"][0]["blockOwnerDeletion"] is True
+    assert "kubevirt.io/virtualMachineControllerFinalize" in meta["finalizers"]
+    assert "foregroundDeleteVirtualMachine" in meta["finalizers"]
+    assert meta["labels"]["app"] == "web"
+    assert meta["labels"]["kubevirt.io/nodeName"] == vmi["status"]["nodeName"]
+    iface = vmi["status"]["interfaces"][0]
+    assert iface["name"] == "default" and iface["interfaceName"] == "eth0"
+    assert iface["ipAddresses"] == [iface["ipAddress"]] and iface["mac"]
+    assert has_condition(vmi, "Ready")
+    phases = [p["phase"] for p in vmi["status"]["phaseTransitionTimestamps"]]
+    assert phases == ["Pending", "Scheduling", "Scheduled", "Running"]
+
+    token = token_of(vmi, port)
+    served_after = time.monotonic() - started
+    record_property("vm_create_to_cloud_init_server_s", round(served_after, 3))
+    print(f"VM create -> the guest's cloud-init server answers {served_after:.2f}s")
+    assert guest_pids(token)
+    vm = wait_for(
+        "VM status Running",
+        lambda: (
+            (v := cluster.get("vm", "web"))
+            and v.get("status", {}).get("printableStatus") == "Running"
+            and v["status"].get("ready")
+            and v
+        ),
+    )
+    assert vm["status"]["created"] is True and vm["status"]["runStrategy"] == "Always"
+    assert has_condition(vm, "Ready")
+    reasons = {e["reason"] for e in cluster.events("web")}
+    assert {"SuccessfulCreate", "Started"} <= reasons
+
+    # deleting the VMI powers its guest off; the VM gets a new VMI that boots again
+    cluster.run("delete", "vmi", "web", "--wait=false")
+    wait_for("the old guest's processes gone", lambda: no_guest_processes(token), 30)
+    new = cluster.running_vmi("web", other_than=meta["uid"])
+    new_token = token_of(new, port)
+    assert new_token != token
+
+
+def test_halted_removes_vmi_and_guest(cluster: Cluster) -> None:
+    port = next(_ports)
+    cluster.apply(vm_manifest("halt", "Always", port))
+    vmi = cluster.running_vmi("halt")
+    token = token_of(vmi, port)
+    cluster.run("patch", "vm", "halt", "--type=merge", "-p", '{"spec":{"runStrategy":"Halted"}}')
+    cluster.gone("vmi", "halt")
+    wait_for("guest processes gone", lambda: no_guest_processes(token), 30)
+    vm = wait_for(
+        "VM Stopped",
+        lambda: (
+            (v := cluster.get("vm", "halt"))
+            and v.get("status", {}).get("printableStatus") == "Stopped"
+            and v
+        ),
+    )
+    assert vm["status"]["created"] is False and vm["status"]["ready"] is False
+    reasons = {e["reason"] for e in cluster.events("halt")}
+    assert {"SuccessfulDelete", "ShuttingDown", "Stopped"} <= reasons
+    # and the deprecated spec.running works too
+    cluster.run(
+        "patch",
+        "vm",
+        "halt",
+        "--type=json",
+        "-p",
+        '[{"op":"remove","path":"/spec/runStrategy"},'
+        '{"op":"add","path":"/spec/running","value":true}]',
+    )
+    cluster.running_vmi("halt")
+
+
+def test_deleting_a_vm_deletes_its_vmi_and_guest(cluster: Cluster) -> None:
+    port = next(_ports)
+    cluster.apply(vm_manifest("gone", "Always", port))
+    vmi = cluster.running_vmi("gone")
+    token = token_of(vmi, port)
+    vm = cluster.get("vm", "gone")
+    assert vm is not None
+    assert "kubevirt.io/virtualMachineControllerFinalize" in vm["metadata"]["finalizers"]
+    cluster.run("delete", "vm", "gone", "--timeout=60s")
+    assert cluster.get("vm", "gone") is None
+    cluster.gone("vmi", "gone")
+    wait_for("guest processes gone", lambda: no_guest_processes(token), 30)
+
+
+def test_deleting_a_vm_with_orphan_propagation_keeps_its_vmi(cluster: Cluster) -> None:
+    port = next(_ports)
+    cluster.apply(vm_manifest("keep", "Always", port))
+    vmi = cluster.running_vmi("keep")
+    cluster.run("delete", "vm", "keep", "--cascade=orphan", "--timeout=60s")
+    assert cluster.get("vm", "keep") is None
+    time.sleep(1)
+    kept = cluster.get("vmi", "keep")
+    assert kept is not None and kept["metadata"]["uid"] == vmi["metadata"]["uid"]
+    assert not kept["metadata"].get("ownerReferences")
+    assert kept["status"]["phase"] == "Running"
+    token_of(kept, port)
+
+
+def test_rerun_on_failure_restarts_a_crash_but_not_a_shutdown(cluster: Cluster) -> None:
+    port = next(_ports)
+    cluster.apply(vm_manifest("rerun", "RerunOnFailure", port))
+    vmi = cluster.running_vmi("rerun")
+    token = token_of(vmi, port)
+    crash_guest(token)
+    new = cluster.running_vmi("rerun", other_than=vmi["metadata"]["uid"])
+    assert any(e["reason"] == "Stopped" and e["type"] == "Warning" for e in cluster.events("rerun"))
+    new_token = token_of(new, port)
+    # the guest powers itself off: Succeeded, and the VM stays down
+    fetch(address(new), port, "/poweroff")
+    cluster.gone("vmi", "rerun", timeout=60)
+    wait_for("guest processes gone", lambda: no_guest_processes(new_token), 30)
+    time.sleep(2)
+    assert cluster.get("vmi", "rerun") is None
+    vm = cluster.get("vm", "rerun")
+    assert vm is not None and vm["status"]["printableStatus"] == "Stopped"
+
+
+def test_manual_follows_state_change_requests(cluster: Cluster) -> None:
+    port = next(_ports)
+    cluster.apply(vm_manifest("manual", "Manual", port))
+    time.sleep(2)
+    assert cluster.get("vmi", "manual") is None
+    cluster.run(
+        "patch",
+        "vm",
+        "manual",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":{"stateChangeRequests":[{"action":"Start"}]}}',
+    )
+    vmi = cluster.running_vmi("manual")
+    wait_for(
+        "the Start request cleared",
+        lambda: (
+            not (cluster.get("vm", "manual") or {}).get("status", {}).get("stateChangeRequests")
+        ),
+    )
+    token = token_of(vmi, port)
+    # a crash is not restarted under Manual
+    crash_guest(token)
+    failed = wait_for(
+        "VMI Failed",
+        lambda: (
+            (v := cluster.get("vmi", "manual"))
+            and v.get("status", {}).get("phase") == "Failed"
+            and v
+        ),
+    )
+    assert failed["metadata"]["uid"] == vmi["metadata"]["uid"]
+    # Stop request for that VMI: it is deleted and nothing starts
+    stop = {"status": {"stateChangeRequests": [{"action": "Stop", "uid": vmi["metadata"]["uid"]}]}}
+    cluster.run(
+        "patch", "vm", "manual", "--subresource=status", "--type=merge", "-p", json.dumps(stop)
+    )
+    cluster.gone("vmi", "manual")
+    time.sleep(2)
+    assert cluster.get("vmi", "manual") is None
+
+
+def test_once_runs_once(cluster: Cluster) -> None:
+    port = next(_ports)
+    cluster.apply(vm_manifest("once", "Once", port))
+    vmi = cluster.running_vmi("once")
+    crash_guest(token_of(vmi, port))
+    failed = wait_for(
+        "VMI Failed",
+        lambda: (
+            (v := cluster.get("vmi", "once")) and v.get("status", {}).get("phase") == "Failed" and v
+        ),
+    )
+    assert failed["metadata"]["uid"] == vmi["metadata"]["uid"]
+    time.sleep(2)
+    still = cluster.get("vmi", "once")
+    assert still is not None and still["metadata"]["uid"] == vmi["metadata"]["uid"]
+
+
+def test_standalone_example_vmi_boots_and_deletes(cluster: Cluster) -> None:
+    manifest = yaml.safe_load((EXAMPLES / "vmi-nocloud.yaml").read_text())
+    cluster.apply(manifest)
+    vmi = cluster.running_vmi("vmi-nocloud")
+    assert address(vmi)
+    assert not vmi["metadata"].get("ownerReferences")
+    assert vmi["metadata"]["finalizers"] == ["foregroundDeleteVirtualMachine"]
+    cluster.run("delete", "vmi", "vmi-nocloud", "--timeout=60s")
+    assert cluster.get("vmi", "vmi-nocloud") is None
+
+
+def test_user_data_from_a_secret_waits_for_the_secret(cluster: Cluster) -> None:
+    port = next(_ports)
+    vm = vm_manifest(
+        "secret",
+        "Always",
+        port,
+        volumes=[
+            {
+                "name": "cloudinitdisk",
+                "cloudInitNoCloud": {"secretRef": {"name": "secret-userdata"}},
+            }
+        ],
+    )
+    cluster.apply(vm)
+
+    def waiting() -> dict[str, Any] | None:
+        vmi = cluster.get("vmi", "secret")
+        if vmi is None or vmi.get("status", {}).get("phase") != "Scheduling":
+            return None
+        return vmi if has_condition(vmi, "Synchronized", "False") else None
+
+    vmi = wait_for("VMI waiting for its Secret", waiting)
+    cond = next(c for c in vmi["status"]["conditions"] if c["type"] == "Synchronized")
+    assert cond["reason"] == "SecretNotFound" and "secret-userdata" in cond["message"]
+    assert "SyncFailed" in {e["reason"] for e in cluster.events("secret")}
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "secret-userdata"},
+            "data": {"userdata": base64.b64encode(marker_script(port).encode()).decode()},
+        }
+    )
+    vmi = cluster.running_vmi("secret")
+    assert not has_condition(vmi, "Synchronized", "False")
+    token_of(vmi, port)
+
+
+def test_invalid_base64_fails_the_vmi(cluster: Cluster) -> None:
+    cluster.apply(
+        {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachineInstance",
+            "metadata": {"name": "bad"},
+            "spec": {
+                "domain": {"devices": {}, "memory": {"guest": "128Mi"}},
+                "volumes": [
+                    {
+                        "name": "cloudinitdisk",
+                        "cloudInitNoCloud": {"userDataBase64": "not base64 at all!"},
+                    }
+                ],
+            },
+        }
+    )
+    vmi = wait_for(
+        "VMI Failed",
+        lambda: (
+            (v := cluster.get("vmi", "bad")) and v.get("status", {}).get("phase") == "Failed" and v
+        ),
+    )
+    assert vmi["status"]["reason"] == "InvalidCloudInit"
+    ready = next(c for c in vmi["status"]["conditions"] if c["type"] == "Ready")
+    assert "userDataBase64" in ready["message"]
+
+
+def test_vm_whose_vmis_fail_to_start_backs_off(cluster: Cluster) -> None:
+    cluster.apply(
+        vm_manifest(
+            "loop",
+            "Always",
+            next(_ports),
+            volumes=[{"name": "cloudinitdisk", "cloudInitNoCloud": {"userDataBase64": "%%%"}}],
+        )
+    )
+    vm = wait_for(
+        "VM in CrashLoopBackOff",
+        lambda: (
+            (v := cluster.get("vm", "loop"))
+            and v.get("status", {}).get("printableStatus") == "CrashLoopBackOff"
+            and v
+        ),
+    )
+    failure = vm["status"]["startFailure"]
+    assert failure["consecutiveFailCount"] >= 1 and failure["retryAfterTimestamp"]
+    time.sleep(3)  # no hot loop: within the 10 s backoff no new VMI is made
+    creates = [e for e in cluster.events("loop") if e["reason"] == "SuccessfulCreate"]
+    assert sum(e.get("count", 1) for e in creates) == 1
+
+
+def _pinned(cluster: Cluster, name: str, node: str, port: int) -> tuple[dict[str, Any], str]:
+    cluster.apply(vm_manifest(name, "Always", port, nodeSelector={"kubernetes.io/hostname": node}))
+    vmi = cluster.running_vmi(name)
+    assert vmi["status"]["nodeName"] == node
+    return vmi, token_of(vmi, port)
+
+
+def test_unresponsive_node_keeps_deletion_pending_and_guest_running(cluster: Cluster) -> None:
+    port = next(_ports)
+    vmi, token = _pinned(cluster, "lost", "node-3", port)
+    ip = address(vmi)
+    cluster.kube.kubectl("annotate", "node", "node-3", f"{FAULT}=Unresponsive")
+    time.sleep(1.5)
+    beat = cluster.node("node-3")["metadata"]["annotations"][HEARTBEAT]
+    cluster.run("delete", "vmi", "lost", "--wait=false")
+    time.sleep(4)
+    assert cluster.node("node-3")["metadata"]["annotations"][HEARTBEAT] == beat
+    pending = cluster.get("vmi", "lost")
+    assert pending is not None and pending["metadata"]["uid"] == vmi["metadata"]["uid"]
+    assert pending["metadata"].get("deletionTimestamp")
+    assert pending["status"]["phase"] == "Running"  # frozen
+    assert fetch(ip, port) == token  # the guest runs on
+    other = cluster.node("node-1")["metadata"]["annotations"][HEARTBEAT]
+    wait_for(
+        "other nodes still beat",
+        lambda: cluster.node("node-1")["metadata"]["annotations"][HEARTBEAT] != other,
+        10,
+    )
+    # the node answers again: the deletion completes and the VM starts a new VMI
+    cluster.kube.kubectl("annotate", "node", "node-3", f"{FAULT}-")
+    wait_for("guest processes gone", lambda: no_guest_processes(token), 30)
+    cluster.running_vmi("lost", other_than=vmi["metadata"]["uid"])
+    wait_for(
+        "heartbeat again",
+        lambda: cluster.node("node-3")["metadata"]["annotations"][HEARTBEAT] != beat,
+        10,
+    )
+
+
+def test_force_removed_vmi_on_unresponsive_node_leaves_guest_running(cluster: Cluster) -> None:
+    port = next(_ports)
+    vmi, token = _pinned(cluster, "split", "node-2", port)
+    ip = address(vmi)
+    cluster.kube.kubectl("annotate", "node", "node-2", f"{FAULT}=Unresponsive")
+    cluster.run("delete", "vmi", "split", "--wait=false")
+    time.sleep(1)
+    cluster.run("patch", "vmi", "split", "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+    cluster.gone("vmi", "split", uid=vmi["metadata"]["uid"])
+    time.sleep(3)
+    assert fetch(ip, port) == token  # split brain: the object is gone, the guest is not
+    # the node comes back: virt-handler kills the orphan domain
+    cluster.kube.kubectl("annotate", "node", "node-2", f"{FAULT}-")
+    wait_for("orphan guest killed", lambda: no_guest_processes(token), 30)
+    cluster.running_vmi("split", other_than=vmi["metadata"]["uid"])
+
+
+def test_fenced_node_kills_guests_and_fails_vmis(cluster: Cluster) -> None:
+    port = next(_ports)
+    vmi, token = _pinned(cluster, "fenced", "node-1", port)
+    cluster.kube.kubectl("annotate", "node", "node-1", f"{FAULT}=Unresponsive")
+    cluster.run("delete", "vmi", "fenced", "--wait=false")
+    time.sleep(2)
+    assert cluster.get("vmi", "fenced") is not None
+    cluster.kube.kubectl(
+        "taint", "node", "node-1", "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute"
+    )
+    wait_for("fenced guest killed", lambda: no_guest_processes(token), 30)
+    cluster.gone("vmi", "fenced", uid=vmi["metadata"]["uid"])
+
+
+def test_simulator_sigterm_leaves_nothing_behind_and_restart_fails_lost_vmis(
+    kube: Any, simulator: Any, tmp_path: Path
+) -> None:
+    """A second simulator run with a node and a namespace of its own: after SIGTERM its
+    guest, netns and veth are gone; started again, it finds the VMI's guest gone (a node
+    reboot) and fails the VMI."""
+    ns = f"sim-{uuid.uuid4().hex[:8]}"
+    kube.kubectl("create", "namespace", ns)
+    cluster = Cluster(kube, ns)
+    node = f"sigterm-{uuid.uuid4().hex[:6]}"
+    hack = Path(__file__).resolve().parents[2] / "hack"
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(hack), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "kubevirtsim",
+        "--kubeconfig",
+        str(kube.kubeconfig),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--nodes",
+        node,
+        "--namespace",
+        ns,
+        "--heartbeat-seconds",
+        "1",
+    ]
+    log = (tmp_path / "sim.log").open("a")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    port = next(_ports)
+    try:
+        cluster.apply(
+            {
+                "apiVersion": "kubevirt.io/v1",
+                "kind": "VirtualMachineInstance",
+                "metadata": {"name": "term"},
+                "spec": {
+                    "domain": {"devices": {}, "memory": {"guest": "128Mi"}},
+                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    "volumes": [
+                        {
+                            "name": "cloudinitdisk",
+                            "cloudInitNoCloud": {"userData": marker_script(port)},
+                        }
+                    ],
+                },
+            }
+        )
+        vmi = cluster.running_vmi("term")
+        assert vmi["status"]["nodeName"] == node
+        token = token_of(vmi, port)
+        records = [
+            json.loads(p.read_text()) for p in (tmp_path / "state").glob("guests/*/guest.json")
+        ]
+        netns = [str(r["netns"]) for r in records if r.get("netns")]
+        links = [str(r["veth"]) for r in records if r.get("veth")]
+        assert netns and links
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert no_guest_processes(token)
+        for name in netns:
+            assert not Path(f"/run/netns/{name}").exists(), f"netns {name} left behind"
+        for name in links:
+            assert not Path(f"/sys/class/net/{name}").exists(), f"link {name} left behind"
+        others = (
+            [n for n in os.listdir("/run/netns") if n.startswith("gh-")]
+            if Path("/run/netns").is_dir()
+            else []
+        )
+        if not others:  # the bridge is shared by every simulator run on this machine
+            assert not Path("/sys/class/net/ghbr0").exists(), "bridge ghbr0 left behind"
+        # the VMI still says Running (nobody was left to say otherwise) until the node's
+        # simulator comes back: its guest is gone, as after a reboot
+        assert (cluster.get("vmi", "term") or {})["status"]["phase"] == "Running"
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        failed = wait_for(
+            "VMI Failed after the restart",
+            lambda: (
+                (v := cluster.get("vmi", "term")) and v["status"].get("phase") == "Failed" and v
+            ),
+        )
+        assert failed["status"]["reason"] == "NodeRebooted"
+        cluster.run("delete", "vmi", "term", "--timeout=30s")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        cluster.run(
+            "patch",
+            "vmi",
+            "term",
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
+        cluster.run("delete", "vmi", "term", "--wait=false", check=False)
+        kube.kubectl("delete", "node", node, "--wait=false", check=False)
