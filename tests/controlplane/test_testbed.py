@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -60,6 +61,32 @@ def _kubectl(kube) -> list[str]:  # type: ignore[no-untyped-def]
     from testbed import build
 
     return [str(build.binary("kubectl"))]
+
+
+def _netns() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def test_devcluster_up_then_down_leaves_nothing_running(tmp_path: Path) -> None:
+    """The whole devcluster, with a guest booted, stops without a trace."""
+    if os.geteuid() != 0:
+        pytest.skip("guest hosts need root")
+    before = _netns()
+    cluster = DevCluster(tmp_path / "whole")
+    cluster.up()
+    vm = yaml.safe_load((shared_dir() / "kubevirt" / "examples" / "vm-cirros.yaml").read_text())
+    vm["spec"].pop("running", None)
+    vm["spec"]["runStrategy"] = "Always"
+    cluster.kubectl("apply", "-n", "default", "-f", "-", input=json.dumps(vm))
+    cluster.kubectl("wait", "-n", "default", "vmi/vm-cirros", "--timeout=60s",
+                    "--for=jsonpath={.status.phase}=Running")
+    assert _netns() - before, "the guest host has a network namespace"
+    names = set(cluster.control_plane.state().pids)
+    assert names == {"etcd", "kube-apiserver", "kubevirtsim", "guestha-operator"}
+    cluster.down()
+    assert processes.referencing(str(tmp_path / "whole")) == []
+    assert _netns() - before == set()
 
 
 def test_a_second_control_plane_starts_and_stops_leaving_nothing(tmp_path: Path) -> None:
