@@ -1,0 +1,228 @@
+"""The channel's endpoints (/v1): routing, the command envelope, and request validation.
+
+Every mutating request carries the operator's `epoch` and an `operationId` in its JSON
+body. A command from an epoch lower than the highest this agent has seen is refused (409
+StaleEpoch); a higher epoch is persisted before the command is applied. An operation id
+already applied is answered with the recorded result and not applied again (the recent
+ids are persisted, so this holds across agent restarts too). docs/agent-api.md is the
+reference for the wire format; docs/agent-openapi.yaml describes the same endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from guestha.agent.config import ConfigError
+from guestha.agent.desired import Command, DesiredConfig, parse_command
+from guestha.agent.events import EventGone
+from guestha.agent.http1 import HttpError, Request, Response
+
+if TYPE_CHECKING:
+    from guestha.agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+GROUP_ACTIONS = ("online", "offline", "clear", "probe")
+_GROUP_PATH = re.compile(r"^/v1/groups/([^/]{1,253})/([a-z]+)$")
+MAX_POLL_SECONDS = 60.0
+CONFIG_FIELDS = frozenset({"groups", "peers", "heartbeat", "fencing"})
+
+
+@dataclass
+class _InFlight:
+    command: str
+    done: threading.Event = field(default_factory=threading.Event)
+    response: Response | None = None
+
+
+class Api:
+    """Turns requests into calls on the agent."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._lock = threading.Lock()
+        self._inflight: dict[str, _InFlight] = {}
+
+    def handle(self, request: Request) -> Response:
+        path = request.path
+        routes: dict[str, dict[str, Callable[[Request], Response]]] = {
+            "/v1/status": {"GET": self.status},
+            "/v1/healthz": {"GET": self.healthz},
+            "/v1/events": {"GET": self.events},
+            "/v1/config": {"GET": self.get_config, "PUT": self.put_config},
+        }
+        methods = routes.get(path)
+        if methods is None:
+            match = _GROUP_PATH.match(path)
+            if match is None or match.group(2) not in GROUP_ACTIONS:
+                raise HttpError(404, f"no endpoint {path[:200]!r}; see docs/agent-api.md",
+                                "NotFound")
+            group, action = match.group(1), match.group(2)
+
+            def run(r: Request) -> Response:
+                return self.group_action(r, group, action)
+
+            methods = {"POST": run}
+        handler = methods.get(request.method)
+        if handler is None:
+            allowed = ", ".join(sorted(methods))
+            raise HttpError(405, f"{request.method} is not allowed on {path} "
+                            f"(allowed: {allowed})", "MethodNotAllowed")
+        if request.method != "PUT" and request.method != "POST":
+            self.agent.operator_contact()
+        return handler(request)
+
+    # -- reads
+
+    def status(self, request: Request) -> Response:
+        _no_query(request, frozenset())
+        return Response(200, self.agent.status())
+
+    def healthz(self, request: Request) -> Response:
+        _no_query(request, frozenset())
+        return Response(200, self.agent.health())
+
+    def get_config(self, request: Request) -> Response:
+        _no_query(request, frozenset())
+        return Response(200, self.agent.config_document())
+
+    def events(self, request: Request) -> Response:
+        _no_query(request, frozenset({"after", "timeout", "stream", "limit"}))
+        after = _query_int(request, "after", None, 0)
+        if after is None:
+            raise HttpError(400, "query after: required (the last sequence number seen; "
+                            "/v1/status gives the newest)")
+        limit = _query_int(request, "limit", 500, 1, 1000) or 500
+        raw_timeout = request.query.get("timeout", "0")
+        try:
+            timeout = float(raw_timeout)
+        except ValueError as e:
+            raise HttpError(400, f"query timeout: not a number of seconds: "
+                            f"{raw_timeout[:20]!r}") from e
+        if not math.isfinite(timeout) or timeout < 0:
+            raise HttpError(400, f"query timeout: must be >= 0 seconds, got {raw_timeout[:20]!r}")
+        # The operator's vote lapses without contact: a poll must end well within the lease.
+        timeout = min(timeout, MAX_POLL_SECONDS, self.agent.operator_lease() / 2)
+        try:
+            batch = self.agent.events.read(after, timeout, limit, request.query.get("stream"))
+        except EventGone as e:
+            return Response(410, {"status": 410, "reason": "EventsGone", "message": str(e),
+                                  "stream": self.agent.events.stream,
+                                  "firstSeq": e.first_seq, "lastSeq": e.last_seq})
+        self.agent.operator_contact()  # the poll ended: the operator is still there
+        return Response(200, {"stream": batch.stream, "lastSeq": batch.last_seq,
+                              "more": batch.more, "events": [e.to_json() for e in batch.events]})
+
+    # -- commands
+
+    def put_config(self, request: Request) -> Response:
+        def apply(command: Command, rest: dict[str, Any]) -> Response:
+            try:
+                desired = DesiredConfig.from_dict(rest, self.agent.member, "body")
+                self.agent.apply_config(desired, rest)
+            except ConfigError as e:
+                raise HttpError(400, str(e), "Invalid") from e
+            except ValueError as e:  # e.g. the agent is shutting down
+                raise HttpError(409, str(e), "Conflict") from e
+            return Response(200, {"applied": True, "operationId": command.operation_id,
+                                  "epoch": command.epoch,
+                                  "groups": [g.name for g in desired.groups],
+                                  "peers": [p.member for p in desired.peers]})
+
+        return self._command(request, "PUT /v1/config", CONFIG_FIELDS, apply)
+
+    def group_action(self, request: Request, group: str, action: str) -> Response:
+        def apply(command: Command, rest: dict[str, Any]) -> Response:
+            return self.agent.group_action(group, action, command, rest.get("reason"))
+
+        return self._command(request, f"POST /v1/groups/{group}/{action}",
+                             frozenset({"reason"}), apply)
+
+    def _command(self, request: Request, command_name: str, extra: frozenset[str],
+                 apply: Callable[[Command, dict[str, Any]], Response]) -> Response:
+        _no_query(request, frozenset())
+        try:
+            command, rest = parse_command(request.json(), extra)
+        except ConfigError as e:
+            raise HttpError(400, str(e), "Invalid") from e
+        if "reason" in rest and not isinstance(rest["reason"], str):
+            raise HttpError(400, "body.reason: must be a string", "Invalid")
+        store = self.agent.store
+        waiting: _InFlight | None = None
+        mine = _InFlight(command_name)
+        with self._lock:
+            if command.epoch < store.epoch:
+                raise HttpError(409, f"epoch {command.epoch} is older than epoch "
+                                f"{store.epoch}, the newest this agent has seen: the "
+                                f"command comes from an operator that is no longer in "
+                                f"charge", "StaleEpoch")
+            self.agent.operator_contact()
+            prior = store.operation(command.operation_id)
+            if prior is None and command.operation_id in self._inflight:
+                waiting = self._inflight[command.operation_id]
+                prior_command = waiting.command
+            elif prior is not None:
+                prior_command = str(prior.get("command"))
+            else:
+                prior_command = command_name
+            if prior_command != command_name:
+                raise HttpError(409, f"operationId {command.operation_id!r} was already used "
+                                f"for {prior_command}", "OperationIdReused")
+            if prior is not None:
+                return _replayed(Response(int(prior["status"]), prior["body"]))
+            if waiting is None:
+                self._inflight[command.operation_id] = mine
+                if store.record_epoch(command.epoch):
+                    self.agent.emit("EpochChanged", {"epoch": command.epoch})
+        if waiting is not None:
+            waiting.done.wait()
+            if waiting.response is None:
+                raise HttpError(409, f"operation {command.operation_id!r} failed; retry it",
+                                "OperationFailed")
+            return _replayed(waiting.response)
+        response: Response | None = None
+        try:
+            try:
+                response = apply(command, rest)
+            except HttpError as e:
+                response = Response(e.status, {"status": e.status, "reason": e.reason,
+                                               "message": e.message})
+            if response.status < 500:
+                store.record_operation(command.operation_id, command_name, command.epoch,
+                                       response.status, response.body)
+            return response
+        finally:
+            with self._lock:
+                mine.response = response
+                self._inflight.pop(command.operation_id, None)
+                mine.done.set()
+
+
+def _replayed(response: Response) -> Response:
+    return Response(response.status, response.body, {**response.headers,
+                                                     "Guestha-Replayed": "true"})
+
+
+def _no_query(request: Request, allowed: frozenset[str]) -> None:
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise HttpError(400, f"query: unknown parameter(s) {', '.join(unknown)[:200]}"
+                        + (f" (known: {', '.join(sorted(allowed))})" if allowed else ""),
+                        "Invalid")
+
+
+def _query_int(request: Request, key: str, default: int | None, minimum: int,
+               maximum: int = 2**63 - 1) -> int | None:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 19 or not (
+            minimum <= int(raw) <= maximum):
+        raise HttpError(400, f"query {key}: must be an integer from {minimum} to {maximum}, "
+                        f"got {raw[:20]!r}", "Invalid")
+    return int(raw)

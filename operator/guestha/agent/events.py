@@ -1,0 +1,127 @@
+"""The agent's ordered event log: what the operator long-polls to learn of changes at once.
+
+Events carry sequence numbers that increase by one. The log keeps the newest `capacity`
+events in a ring; a reader asks for everything after the last sequence it saw and gets it
+immediately when newer events exist, or waits (bounded) for the next one. A reader that
+fell behind the ring, or that talks to a restarted agent (a new `stream`), is told so
+plainly and resynchronises from the status endpoint.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+def rfc3339(t: float) -> str:
+    """Wall-clock seconds as an RFC 3339 UTC timestamp with milliseconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event; `data` is the emitter's payload."""
+
+    seq: int
+    kind: str
+    time: float  # wall-clock seconds, for people; order comes from seq
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind,
+                "time": rfc3339(self.time),
+                "data": self.data}
+
+
+class EventGone(Exception):
+    """The events asked for are no longer held (the ring moved on, or the agent restarted)."""
+
+    def __init__(self, message: str, first_seq: int, last_seq: int) -> None:
+        super().__init__(message)
+        self.first_seq = first_seq
+        self.last_seq = last_seq
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one read returns."""
+
+    stream: str
+    events: list[Event]
+    last_seq: int  # the newest sequence number in the log (0: none yet)
+    more: bool  # more events than `limit` were waiting
+
+
+class EventLog:
+    """A bounded, thread-safe, ordered log with blocking reads."""
+
+    def __init__(self, capacity: int = 4096, stream: str | None = None) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.stream = stream or secrets.token_hex(8)
+        self._ring: collections.deque[Event] = collections.deque(maxlen=capacity)
+        self._last = 0
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def emit(self, kind: str, data: dict[str, Any]) -> int:
+        """Appends one event (from any thread) and wakes waiting readers; returns its seq."""
+        # A copy in plain JSON types: a payload that is not must not break every later read.
+        plain = json.loads(json.dumps(data, default=str))
+        with self._cond:
+            self._last += 1
+            self._ring.append(Event(self._last, kind, time.time(), plain))
+            self._cond.notify_all()
+            return self._last
+
+    @property
+    def last_seq(self) -> int:
+        with self._cond:
+            return self._last
+
+    def close(self) -> None:
+        """Wakes every waiting reader (the agent is stopping)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def read(self, after: int, timeout: float, limit: int = 500,
+             stream: str | None = None) -> Batch:
+        """Events with seq > after; waits up to timeout seconds when there are none yet.
+
+        Raises EventGone when `stream` names another agent run, when `after` is ahead of
+        this log (a previous run's numbers), or when events after it fell out of the ring.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            first = self._ring[0].seq if self._ring else self._last + 1
+            if stream is not None and stream != self.stream:
+                raise EventGone(f"stream {stream!r} ended (the agent restarted); this "
+                                f"stream is {self.stream!r}: read /v1/status and start "
+                                f"again from after=0", first, self._last)
+            if after > self._last:
+                raise EventGone(f"after={after} is ahead of this stream's newest event "
+                                f"{self._last} (the agent restarted?): read /v1/status "
+                                f"and start again from after=0", first, self._last)
+            if after < first - 1:
+                raise EventGone(f"events {after + 1}..{first - 1} are no longer held "
+                                f"(the oldest held is {first}): read /v1/status and "
+                                f"continue from after={first - 1}", first, self._last)
+            while self._last <= after and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            first = self._ring[0].seq if self._ring else self._last + 1
+            if after < first - 1:  # overtaken while waiting
+                raise EventGone(f"events {after + 1}..{first - 1} are no longer held "
+                                f"(the oldest held is {first})", first, self._last)
+            start = after - first + 1
+            chosen = [self._ring[i] for i in range(start, min(len(self._ring), start + limit))]
+            more = start + limit < len(self._ring)
+            return Batch(self.stream, chosen, self._last, more)

@@ -1,0 +1,78 @@
+"""`guestha-agent --config /etc/guestha/agent.json`: the agent's command line.
+
+Reads the identity file, starts every part (guestha.agent.agent.Agent), runs the main
+loop until SIGTERM or SIGINT, then stops cleanly (the watchdog is disarmed on a clean stop).
+SIGHUP re-reads the TLS files (certificate rotation) for new connections.
+Exit codes: 0 after a clean stop, 2 for a bad identity file or state, 1 for other failures
+at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from guestha.agent.agent import Agent, Emit, Runner, RunnerFactory
+from guestha.agent.config import ConfigError, Identity
+from guestha.agent.store import StoreError
+
+log = logging.getLogger("guestha.agent")
+
+
+def default_runner(state_dir: str, emit: Emit) -> Runner:
+    from guestha.agent.groups import GroupRunner
+
+    return GroupRunner(state_dir, emit)
+
+
+def main(argv: list[str] | None = None, runner_factory: RunnerFactory = default_runner
+         ) -> int:
+    parser = argparse.ArgumentParser(prog="guestha-agent",
+                                     description="guestha's in-guest agent")
+    parser.add_argument("--config", default="/etc/guestha/agent.json",
+                        help="the identity file (default: %(default)s)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        identity = Identity.load(args.config)
+        agent = Agent(identity, runner_factory)
+    except (ConfigError, StoreError) as e:
+        log.error("%s", e)
+        return 2
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        return 1
+
+    def stop(signum: int, frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        agent.stop()
+
+    def reload(signum: int, frame: Any) -> None:
+        threading.Thread(target=agent.reload_tls, name="tls-reload", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
+    try:
+        agent.start()
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        agent.close()
+        return 1
+    try:
+        agent.run()
+    finally:
+        agent.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,569 @@
+"""One resource's life in the agent: its monitor loop, its actions, and the VCS rules.
+
+Each resource gets a thread that runs its entry points one at a time (as VCS agents do):
+commands from the group runner (probe, online, offline, clear) and monitors, every
+MonitorInterval while online and every OfflineMonitorInterval while offline or faulted,
+or at once when the resource itself reports a change (a Process's exit). The thread applies:
+
+- ToleranceLimit: that many "offline" results in a row are tolerated while online;
+- RestartLimit: a resource found offline is cleaned and restarted in place that many times
+  before it counts as faulted; counters reset after ConfInterval seconds online
+  (ConfInterval 0: never by themselves, only by clear);
+- OnlineWaitLimit: after online, monitors have OnlineWaitLimit x MonitorInterval seconds to
+  report online (checked every second, so a quick start is seen at once);
+- FaultOnMonitorTimeouts: that many monitor timeouts in a row fault an online resource
+  (0: never);
+- a fault always runs clean: the resource is Faulted only once clean has stopped it, so
+  Faulted means "not running". ResourceFaulted is pushed the moment the fault is seen,
+  before clean. A clean that fails leaves the resource Unknown (it may still run).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .config import ResourceConfig
+from .resources import ActionError, ActionTimeout, MonitorResult, Resource
+from .states import FAULTED, OFFLINE, ONLINE, STARTING, STOPPING, UNKNOWN
+
+Emit = Callable[[str, dict[str, Any]], None]
+Make = Callable[[ResourceConfig, Callable[[], None]], Resource]
+
+CONFIRM_POLL_SECONDS = 1.0  # longest pause between monitors while confirming online/offline
+# What an entry point may raise when it fails (an OSError is a failure of the action too).
+FAILED = (ActionError, OSError)
+
+
+def rfc3339(when: float) -> str:
+    """A wall-clock time as RFC 3339 in UTC with milliseconds."""
+    return datetime.fromtimestamp(when, timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Pending:
+    """The outcome of a command that a resource's thread runs; wait() for it."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.ok = False
+        self.state = ""
+        self.message = ""
+        self._callbacks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def finish(self, ok: bool, state: str, message: str) -> None:
+        self.ok, self.state, self.message = ok, state, message
+        with self._lock:
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+
+@dataclass
+class _Command:
+    kind: str  # probe, online, offline, clear, replace
+    pending: Pending = field(default_factory=Pending)
+    reason: str = ""
+    note: str = ""  # a message for the state changes this command makes
+    deadline: float | None = None  # monotonic; offline under self-fencing has one
+
+
+class ResourceMonitor:
+    """Runs one resource: its thread, its state, its counters."""
+
+    def __init__(self, group: str, config: ResourceConfig, make: Make, emit: Emit,
+                 on_change: Callable[[ResourceMonitor], None]) -> None:
+        self.group = group
+        self.config = config
+        self._make = make
+        self._emit = emit
+        self._on_change = on_change
+        self.resource = make(config, self.trigger)
+        self._active = (config.type, dict(config.attributes))
+        self._data = threading.Lock()
+        self.state = UNKNOWN
+        self.message = "not probed yet"
+        self.restarts = 0
+        self.monitor_timeouts = 0
+        self.last_change = time.time()
+        self._tolerated = 0
+        self._online_since: float | None = None
+        self._was_online = False
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Command] = collections.deque()
+        self._triggered = False
+        self._next_monitor: float | None = None
+        self._closed = False
+        self._aborting = False
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"resource-{group}/{config.name}")
+        self._thread.start()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # --- what other threads call ------------------------------------------------------
+
+    def _submit(self, command: _Command) -> Pending:
+        with self._cond:
+            if self._closed:
+                command.pending.finish(False, self.state, "the agent is shutting down")
+            else:
+                self._queue.append(command)
+                self._cond.notify_all()
+        return command.pending
+
+    def probe(self) -> Pending:
+        return self._submit(_Command("probe"))
+
+    def online(self, reason: str = "Online") -> Pending:
+        with self._cond:
+            self._aborting = False
+        return self._submit(_Command("online", reason=reason))
+
+    def offline(self, reason: str = "Offline", deadline: float | None = None,
+                note: str = "") -> Pending:
+        return self._submit(_Command("offline", reason=reason, deadline=deadline, note=note))
+
+    def clear(self) -> Pending:
+        return self._submit(_Command("clear"))
+
+    def update(self, config: ResourceConfig) -> None:
+        """New settings: policy applies now; new type/attributes at the next online (or at
+        once while the resource is offline or faulted)."""
+        with self._data:
+            self.config = config
+        if self.pending_change:
+            self._submit(_Command("replace"))
+        self._changed()
+
+    @property
+    def pending_change(self) -> bool:
+        return (self.config.type, dict(self.config.attributes)) != self._active
+
+    def trigger(self) -> None:
+        """Monitor as soon as possible (called by the resource when it sees a change)."""
+        with self._cond:
+            self._triggered = True
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        """Stop what runs now (online programs are killed), drop queued onlines, and restart
+        nothing by itself until the next online command."""
+        with self._cond:
+            self._aborting = True
+            dropped = [c for c in self._queue if c.kind == "online"]
+            for command in dropped:
+                self._queue.remove(command)
+            self._cond.notify_all()
+        for command in dropped:
+            command.pending.finish(False, self.state, "aborted")
+        self.resource.abort()
+
+    def close(self, wait: float = 2.0) -> None:
+        """Stop the thread (after the entry point running now); the resource keeps running."""
+        with self._cond:
+            self._closed = True
+            queued = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        for command in queued:
+            command.pending.finish(False, self.state, "the agent is shutting down")
+        self._thread.join(wait)
+        self.resource.close()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._data:
+            return {
+                "name": self.config.name,
+                "type": self.config.type,
+                "state": self.state,
+                "critical": self.config.critical,
+                "restarts": self.restarts,
+                "monitorTimeouts": self.monitor_timeouts,
+                "message": self.message,
+                "lastChange": rfc3339(self.last_change),
+                "pendingChange": self.pending_change,
+            }
+
+    # --- the thread -------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            command: _Command | None = None
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    if self._queue:
+                        command = self._queue.popleft()
+                        break
+                    now = time.monotonic()
+                    if self._triggered or (self._next_monitor is not None
+                                           and now >= self._next_monitor):
+                        self._triggered = False
+                        break
+                    wait = None if self._next_monitor is None else self._next_monitor - now
+                    self._cond.wait(wait)
+            try:
+                if command is None:
+                    self._handle(*self._monitor())
+                else:
+                    self._run(command)
+            except Exception as e:  # a bug in one resource type must not end monitoring
+                detail = "".join(traceback.format_exception_only(type(e), e)).strip()
+                self._set(UNKNOWN, "InternalError", f"agent error: {detail}")
+                if command is not None and not command.pending.done:
+                    command.pending.finish(False, self.state, self.message)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        monitor = self.config.monitor
+        if self.state in (ONLINE, UNKNOWN):
+            interval: float | None = monitor.interval_seconds
+        elif self.state in (OFFLINE, FAULTED) and monitor.offline_interval_seconds > 0:
+            interval = monitor.offline_interval_seconds
+        else:
+            interval = None
+        with self._cond:
+            self._next_monitor = None if interval is None else time.monotonic() + interval
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep unless closed or aborted; False if interrupted."""
+        with self._cond:
+            return not self._cond.wait_for(lambda: self._closed or self._aborting,
+                                           max(seconds, 0))
+
+    def _set(self, state: str, reason: str, message: str) -> None:
+        with self._data:
+            previous = self.state
+            self.state = state
+            self.message = message
+            if state != previous:
+                self.last_change = time.time()
+        if state != previous:
+            self._emit("ResourceState", {"group": self.group, "resource": self.name,
+                                         "state": state, "previous": previous,
+                                         "reason": reason, "message": message})
+            self._changed()
+
+    def _note(self, message: str) -> None:
+        with self._data:
+            self.message = message
+
+    def _changed(self) -> None:
+        self._on_change(self)
+
+    def _monitor(self) -> tuple[MonitorResult, bool]:
+        """One monitor: (result, timed out)."""
+        timeout = float(self.config.monitor.timeout_seconds)
+        start = time.monotonic()
+        try:
+            result = self.resource.monitor(timeout)
+        except ActionTimeout as e:
+            return MonitorResult.unknown(str(e)), True
+        except FAILED as e:
+            return MonitorResult.unknown(str(e)), False
+        if time.monotonic() - start > timeout:
+            return MonitorResult.unknown(f"monitor took longer than {timeout:g} s"), True
+        return result, False
+
+    # --- the VCS rules for a monitor result ------------------------------------------
+
+    def _handle(self, result: MonitorResult, timed_out: bool) -> None:
+        state = self.state
+        if timed_out:
+            with self._data:
+                self.monitor_timeouts += 1
+                count = self.monitor_timeouts
+            limit = self.config.fault_on_monitor_timeouts
+            text = f"monitor timed out ({count} in a row): {result.message}"
+            if (state == ONLINE or (state == UNKNOWN and self._was_online)) and limit \
+                    and count >= limit:
+                self._fault_or_restart("MonitorTimeout", text)
+            else:
+                self._note(text)
+            return
+        with self._data:
+            self.monitor_timeouts = 0
+        if state == ONLINE:
+            if result.state == ONLINE:
+                self._tolerated = 0
+                self._reset_counters_after_conf_interval()
+                self._note(result.message)
+            elif result.state == OFFLINE:
+                self._unexpected_offline(result.message)
+            else:
+                self._was_online = True
+                self._set(UNKNOWN, "MonitorUnknown", result.message)
+        elif state == UNKNOWN:
+            if result.state == ONLINE:
+                if not self._was_online:
+                    self._online_since = time.monotonic()
+                self._was_online = True
+                self._set(ONLINE, "Monitor", result.message)
+            elif result.state == OFFLINE and self._was_online:
+                self._unexpected_offline(result.message)
+            elif result.state == OFFLINE:
+                self._set(OFFLINE, "Monitor", result.message)
+            else:
+                self._note(result.message)
+        elif state in (OFFLINE, FAULTED):
+            if result.state == ONLINE:
+                self._online_since = time.monotonic()
+                self._was_online = True
+                self._tolerated = 0
+                self._set(ONLINE, "FoundOnline", f"found online (not started by this agent "
+                          f"run): {result.message}")
+            elif result.state == UNKNOWN and state == OFFLINE:
+                self._set(UNKNOWN, "MonitorUnknown", result.message)
+            elif state == OFFLINE:
+                self._note(result.message)
+
+    def _reset_counters_after_conf_interval(self) -> None:
+        conf = self.config.conf_interval_seconds
+        if conf > 0 and self._online_since is not None \
+                and time.monotonic() - self._online_since >= conf:
+            with self._data:
+                self.restarts = 0
+
+    def _unexpected_offline(self, message: str) -> None:
+        self._tolerated += 1
+        limit = self.config.tolerance_limit
+        if self._tolerated <= limit:
+            self._note(f"monitor found it offline ({self._tolerated} of {limit} tolerated): "
+                       f"{message}")
+            return
+        self._tolerated = 0
+        self._fault_or_restart("MonitorOffline", message or "found offline")
+
+    def _fault_or_restart(self, reason: str, message: str) -> None:
+        self._reset_counters_after_conf_interval()
+        with self._cond:
+            aborting = self._aborting or self._closed
+        if self.restarts < self.config.restart_limit and not aborting:
+            with self._data:
+                self.restarts += 1
+                restarts = self.restarts
+            self._set(STARTING, "Restart",
+                      f"{message}; restart {restarts} of {self.config.restart_limit}")
+            self._emit("ResourceRestarted", {"group": self.group, "resource": self.name,
+                                             "restarts": restarts})
+            if not self._clean(message, fault_event=True):
+                return
+            self._apply_pending()
+            self._start("Restart")
+            return
+        self._fault(reason, message)
+
+    def _fault(self, reason: str, message: str) -> None:
+        """Report the fault at once, clean, then Faulted (Unknown if clean fails)."""
+        self._emit("ResourceFaulted", {"group": self.group, "resource": self.name,
+                                       "reason": reason, "message": message})
+        self._set(STOPPING, "Clean", message)
+        if self._clean(message, fault_event=False):
+            self._online_since = None
+            self._was_online = False
+            self._set(FAULTED, reason, message)
+
+    def _clean(self, message: str, fault_event: bool) -> bool:
+        """Run clean and check the resource is offline; on failure the state is Unknown."""
+        problem = ""
+        try:
+            self.resource.clean(float(self.config.timeouts.clean_seconds))
+        except FAILED as e:
+            problem = f"clean failed: {e}"
+        if not problem:
+            result, _ = self._monitor()
+            if result.state == ONLINE:
+                problem = f"still online after clean: {result.message}"
+        if not problem:
+            return True
+        text = f"{problem} (after: {message})" if message else problem
+        if fault_event:
+            self._emit("ResourceFaulted", {"group": self.group, "resource": self.name,
+                                           "reason": "CleanFailed", "message": text})
+        self._was_online = True
+        self._set(UNKNOWN, "CleanFailed", text)
+        return False
+
+    def _apply_pending(self) -> None:
+        if not self.pending_change:
+            return
+        config = self.config
+        self.resource.close()
+        self.resource = self._make(config, self.trigger)
+        self._active = (config.type, dict(config.attributes))
+
+    def _start(self, reason: str) -> bool:
+        """Online then confirm within OnlineWaitLimit (state is Starting); False: faulted."""
+        config = self.config
+        try:
+            self.resource.online(float(config.timeouts.online_seconds))
+        except ActionTimeout as e:
+            self._fault("OnlineTimeout", f"online timed out: {e}")
+            return False
+        except FAILED as e:
+            self._fault("OnlineFailed", f"online failed: {e}")
+            return False
+        interval = float(config.monitor.interval_seconds)
+        window = config.online_wait_limit * interval
+        deadline = time.monotonic() + window
+        while True:
+            result, timed_out = self._monitor()
+            if result.state == ONLINE and not timed_out:
+                self._online_since = time.monotonic()
+                self._was_online = True
+                self._tolerated = 0
+                self._set(ONLINE, reason, result.message)
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._pause(min(CONFIRM_POLL_SECONDS, interval, left)):
+                break
+        self._fault("OnlineFailed", f"not online {window:g} s after online (OnlineWaitLimit "
+                    f"{config.online_wait_limit}): {result.message}")
+        return False
+
+    # --- commands ---------------------------------------------------------------------
+
+    def _run(self, command: _Command) -> None:
+        handler = {"probe": self._do_probe, "online": self._do_online,
+                   "offline": self._do_offline, "clear": self._do_clear,
+                   "replace": self._do_replace}[command.kind]
+        handler(command)
+
+    def _finish(self, command: _Command, ok: bool) -> None:
+        command.pending.finish(ok, self.state, self.message)
+
+    def _do_probe(self, command: _Command) -> None:
+        result, timed_out = self._monitor()
+        if self.state in (UNKNOWN, OFFLINE) and not self._was_online:
+            if timed_out:
+                self._set(UNKNOWN, "Probe", f"probe timed out: {result.message}")
+            else:
+                if result.state == ONLINE:
+                    self._online_since = time.monotonic()
+                    self._was_online = True
+                self._set(result.state, "Probe", result.message)
+        else:
+            self._handle(result, timed_out)
+        self._finish(command, self.state != UNKNOWN)
+
+    def _do_online(self, command: _Command) -> None:
+        if self.state == FAULTED:
+            self._finish(command, False)  # faults are cleared first (hagrp -clear)
+            return
+        result, timed_out = self._monitor()
+        if result.state == ONLINE and not timed_out:
+            if self.state != ONLINE:
+                self._online_since = time.monotonic()
+                self._was_online = True
+                self._set(ONLINE, command.reason, result.message)
+            self._finish(command, True)
+            return
+        if self.state == ONLINE:
+            # Online but the monitor disagrees: the usual rules decide (restart or fault).
+            self._handle(result, timed_out)
+            self._finish(command, self.state == ONLINE)
+            return
+        self._apply_pending()
+        self._set(STARTING, command.reason, "")
+        self._finish(command, self._start(command.reason))
+
+    def _do_offline(self, command: _Command) -> None:
+        config = self.config
+        result, _ = self._monitor()
+        if result.state == OFFLINE and self.state in (OFFLINE, FAULTED):
+            self._finish(command, True)
+            return
+        offline_timeout = float(config.timeouts.offline_seconds)
+        clean_timeout = float(config.timeouts.clean_seconds)
+        if command.deadline is not None:
+            left = max(command.deadline - time.monotonic(), 1.0)
+            offline_timeout = min(offline_timeout, left * 0.6)
+            clean_timeout = min(clean_timeout, left * 0.4)
+        self._set(STOPPING, command.reason, command.note)
+        problem = ""
+        try:
+            self.resource.offline(offline_timeout)
+        except FAILED as e:
+            problem = f"offline failed: {e}"
+        if not problem:
+            deadline = time.monotonic() + offline_timeout
+            while True:
+                result, _ = self._monitor()
+                if result.state == OFFLINE:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._pause(min(0.2, left)):
+                    problem = f"still {result.state.lower()} after offline: {result.message}"
+                    break
+        if problem:
+            try:
+                self.resource.clean(clean_timeout)
+            except FAILED as e:
+                problem = f"{problem}; clean failed: {e}"
+            result, _ = self._monitor()
+            if result.state != OFFLINE:
+                text = f"{problem}; still {result.state.lower()}: {result.message}"
+                self._emit("ResourceFaulted", {"group": self.group, "resource": self.name,
+                                               "reason": "CleanFailed", "message": text})
+                self._was_online = True
+                self._set(UNKNOWN, "CleanFailed", text)
+                self._finish(command, False)
+                return
+            problem = f"{problem} (cleaned)"
+        self._online_since = None
+        self._was_online = False
+        self._tolerated = 0
+        self._set(OFFLINE, command.reason, problem or command.note or result.message)
+        self._finish(command, True)
+
+    def _do_clear(self, command: _Command) -> None:
+        with self._data:
+            self.restarts = 0
+            self.monitor_timeouts = 0
+        self._tolerated = 0
+        if self.state in (FAULTED, UNKNOWN):
+            result, timed_out = self._monitor()
+            if result.state == ONLINE and not timed_out:
+                self._online_since = time.monotonic()
+                self._was_online = True
+            else:
+                self._was_online = False
+            self._set(UNKNOWN if timed_out else result.state, "Clear", result.message)
+        self._finish(command, self.state != UNKNOWN)
+
+    def _do_replace(self, command: _Command) -> None:
+        if self.state in (OFFLINE, FAULTED) and self.pending_change:
+            self._apply_pending()
+            result, timed_out = self._monitor()
+            if result.state == ONLINE and not timed_out:
+                self._handle(result, timed_out)
+            elif self.state == OFFLINE:
+                self._set(UNKNOWN if timed_out else result.state, "Reconfigured",
+                          result.message)
+        self._finish(command, True)

@@ -1,0 +1,169 @@
+"""Application: an application driven by its own programs (VCS Application agent).
+
+startProgram and stopProgram are shell command lines that start and stop the application
+and return. Its state comes from monitorProgram's exit status (VCS: 110 online, 100
+offline; OCF style: 0 online, 7 offline), or, without one, from pidFiles (every recorded
+process runs) and monitorProcesses (every listed command line runs). clean runs
+cleanProgram and then kills whatever pidFiles and monitorProcesses still find.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from . import procfs
+from .base import (
+    ActionError,
+    ActionTimeout,
+    Attr,
+    MonitorResult,
+    Resource,
+    ResourceContext,
+    absolute_path,
+    env_names,
+)
+from .programs import Account, Completed, account, environment, shell
+
+VCS_ONLINE, VCS_OFFLINE = 110, 100
+OCF_ONLINE, OCF_OFFLINE = 0, 7
+
+
+def _absolute_paths(value: Any) -> str | None:
+    bad = [p for p in value if not p.startswith("/")]
+    return f"must be absolute paths: {', '.join(map(repr, bad))}" if bad else None
+
+
+def _no_empty(value: Any) -> str | None:
+    return "entries must not be empty" if any(not v.strip() for v in value) else None
+
+
+def monitor_status(returncode: int) -> str | None:
+    """Online/Offline for a monitorProgram exit status, None for one that means neither."""
+    if returncode in (VCS_ONLINE, OCF_ONLINE):
+        return "Online"
+    if returncode in (VCS_OFFLINE, OCF_OFFLINE):
+        return "Offline"
+    return None
+
+
+class Application(Resource):
+    """An application with start, stop, clean and monitor programs."""
+
+    type_name = "Application"
+    schema = {
+        "startProgram": Attr("string", required=True),
+        "stopProgram": Attr("string", required=True),
+        "cleanProgram": Attr("string"),
+        "monitorProgram": Attr("string"),
+        "pidFiles": Attr("strings", check=_absolute_paths),
+        "monitorProcesses": Attr("strings", check=_no_empty),
+        "env": Attr("map", check=env_names, non_empty=False),
+        "workingDirectory": Attr("string", check=absolute_path),
+        "user": Attr("string"),
+    }
+
+    def __init__(self, context: ResourceContext, attributes: Mapping[str, Any]) -> None:
+        super().__init__(context, attributes)
+        self.start_program: str = attributes["startProgram"]
+        self.stop_program: str = attributes["stopProgram"]
+        self.clean_program: str | None = attributes.get("cleanProgram")
+        self.monitor_program: str | None = attributes.get("monitorProgram")
+        self.pid_files: list[str] = list(attributes.get("pidFiles") or [])
+        self.monitor_processes: list[str] = list(attributes.get("monitorProcesses") or [])
+        self.env: dict[str, str] = dict(attributes.get("env") or {})
+        self.cwd: str = attributes.get("workingDirectory") or "/"
+        self.user: str | None = attributes.get("user")
+
+    @classmethod
+    def validate(cls, attributes: Mapping[str, Any]) -> list[str]:
+        errors = super().validate(attributes)
+        if not any(attributes.get(k) for k in ("monitorProgram", "pidFiles",
+                                                "monitorProcesses")):
+            errors.append("attributes.monitorProgram: an Application needs monitorProgram, "
+                          "pidFiles or monitorProcesses to know whether it runs")
+        return errors
+
+    def _run(self, program: str, what: str, timeout: float) -> Completed:
+        user: Account | None = account(self.user) if self.user else None
+        if not os.path.isdir(self.cwd):
+            raise ActionError(f"attributes.workingDirectory: {self.cwd} is not a directory")
+        return shell(program, timeout, f"attributes.{what}", env=environment(self.env, user),
+                     cwd=self.cwd, user=user, owner=self)
+
+    def _must_succeed(self, program: str, what: str, timeout: float) -> None:
+        done = self._run(program, what, timeout)
+        if done.returncode != 0:
+            raise ActionError(f"{what} exited with status {done.returncode}: {done.tail()}")
+
+    def online(self, timeout: float) -> None:
+        self._must_succeed(self.start_program, "startProgram", timeout)
+
+    def offline(self, timeout: float) -> None:
+        self._must_succeed(self.stop_program, "stopProgram", timeout)
+
+    def monitor(self, timeout: float) -> MonitorResult:
+        if self.monitor_program:
+            done = self._run(self.monitor_program, "monitorProgram", timeout)
+            state = monitor_status(done.returncode)
+            if state == "Online":
+                return MonitorResult.online(done.tail(200))
+            if state == "Offline":
+                return MonitorResult.offline(done.tail(200))
+            return MonitorResult.unknown(
+                f"monitorProgram exited with status {done.returncode} (110 or 0: online, "
+                f"100 or 7: offline): {done.tail(200)}")
+        running, missing = self._processes()
+        if not missing:
+            return MonitorResult.online(f"pids {', '.join(map(str, sorted(running)))}")
+        text = "; ".join(missing)
+        return MonitorResult.offline(text if not running else f"partly running: {text}")
+
+    def _processes(self) -> tuple[set[int], list[str]]:
+        """The pids found running, and what was expected but is not running."""
+        running: set[int] = set()
+        missing: list[str] = []
+        for path in self.pid_files:
+            try:
+                with open(path, encoding="ascii", errors="replace") as f:
+                    pid = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                missing.append(f"no pid in {path}")
+                continue
+            if procfs.is_running(pid):
+                running.add(pid)
+            else:
+                missing.append(f"pid {pid} from {path} is not running")
+        if self.monitor_processes:
+            lines = list(procfs.command_lines())
+            for wanted in self.monitor_processes:
+                pids = [pid for pid, line in lines if line.strip() == wanted.strip()]
+                if pids:
+                    running.update(pids)
+                else:
+                    missing.append(f"no process {wanted!r}")
+        return running, missing
+
+    def clean(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        failure = ""
+        if self.clean_program:
+            done = self._run(self.clean_program, "cleanProgram", timeout)
+            if done.returncode != 0:
+                failure = f"cleanProgram exited with status {done.returncode}: {done.tail()}"
+        if self.pid_files or self.monitor_processes:
+            running, _ = self._processes()
+            for pid in running:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            while any(procfs.is_running(pid) for pid in running):
+                if time.monotonic() >= deadline:
+                    raise ActionTimeout(f"processes {sorted(running)} survive SIGKILL")
+                time.sleep(0.02)
+            return
+        if failure:
+            raise ActionError(failure)

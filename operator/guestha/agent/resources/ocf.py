@@ -1,0 +1,230 @@
+"""OCF: any Open Cluster Framework resource agent (OCF 1.0/1.1), as Pacemaker runs them.
+
+`agent` is provider:type (or ocf:provider:type), run from OCF_ROOT/resource.d/provider/type
+with the action as its argument and the parameters as OCF_RESKEY_name. The agent's own
+meta-data is read to validate the parameters (unknown and missing required ones are refused
+by name). Exit codes follow the OCF specification: 0 success/running, 7 not running,
+8 running promoted, 9 failed promoted, 1-6 errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .base import ActionError, Attr, MonitorResult, Resource, ResourceContext
+from .programs import Completed, environment, run
+
+OCF_ROOT = "/usr/lib/ocf"  # where agents and their shell functions are installed
+META_DATA_TIMEOUT = 10.0
+META_DATA_LIMIT = 1 << 20  # characters of meta-data XML read at most
+
+SUCCESS, NOT_RUNNING, RUNNING_PROMOTED, FAILED_PROMOTED = 0, 7, 8, 9
+EXIT_TEXT = {
+    0: "success",
+    1: "generic error (OCF_ERR_GENERIC)",
+    2: "invalid or missing parameters (OCF_ERR_ARGS)",
+    3: "action not implemented (OCF_ERR_UNIMPLEMENTED)",
+    4: "insufficient privileges (OCF_ERR_PERM)",
+    5: "required software not installed (OCF_ERR_INSTALLED)",
+    6: "not configured correctly (OCF_ERR_CONFIGURED)",
+    7: "not running (OCF_NOT_RUNNING)",
+    8: "running promoted (OCF_RUNNING_PROMOTED)",
+    9: "failed while promoted (OCF_FAILED_PROMOTED)",
+}
+_AGENT = re.compile(r"^(?:ocf:)?([A-Za-z0-9][-A-Za-z0-9_.]*):([A-Za-z0-9][-A-Za-z0-9_.]*)$")
+_PARAMETER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def exit_text(code: int) -> str:
+    return EXIT_TEXT.get(code, f"exit status {code}")
+
+
+def parse_agent(value: str) -> tuple[str, str] | None:
+    """(provider, type) of "provider:type" or "ocf:provider:type", None if malformed."""
+    match = _AGENT.match(value)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def agent_path(provider: str, kind: str) -> str:
+    return os.path.join(OCF_ROOT, "resource.d", provider, kind)
+
+
+def monitor_result(code: int, output: str) -> MonitorResult:
+    """The state an OCF monitor exit code means."""
+    text = exit_text(code)
+    detail = f"{text}: {output}" if output else text
+    if code in (SUCCESS, RUNNING_PROMOTED):
+        return MonitorResult.online(output if code == SUCCESS else detail)
+    if code == NOT_RUNNING:
+        return MonitorResult.offline(output)
+    if code in (1, 2, 4, 5, 6, FAILED_PROMOTED):
+        # A failed resource is handled as not running: clean (stop) then start, as
+        # Pacemaker recovers it.
+        return MonitorResult.offline(f"failed: {detail}")
+    return MonitorResult.unknown(f"monitor returned {detail}")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    required: bool
+    default: str | None
+
+
+@dataclass(frozen=True)
+class MetaData:
+    """The parts of an agent's meta-data that validation needs."""
+
+    parameters: dict[str, Parameter]
+    actions: tuple[str, ...]
+
+
+def parse_meta_data(text: str) -> MetaData:
+    """Parse the XML an OCF agent prints for `meta-data`."""
+    root = ElementTree.fromstring(text)
+    parameters: dict[str, Parameter] = {}
+    for node in root.iter("parameter"):
+        name = node.get("name")
+        if not name:
+            continue
+        content = node.find("content")
+        default = content.get("default") if content is not None else None
+        parameters[name] = Parameter(name, node.get("required") in ("1", "true"), default)
+    actions = tuple(a.get("name", "") for a in root.iter("action"))
+    return MetaData(parameters, actions)
+
+
+_cache: dict[tuple[str, float], MetaData] = {}
+_cache_lock = threading.Lock()
+
+
+def read_meta_data(path: str, timeout: float = META_DATA_TIMEOUT) -> MetaData:
+    """An installed agent's meta-data (cached until the agent file changes)."""
+    key = (path, os.stat(path).st_mtime)
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+    env = environment({"OCF_ROOT": OCF_ROOT, "OCF_RA_VERSION_MAJOR": "1",
+                       "OCF_RA_VERSION_MINOR": "1"})
+    done = run([path, "meta-data"], timeout, f"{path} meta-data", env=env, keep=META_DATA_LIMIT,
+               stderr=False)
+    if done.returncode != 0:
+        raise ActionError(f"meta-data exited with {exit_text(done.returncode)}: {done.tail()}")
+    try:
+        data = parse_meta_data(done.output)
+    except ElementTree.ParseError as e:
+        raise ActionError(f"meta-data is not valid XML: {e}") from None
+    with _cache_lock:
+        _cache[key] = data
+    return data
+
+
+def _agent_check(value: Any) -> str | None:
+    if parse_agent(value) is None:
+        return f"must be provider:type or ocf:provider:type (e.g. heartbeat:Dummy), got {value!r}"
+    return None
+
+
+def _depth_check(value: Any) -> str | None:
+    return None if value >= 0 else f"must be >= 0 (an OCF_CHECK_LEVEL such as 0, 10, 20), " \
+        f"got {value}"
+
+
+class OCF(Resource):
+    """A resource managed by an OCF resource agent."""
+
+    type_name = "OCF"
+    schema = {
+        "agent": Attr("string", required=True, check=_agent_check),
+        "parameters": Attr("scalars", non_empty=False),
+        "depth": Attr("int", check=_depth_check),
+    }
+
+    def __init__(self, context: ResourceContext, attributes: Mapping[str, Any]) -> None:
+        super().__init__(context, attributes)
+        parsed = parse_agent(attributes["agent"])
+        assert parsed is not None, "validated"
+        self.provider, self.kind = parsed
+        self.agent = f"{self.provider}:{self.kind}"
+        self.path = agent_path(self.provider, self.kind)
+        self.parameters = {k: str(v) for k, v in (attributes.get("parameters") or {}).items()}
+        self.depth = int(attributes.get("depth") or 0)
+        self.instance = f"{context.group}_{context.name}"
+
+    @classmethod
+    def validate(cls, attributes: Mapping[str, Any]) -> list[str]:
+        errors = super().validate(attributes)
+        if errors:
+            return errors
+        provider, kind = parse_agent(attributes["agent"]) or ("", "")
+        parameters: Mapping[str, Any] = attributes.get("parameters") or {}
+        for name in parameters:
+            if not _PARAMETER.match(name):
+                errors.append(f"attributes.parameters.{name}: not a valid parameter name "
+                              "(letters, digits and _)")
+        path = agent_path(provider, kind)
+        if not os.access(path, os.X_OK):
+            errors.append(f"attributes.agent: {provider}:{kind} is not installed in this "
+                          f"guest (no executable {path})")
+            return errors
+        try:
+            meta = read_meta_data(path)
+        except ActionError as e:
+            errors.append(f"attributes.agent: {provider}:{kind}: {e}")
+            return errors
+        for name in parameters:
+            if _PARAMETER.match(name) and name not in meta.parameters:
+                errors.append(f"attributes.parameters.{name}: not a parameter of "
+                              f"{provider}:{kind} (it has: {', '.join(meta.parameters)})")
+        for param in meta.parameters.values():
+            if param.required and param.name not in parameters:
+                errors.append(f"attributes.parameters.{param.name}: required by "
+                              f"{provider}:{kind}")
+        return errors
+
+    def _env(self, timeout: float) -> dict[str, str]:
+        env = environment({
+            "OCF_ROOT": OCF_ROOT,
+            "OCF_RA_VERSION_MAJOR": "1",
+            "OCF_RA_VERSION_MINOR": "1",
+            "OCF_RESOURCE_INSTANCE": self.instance,
+            "OCF_RESOURCE_TYPE": self.kind,
+            "OCF_RESOURCE_PROVIDER": self.provider,
+            "OCF_RESKEY_CRM_meta_timeout": str(int(timeout * 1000)),
+            "OCF_CHECK_LEVEL": str(self.depth),
+        })
+        env.update({f"OCF_RESKEY_{k}": v for k, v in self.parameters.items()})
+        return env
+
+    def _action(self, action: str, timeout: float) -> Completed:
+        return run([self.path, action], timeout, f"{self.agent} {action}",
+                   env=self._env(timeout), owner=self)
+
+    def _must(self, action: str, timeout: float) -> None:
+        done = self._action(action, timeout)
+        # Some agents answer stop on a stopped resource with "not running": that is success.
+        if done.returncode != SUCCESS and not (action == "stop"
+                                               and done.returncode == NOT_RUNNING):
+            output = done.tail()
+            raise ActionError(f"{self.agent} {action}: {exit_text(done.returncode)}"
+                              + (f": {output}" if output else ""))
+
+    def online(self, timeout: float) -> None:
+        self._must("start", timeout)
+
+    def offline(self, timeout: float) -> None:
+        self._must("stop", timeout)
+
+    def monitor(self, timeout: float) -> MonitorResult:
+        done = self._action("monitor", timeout)
+        return monitor_result(done.returncode, done.tail(200))
+
+    def clean(self, timeout: float) -> None:
+        # OCF has no clean action: stop is required to succeed on a failed resource too.
+        self._must("stop", timeout)

@@ -1,0 +1,152 @@
+"""Running entry point programs (start/stop/monitor scripts, OCF agents, mount, ip, systemctl).
+
+Every program runs in a session of its own with its output in a temporary file, not a
+pipe: a start script that leaves a daemon behind would otherwise hold the pipe open and
+hang the agent. On timeout the whole process group is killed. Programs run as the
+resource's `user` when one is given, with a small predictable environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .base import ActionError, ActionTimeout
+
+if TYPE_CHECKING:
+    from .base import Resource
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+OUTPUT_LIMIT = 2000  # characters of a program's output kept for messages
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A program that finished: its exit status and the end of its output."""
+
+    returncode: int
+    output: str
+
+    def tail(self, limit: int = 300) -> str:
+        text = " ".join(self.output.split())
+        return text if len(text) <= limit else "..." + text[-limit:]
+
+
+@dataclass(frozen=True)
+class Account:
+    """A guest user that programs run as."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+    shell: str
+
+
+def account(user: str) -> Account:
+    """The account of `user` (a name or a numeric uid); ActionError naming `user` if none."""
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, OverflowError):
+        raise ActionError(f"attributes.user: no such user {user!r} in this guest") from None
+    try:
+        groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    except OSError:
+        groups = (entry.pw_gid,)
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir,
+                   entry.pw_shell or "/bin/sh")
+
+
+def environment(extra: Mapping[str, str] | None = None, user: Account | None = None,
+                base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A program's environment: PATH and LANG from the agent, the user's identity, `extra`."""
+    source = os.environ if base is None else base
+    env = {"PATH": source.get("PATH") or DEFAULT_PATH}
+    for key in ("LANG", "LC_ALL", "TZ"):
+        if key in source:
+            env[key] = source[key]
+    if user is not None:
+        env.update(HOME=user.home, USER=user.name, LOGNAME=user.name, SHELL=user.shell)
+    elif "HOME" in source:
+        env["HOME"] = source["HOME"]
+    env.update(extra or {})
+    return env
+
+
+def credentials(user: Account | None) -> dict[str, Any]:
+    """Popen keyword arguments that make a child run as `user` (nothing for the agent's own)."""
+    if user is None or user.uid == os.geteuid():
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
+
+
+def _read_tail(f: Any, keep: int = OUTPUT_LIMIT) -> str:
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(max(0, size - keep * 4))
+    data: bytes = f.read()
+    return data.decode("utf-8", "replace")[-keep:]
+
+
+def run(argv: Sequence[str], timeout: float, what: str, *, env: Mapping[str, str] | None = None,
+        cwd: str | None = None, user: Account | None = None,
+        owner: Resource | None = None, keep: int = OUTPUT_LIMIT,
+        stderr: bool = True) -> Completed:
+    """Run `argv` to its end within `timeout` seconds; `what` names it in errors.
+
+    The last `keep` characters of its output (with stderr unless `stderr` is False) are
+    returned. Raises ActionTimeout (after killing the program's process group) or
+    ActionError when the program cannot be started. A non-zero exit status is returned.
+    """
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.Popen(
+                list(argv), stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT if stderr else subprocess.DEVNULL,
+                env=dict(env) if env is not None else environment(), cwd=cwd or "/",
+                start_new_session=True, close_fds=True, **credentials(user))
+        except FileNotFoundError as e:
+            missing = e.filename if isinstance(e.filename, str) else argv[0]
+            if cwd and missing == cwd:
+                raise ActionError(f"{what}: working directory {cwd} does not exist") from None
+            raise ActionError(f"{what}: {argv[0]}: not found") from None
+        except PermissionError:
+            raise ActionError(f"{what}: {argv[0]}: permission denied") from None
+        except OSError as e:
+            raise ActionError(f"{what}: cannot run {argv[0]}: {e.strerror or e}") from None
+        if owner is not None:
+            owner.track(proc.pid)
+        aborted = False
+        try:
+            try:
+                returncode = proc.wait(timeout=max(timeout, 0.001))
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise ActionTimeout(f"{what} did not finish within {timeout:g} s "
+                                    f"(killed): {Completed(-9, _read_tail(out)).tail()}"
+                                    ) from None
+        finally:
+            if owner is not None:
+                aborted = owner.untrack(proc.pid)
+        if aborted:
+            raise ActionError(f"{what} was aborted")
+        return Completed(returncode, _read_tail(out, keep))
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def shell(command: str, timeout: float, what: str, **kwargs: Any) -> Completed:
+    """Run a shell command line (VCS-style StartProgram etc.) with /bin/sh -c."""
+    return run(["/bin/sh", "-c", command], timeout, what, **kwargs)

@@ -1,0 +1,63 @@
+"""Resource and group states, and how a group's state follows from its resources'.
+
+One pure function decides a group's state, so the agent, its tests and anyone reading the
+code agree on what "Faulted" or "Partial" means. The rule that matters for safety: a group
+is Faulted or Offline only when none of its resources is online or in doubt, so the
+operator may start it elsewhere as soon as it reads either state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+ONLINE = "Online"
+OFFLINE = "Offline"
+FAULTED = "Faulted"
+STARTING = "Starting"
+STOPPING = "Stopping"
+UNKNOWN = "Unknown"
+PARTIAL = "Partial"
+
+RESOURCE_STATES = (ONLINE, OFFLINE, FAULTED, STARTING, STOPPING, UNKNOWN)
+GROUP_STATES = (ONLINE, OFFLINE, PARTIAL, FAULTED, STARTING, STOPPING, UNKNOWN)
+
+# What a group is doing as a whole (its worker's current operation), if anything.
+GOING_ONLINE = "online"
+GOING_OFFLINE = "offline"
+
+
+def group_state(resources: Iterable[tuple[str, bool]], transition: str | None = None) -> str:
+    """The state of a group from (state, critical) of each resource and its transition.
+
+    In order of precedence:
+    - Starting: the group is being brought online, or a resource is starting (this includes
+      a restart in place);
+    - Stopping: the group is being taken offline, or a resource is stopping (or being
+      cleaned after a fault);
+    - Unknown: some resource's state is unknown (not probed yet, a monitor failed, or a
+      clean failed): nobody may assume it is stopped;
+    - Online: every resource is online;
+    - Faulted: a critical resource faulted and nothing is online any more;
+    - Offline: nothing is online (non-critical resources may have faulted);
+    - Partial: some resources are online, others offline or faulted (a faulted critical
+      resource whose group still has online resources is Partial until they are stopped).
+    A group without resources is Offline.
+    """
+    pairs = list(resources)
+    states = [state for state, _ in pairs]
+    if transition == GOING_ONLINE or STARTING in states:
+        return STARTING
+    if transition == GOING_OFFLINE or STOPPING in states:
+        return STOPPING
+    if UNKNOWN in states:
+        return UNKNOWN
+    if not pairs:
+        return OFFLINE
+    if all(state == ONLINE for state in states):
+        return ONLINE
+    online = ONLINE in states
+    if online:
+        return PARTIAL
+    if any(state == FAULTED and critical for state, critical in pairs):
+        return FAULTED
+    return OFFLINE

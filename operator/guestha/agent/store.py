@@ -1,0 +1,140 @@
+"""What the agent keeps on local disk so it survives a restart: the desired configuration
+the operator sent, the highest operator epoch seen, the results of recent operations (so a
+repeated operation id is answered, not applied again), and the agent's incarnation number.
+
+Every write goes to a temporary file that is fsynced and renamed over the old one, and the
+folder is fsynced after, so a crash leaves either the old state or the new, never half.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import threading
+import time
+from typing import Any
+
+STATE_FILE = "channel-state.json"
+FORMAT = 1
+
+
+class StoreError(Exception):
+    """The state file exists but cannot be used; the message says why and where."""
+
+
+def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replaces `path` with `data`: tmp + fsync + rename + fsync of the folder."""
+    folder = os.path.dirname(path) or "."
+    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        os.unlink(tmp)
+        raise
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class Store:
+    """The channel's persistent state under the agent's state folder; thread-safe."""
+
+    def __init__(self, state_dir: str, max_operations: int = 1024) -> None:
+        self.path = os.path.join(state_dir, STATE_FILE)
+        self._lock = threading.Lock()
+        self._max_operations = max_operations
+        self.epoch = 0
+        self.incarnation = 0
+        self.config: dict[str, Any] | None = None
+        self._operations: collections.deque[dict[str, Any]] = collections.deque()
+        self._by_id: dict[str, dict[str, Any]] = {}
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                raw = json.loads(f.read().decode("utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{self.path}: cannot read the agent's state: {e}") from e
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise StoreError(f"{self.path}: not a format-{FORMAT} agent state file")
+        epoch, incarnation = raw.get("epoch", 0), raw.get("incarnation", 0)
+        config, operations = raw.get("config"), raw.get("operations", [])
+        if not isinstance(epoch, int) or not isinstance(incarnation, int):
+            raise StoreError(f"{self.path}: epoch and incarnation must be integers")
+        if config is not None and not isinstance(config, dict):
+            raise StoreError(f"{self.path}: config must be an object")
+        if not isinstance(operations, list) or not all(
+                isinstance(o, dict) and isinstance(o.get("id"), str) for o in operations):
+            raise StoreError(f"{self.path}: operations must be a list of objects with an id")
+        self.epoch, self.incarnation, self.config = epoch, incarnation, config
+        for op in operations[-self._max_operations:]:
+            self._operations.append(op)
+            self._by_id[op["id"]] = op
+
+    def _save(self) -> None:
+        state = {"format": FORMAT, "epoch": self.epoch, "incarnation": self.incarnation,
+                 "config": self.config, "operations": list(self._operations)}
+        write_atomically(self.path, json.dumps(state, sort_keys=True).encode("utf-8"))
+
+    def next_incarnation(self) -> int:
+        """A number larger than every earlier run's, persisted before it is used.
+
+        Milliseconds of wall-clock time when the clock is sane, the previous number + 1
+        when it is not (stepped back, or the state was lost and the clock is behind).
+        """
+        with self._lock:
+            self.incarnation = max(self.incarnation + 1, int(time.time() * 1000))
+            self._save()
+            return self.incarnation
+
+    def record_epoch(self, epoch: int) -> bool:
+        """Records a higher epoch; False (and nothing written) when it is not higher."""
+        with self._lock:
+            if epoch <= self.epoch:
+                return False
+            self.epoch = epoch
+            self._save()
+            return True
+
+    def set_config(self, config: dict[str, Any]) -> None:
+        with self._lock:
+            self.config = config
+            self._save()
+
+    def operation(self, operation_id: str) -> dict[str, Any] | None:
+        """The recorded result of an operation id, if it was applied."""
+        with self._lock:
+            op = self._by_id.get(operation_id)
+            return dict(op) if op is not None else None
+
+    def record_operation(self, operation_id: str, command: str, epoch: int, status: int,
+                         body: Any) -> None:
+        """Keeps an operation's result (the newest `max_operations` are kept)."""
+        with self._lock:
+            op = {"id": operation_id, "command": command, "epoch": epoch, "status": status,
+                  "body": body, "time": time.time()}
+            if operation_id in self._by_id:
+                self._operations = collections.deque(
+                    o for o in self._operations if o["id"] != operation_id)
+            self._operations.append(op)
+            self._by_id[operation_id] = op
+            while len(self._operations) > self._max_operations:
+                old = self._operations.popleft()
+                self._by_id.pop(old["id"], None)
+            self._save()

@@ -1,0 +1,105 @@
+"""The agent bundle: guestha.agent as one reproducible zipapp, for injection into guests.
+
+Same sources, same bytes: entries are sorted, every timestamp is 1980-01-01 00:00:00,
+every mode is 0644, there are no directory entries, caches or extra fields, and the
+compression level is fixed. The bundle's version is a content hash of the agent's sources
+(guestha.agent.version.content_hash, the same hash an agent run from a source tree
+reports), stored in the bundle as guestha/agent/VERSION, so the operator can tell which
+agent a guest runs by asking it.
+
+`python3 -m guestha.cloudinit.bundle OUT.pyz` writes the bundle and prints its version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import guestha.agent
+from guestha.agent.version import VERSION_FILE, content_hash, source_files
+
+INTERPRETER = "/usr/bin/env python3"
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+FILE_MODE = 0o100644  # a regular file, rw-r--r--
+COMPRESS_LEVEL = 9
+
+# The bundle's own top-level files: fixed text, so they never change the bytes by themselves.
+ROOT_MAIN = b'''"""The guestha agent: python3 guestha-agent.pyz --config /etc/guestha/agent.json"""
+import sys
+
+if sys.version_info < (3, 9):
+    sys.exit("guestha-agent needs Python 3.9 or newer, this is " + sys.version.split()[0])
+
+from guestha.agent.main import main
+
+sys.exit(main())
+'''
+ROOT_PACKAGE = b'"""guestha, as bundled for guests: only the agent is here."""\n'
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A built bundle."""
+
+    data: bytes
+    version: str  # content hash of the agent's sources
+    files: tuple[str, ...]  # entry names, in order
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def write(self, path: Path) -> None:
+        path.write_bytes(self.data)
+        path.chmod(0o755)
+
+
+def agent_dir() -> Path:
+    """The folder holding guestha.agent's sources."""
+    return Path(guestha.agent.__file__).resolve().parent
+
+
+def build(interpreter: str = INTERPRETER, source: Path | None = None) -> Bundle:
+    """The zipapp of the agent sources in `source` (default: the installed guestha.agent)."""
+    sources = source_files(str(source or agent_dir()))
+    if not any(path == "guestha/agent/main.py" for path, _ in sources):
+        raise FileNotFoundError(f"{source or agent_dir()}: no guestha agent sources here")
+    version = content_hash(sources)
+    entries = sorted([
+        ("__main__.py", ROOT_MAIN),
+        ("guestha/__init__.py", ROOT_PACKAGE),
+        (f"guestha/agent/{VERSION_FILE}", version.encode("ascii") + b"\n"),
+        *sources,
+    ])
+    buffer = io.BytesIO()
+    buffer.write(b"#!" + interpreter.encode("utf-8") + b"\n")
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # unix, so the mode below is read as one
+            info.external_attr = FILE_MODE << 16
+            archive.writestr(info, data, compresslevel=COMPRESS_LEVEL)
+    return Bundle(buffer.getvalue(), version, tuple(name for name, _ in entries))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m guestha.cloudinit.bundle",
+                                     description="Build the guestha agent zipapp.")
+    parser.add_argument("output", type=Path, help="where to write the .pyz")
+    parser.add_argument("--interpreter", default=INTERPRETER)
+    args = parser.parse_args(argv)
+    bundle = build(args.interpreter)
+    bundle.write(args.output)
+    print(f"{args.output}: guestha-agent {bundle.version} ({len(bundle.data)} bytes, "
+          f"sha256 {bundle.sha256})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""The agent's channel-side state: the event log, the persistent store, heartbeat
+authentication and replay protection, and the quorum / self-fence state machine.
+
+Quorum is pure logic over `now`, so its timing rules (including the pause re-check of
+DESIGN.md "Live migration") are checked here exactly, without sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from guestha.agent.events import EventGone, EventLog
+from guestha.agent.heartbeat import Heartbeat, PeerSpec, sign, verify
+from guestha.agent.quorum import FAILED, FENCED, FENCING, IDLE, PENDING, RECHECKING, Quorum
+from guestha.agent.store import Store, StoreError
+from guestha.agent.watchdog import Watchdog
+
+pytestmark = pytest.mark.unit
+
+
+# -- events
+
+def test_events_are_ordered_and_read_after_a_sequence() -> None:
+    log = EventLog(capacity=10)
+    for i in range(5):
+        log.emit("K", {"i": i})
+    batch = log.read(2, timeout=0)
+    assert [e.seq for e in batch.events] == [3, 4, 5]
+    assert batch.last_seq == 5 and not batch.more
+    assert log.read(5, timeout=0).events == []
+    limited = log.read(0, timeout=0, limit=2)
+    assert [e.seq for e in limited.events] == [1, 2] and limited.more
+
+
+def test_a_waiting_reader_wakes_at_once() -> None:
+    log = EventLog()
+    got: list[float] = []
+
+    def reader() -> None:
+        batch = log.read(0, timeout=5)
+        got.append(time.monotonic())
+        assert [e.kind for e in batch.events] == ["Now"]
+
+    t = threading.Thread(target=reader)
+    t.start()
+    time.sleep(0.1)
+    sent = time.monotonic()
+    log.emit("Now", {})
+    t.join(2)
+    assert got and got[0] - sent < 0.05
+
+
+def test_events_that_left_the_ring_and_other_streams_are_gone() -> None:
+    log = EventLog(capacity=3)
+    for i in range(6):
+        log.emit("K", {"i": i})
+    with pytest.raises(EventGone, match="no longer held") as e:
+        log.read(1, timeout=0)
+    assert (e.value.first_seq, e.value.last_seq) == (4, 6)
+    assert [ev.seq for ev in log.read(3, timeout=0).events] == [4, 5, 6]
+    with pytest.raises(EventGone, match="ahead"):
+        log.read(99, timeout=0)
+    with pytest.raises(EventGone, match="restarted"):
+        log.read(3, timeout=0, stream="another-run")
+
+
+# -- store
+
+def test_store_persists_atomically_and_reloads(tmp_path: Path) -> None:
+    store = Store(str(tmp_path))
+    inc = store.next_incarnation()
+    assert store.record_epoch(3) and not store.record_epoch(3) and not store.record_epoch(2)
+    store.set_config({"groups": []})
+    store.record_operation("op-1", "PUT /v1/config", 3, 200, {"applied": True})
+    assert [p.name for p in tmp_path.iterdir()] == ["channel-state.json"]  # no tmp left
+    again = Store(str(tmp_path))
+    assert (again.epoch, again.config) == (3, {"groups": []})
+    assert again.operation("op-1") is not None
+    assert again.operation("op-1")["body"] == {"applied": True}  # type: ignore[index]
+    assert again.next_incarnation() > inc
+
+
+def test_store_keeps_only_recent_operations(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), max_operations=3)
+    for i in range(5):
+        store.record_operation(f"op-{i}", "c", 1, 200, None)
+    assert store.operation("op-1") is None and store.operation("op-4") is not None
+    assert Store(str(tmp_path), max_operations=3).operation("op-2") is not None
+
+
+def test_store_refuses_a_damaged_file(tmp_path: Path) -> None:
+    (tmp_path / "channel-state.json").write_text("{half")
+    with pytest.raises(StoreError, match=r"channel-state\.json"):
+        Store(str(tmp_path))
+
+
+def test_incarnation_grows_even_when_the_clock_steps_back(tmp_path: Path) -> None:
+    (tmp_path / "channel-state.json").write_text(json.dumps(
+        {"format": 1, "epoch": 0, "incarnation": 10**15, "config": None, "operations": []}))
+    assert Store(str(tmp_path)).next_incarnation() == 10**15 + 1
+
+
+# -- heartbeats
+
+def _pair(key_b: bytes = b"k") -> tuple[Heartbeat, Heartbeat]:
+    a = Heartbeat("web", "a", b"k", "127.0.0.1", 0, 5, lambda: {"alive": []})
+    b = Heartbeat("web", "b", key_b, "127.0.0.1", 0, 7, lambda: {})
+    a.configure([PeerSpec("b", *b.address)], 0.1, 0.3)
+    b.configure([PeerSpec("a", *a.address)], 0.1, 0.3)
+    return a, b
+
+
+def test_heartbeat_mac_and_replay() -> None:
+    a, b = _pair()
+    try:
+        payload = json.dumps({"cluster": "web", "member": "a", "incarnation": 5, "seq": 2,
+                              "view": {}}).encode()
+        datagram = sign(b"k", payload)
+        assert verify(b"k", datagram) == payload
+        assert verify(b"other", datagram) is None
+        assert verify(b"k", datagram[:-2] + b"]}") is None
+        assert b.receive(datagram, "127.0.0.1", 1.0) == "a"
+        assert b.receive(datagram, "127.0.0.1", 1.1) is None  # replayed
+        older = sign(b"k", payload.replace(b'"seq": 2', b'"seq": 1'))
+        assert b.receive(older, "127.0.0.1", 1.2) is None
+        restarted = sign(b"k", payload.replace(b'"incarnation": 5', b'"incarnation": 6')
+                         .replace(b'"seq": 2', b'"seq": 1'))
+        assert b.receive(restarted, "127.0.0.1", 1.3) == "a"  # a new run starts over
+        stranger = sign(b"k", payload.replace(b'"member": "a"', b'"member": "z"'))
+        assert b.receive(stranger, "127.0.0.1", 1.4) is None
+        assert b.counters["replayed"] == 2 and b.counters["unknownSender"] == 1
+        assert b.alive(1.5) == ["a"] and b.alive(1.3 + 0.3) == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_heartbeats_flow_over_udp_and_a_wrong_key_is_refused() -> None:
+    a, b = _pair()
+    a.start()
+    b.start()
+    try:
+        a.send_now(ask=True)  # b answers an ask at once
+        assert _eventually(lambda: b.alive(time.monotonic()) == ["a"]
+                           and a.alive(time.monotonic()) == ["b"])
+        assert b.status(time.monotonic())[0]["view"] == {"alive": []}
+    finally:
+        a.close()
+        b.close()
+    a, c = _pair(key_b=b"wrong")
+    c.start()
+    try:
+        a.send_now(ask=False)
+        assert _eventually(lambda: c.counters["badMac"] == 1)
+        assert c.alive(time.monotonic()) == []
+    finally:
+        a.close()
+        c.close()
+
+
+def _eventually(check: object, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
+
+
+# -- quorum
+
+MEMBERS = ["a", "b", "c"]
+
+
+def test_votes_include_the_operator() -> None:
+    q = Quorum(0.0, operator_lease=15, self_fence_timeout=10)
+    q.observe(0.0, MEMBERS, ["b"])
+    assert (q.votes, q.present, q.has_quorum) == (4, 2, False)
+    q.operator_contact(0.5)
+    q.observe(1.0, MEMBERS, ["b"])
+    assert (q.present, q.has_quorum) == (3, True)
+    q.observe(15.6, MEMBERS, ["b"])  # the operator's lease lapsed
+    assert (q.present, q.has_quorum) == (2, False)
+
+
+def test_self_fence_after_the_timeout_and_clear_when_quorum_returns() -> None:
+    q = Quorum(0.0, operator_lease=15, self_fence_timeout=10)
+    assert q.observe(0.0, MEMBERS, ["b", "c"]).quorum_changed
+    assert q.observe(1.0, MEMBERS, []).quorum_changed
+    assert q.state == PENDING
+    assert not q.observe(10.9, MEMBERS, []).fence
+    assert q.observe(11.0, MEMBERS, []).fence
+    assert q.state == FENCING
+    assert not q.observe(12.0, MEMBERS, []).fence  # once
+    q.fence_finished(12.5, True, "done")
+    assert q.state == FENCED
+    decision = q.observe(20.0, MEMBERS, ["b"])
+    assert q.state == FENCED  # 2 of 4 is not a majority
+    decision = q.observe(21.0, MEMBERS, ["b", "c"])
+    assert decision.cleared and q.state == IDLE
+
+
+def test_quorum_back_before_the_deadline_cancels() -> None:
+    q = Quorum(0.0, self_fence_timeout=10)
+    q.observe(0.0, MEMBERS, ["b", "c"])
+    q.observe(1.0, MEMBERS, [])
+    q.observe(9.0, MEMBERS, ["c", "b"])
+    assert q.state == IDLE
+    assert not q.observe(12.0, MEMBERS, []).fence  # the clock starts again
+    assert q.observe(22.0, MEMBERS, []).fence
+
+
+def test_a_failed_fence_stays_failed() -> None:
+    q = Quorum(0.0, self_fence_timeout=1)
+    q.observe(0.0, MEMBERS, [])
+    assert q.observe(1.0, MEMBERS, []).fence
+    q.fence_finished(2.0, False, "offline failed")
+    q.observe(3.0, MEMBERS, ["b", "c"])
+    assert q.state == FAILED
+
+
+def test_a_pause_of_the_agent_is_rechecked_before_acting() -> None:
+    q = Quorum(0.0, self_fence_timeout=10, recheck_window=1.5)
+    q.observe(0.0, MEMBERS, ["b", "c"])
+    # Paused for 5 s: every peer looks silent on resume, but that silence was ours.
+    q.resumed(5.0, gap=5.0)
+    q.observe(5.0, MEMBERS, [])
+    assert q.state == RECHECKING
+    q.observe(5.2, MEMBERS, ["b", "c"])  # the peers answered the re-check
+    assert q.state == IDLE and q.has_quorum
+
+
+def test_after_a_short_pause_without_answers_the_full_timeout_still_applies() -> None:
+    q = Quorum(0.0, self_fence_timeout=10, recheck_window=1.5)
+    q.observe(0.0, MEMBERS, ["b", "c"])
+    q.resumed(5.0, gap=5.0)
+    assert not q.observe(5.0, MEMBERS, []).fence
+    assert not q.observe(6.6, MEMBERS, []).fence
+    assert q.state == PENDING
+    assert not q.observe(16.5, MEMBERS, []).fence
+    assert q.observe(16.7, MEMBERS, []).fence
+
+
+def test_after_a_pause_longer_than_the_timeout_without_answers_fence_at_once() -> None:
+    q = Quorum(0.0, self_fence_timeout=10, recheck_window=1.5)
+    q.observe(0.0, MEMBERS, ["b", "c"])
+    q.resumed(30.0, gap=30.0)
+    assert not q.observe(30.0, MEMBERS, []).fence  # re-checking first
+    assert q.observe(31.6, MEMBERS, []).fence
+    assert "pause" in q.reason
+
+
+def test_self_fencing_can_be_disabled() -> None:
+    q = Quorum(0.0, self_fence_timeout=0)
+    q.observe(0.0, MEMBERS, [])
+    assert not q.observe(1000.0, MEMBERS, []).fence and q.state == IDLE
+
+
+# -- watchdog
+
+def test_watchdog_pets_a_stand_in_and_stops_when_the_loop_hangs(tmp_path: Path) -> None:
+    device = tmp_path / "watchdog"
+    device.write_bytes(b"")
+    stopped: list[str] = []
+    dog = Watchdog(str(device), stopped.append, hang_seconds=0.5, check_interval=0.05)
+    dog.open()
+    for _ in range(3):
+        dog._last_pet -= 2  # as if a second had passed since the last pet
+        dog.tick(time.monotonic())
+    assert os.path.getsize(device) >= 3
+    assert _eventually(lambda: stopped, timeout=3)  # no tick for 0.5 s: hung
+    size = os.path.getsize(device)
+    dog.tick(time.monotonic())
+    assert os.path.getsize(device) == size and "main loop" in stopped[0]
+    dog.close()
+    assert os.path.getsize(device) == size  # no magic close after a stop: the reset stands
+
+
+def test_watchdog_clean_close_writes_the_magic_character(tmp_path: Path) -> None:
+    device = tmp_path / "watchdog"
+    device.write_bytes(b"")
+    dog = Watchdog(str(device), lambda r: None)
+    dog.open()
+    dog.close()
+    assert device.read_bytes().endswith(b"V")
+
+
+def test_events_with_odd_payloads_stay_readable() -> None:
+    log = EventLog()
+    log.emit("Odd", {"path": Path("/x"), "when": {1: "a"}, "set": {1}})
+    [event] = log.read(0, timeout=0).events
+    assert event.data == {"path": "/x", "when": {"1": "a"}, "set": "{1}"}
+
+
+def test_a_missing_watchdog_device_is_reported_not_fatal(tmp_path: Path) -> None:
+    dog = Watchdog(str(tmp_path / "absent"), lambda r: None)
+    dog.open()
+    assert not dog.armed and "cannot open" in dog.status()["error"]
+    dog.close()
