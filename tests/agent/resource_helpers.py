@@ -6,10 +6,13 @@ whether it really runs (and kill whatever is left when the test ends).
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import signal
 import statistics
 import sys
+import tarfile
 import threading
 import time
 import uuid
@@ -205,11 +208,37 @@ def guest_host(state_dir: str, name: str) -> Iterator[Any]:
         cleanup_stale(Path(state_dir))
 
 
+GUEST_SOURCES = "/opt/guestha-tests"  # where a guest finds the sources it runs
+
+
+def _ship_sources(guest: Any) -> None:
+    """Copy the agent package and these test modules into the guest, as a real guest has to
+    be given its files: the guest's /tmp is its own, so a checkout under the host's /tmp
+    (where CI may clone) is not visible inside it."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(str(REPO / "operator" / "guestha"), "guestha",
+                filter=lambda t: None if "__pycache__" in t.name else t)
+        for module in sorted(HERE.glob("*.py")):
+            tar.add(str(module), module.name)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    staging = f"{GUEST_SOURCES}.b64"
+    guest.exec(["sh", "-c", f"rm -rf {GUEST_SOURCES} {staging}; mkdir -p {GUEST_SOURCES}"])
+    for start in range(0, len(encoded), 60_000):  # one argument stays under the 128 KiB limit
+        chunk = encoded[start:start + 60_000]
+        appended = guest.exec(["sh", "-c", f'printf %s "$1" >> {staging}', "sh", chunk])
+        assert appended.returncode == 0, appended.stderr
+    unpacked = guest.exec(["sh", "-c", f"base64 -d {staging} | tar -xz -C {GUEST_SOURCES}"])
+    assert unpacked.returncode == 0, unpacked.stderr
+
+
 def run_in_guest(guest: Any, code: str, *args: str, timeout: float = 120) -> str:
-    """Run python code inside the guest with the agent package importable; its stdout."""
-    prelude = (f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(REPO / 'operator')!r}]\n")
-    python = os.environ.get("GUESTHA_AGENT_PYTHON", sys.executable)  # the agent's 3.9
-    result = guest.exec([python, "-c", prelude + code, *args], timeout=timeout)
+    """Run python code inside the guest with the agent package and these helpers importable
+    (the test's own interpreter: the code imports test modules, which need pytest);
+    its stdout."""
+    _ship_sources(guest)
+    prelude = f"import sys; sys.path[:0] = [{GUEST_SOURCES!r}]\n"
+    result = guest.exec([sys.executable, "-c", prelude + code, *args], timeout=timeout)
     output = str(result.stdout.decode(errors="replace"))
     assert result.returncode == 0, (
         f"in the guest:\n{output}\n{result.stderr.decode(errors='replace')}")

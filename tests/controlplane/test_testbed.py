@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,10 @@ def test_devcluster_up_then_down_leaves_nothing_running(tmp_path: Path) -> None:
     vm["spec"].pop("running", None)
     vm["spec"]["runStrategy"] = "Always"
     cluster.kubectl("apply", "-n", "default", "-f", "-", input=json.dumps(vm))
+    deadline = time.monotonic() + 60  # kubectl wait gives up on an object not yet created
+    while not cluster.kubectl("get", "vmi", "-n", "default", "-o", "name").stdout:
+        assert time.monotonic() < deadline, "the VM got no VMI"
+        time.sleep(0.1)
     cluster.kubectl("wait", "-n", "default", "vmi/vm-cirros", "--timeout=60s",
                     "--for=jsonpath={.status.phase}=Running")
     assert _netns() - before, "the guest host has a network namespace"
