@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1124,7 +1124,9 @@ class Reply:
         }
 
 
-def _split_options(argv: list[str], with_value: set[str]) -> tuple[dict[str, list[str]], list[str]]:
+def _split_options(
+    argv: list[str], with_value: Collection[str]
+) -> tuple[dict[str, list[str]], list[str]]:
     """GNU-style options (--x=v, --x v, -x v) and the positional arguments."""
     opts: dict[str, list[str]] = {}
     args: list[str] = []
@@ -1480,25 +1482,18 @@ def _show(
     return reply
 
 
+# systemd-run options that take a value (the command starts after them).
+SYSTEMD_RUN_VALUED_OPTIONS = frozenset({
+    "-u", "--unit", "-p", "--property", "--description", "--service-type", "-E", "--setenv",
+    "--working-directory", "--uid", "--gid", "--slice", "--on-active",
+})
+
+
 def systemd_run(manager: ServiceManager, argv: list[str], cwd: str) -> Reply:
     """A transient service, as `systemd-run --unit=NAME CMD...` makes one."""
     opts, args = _split_options(
         argv[: _command_start(argv)],
-        {
-            "-u",
-            "--unit",
-            "-p",
-            "--property",
-            "--description",
-            "--service-type",
-            "-E",
-            "--setenv",
-            "--working-directory",
-            "--uid",
-            "--gid",
-            "--slice",
-            "--on-active",
-        },
+        SYSTEMD_RUN_VALUED_OPTIONS,
     )
     command = argv[_command_start(argv) :] or args
     if "--user" in opts or "--scope" in opts or "--pty" in opts or "-t" in opts:
@@ -1561,21 +1556,7 @@ def systemd_run(manager: ServiceManager, argv: list[str], cwd: str) -> Reply:
 def _command_start(argv: list[str]) -> int:
     """Index of the command in a systemd-run argv: the first word that is no option or an
     option's value."""
-    with_value = {
-        "-u",
-        "--unit",
-        "-p",
-        "--property",
-        "--description",
-        "--service-type",
-        "-E",
-        "--setenv",
-        "--working-directory",
-        "--uid",
-        "--gid",
-        "--slice",
-        "--on-active",
-    }
+    with_value = SYSTEMD_RUN_VALUED_OPTIONS
     i = 0
     while i < len(argv):
         arg = argv[i]
