@@ -59,6 +59,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="only this namespace's VMs, VMIs and Secrets (default: all namespaces)",
     )
+    parser.add_argument(
+        "--api-port",
+        type=int,
+        default=0,
+        help="port of virt-api's subresource API on 127.0.0.1 (default 0: any free port)",
+    )
+    parser.add_argument(
+        "--no-subresource-api",
+        action="store_true",
+        help="do not serve subresources.kubevirt.io (no APIService is registered; a "
+        "simulator confined with --namespace never serves it)",
+    )
     parser.add_argument("--workers", type=int, default=4, help="VMI workers (default 4)")
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -90,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         resync_seconds=args.resync_seconds,
         workers=args.workers,
         namespace=args.namespace,
+        api_port=None if args.no_subresource_api else args.api_port,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -20,7 +20,9 @@ from kubevirtsim.events import Recorder
 from kubevirtsim.guests import Guests
 from kubevirtsim.informer import Informer
 from kubevirtsim.nodes import Nodes, NodeState, node_state
+from kubevirtsim.subresources import Subresources
 from kubevirtsim.userdata import referenced_secrets
+from kubevirtsim.virtapi import VirtApi
 from kubevirtsim.vm import VMController
 from kubevirtsim.vmi import Requeue, VMIController
 from kubevirtsim.workqueue import WorkQueue
@@ -51,6 +53,7 @@ class Simulator:
         resync_seconds: float = 30.0,
         workers: int = 4,
         namespace: str | None = None,
+        api_port: int | None = 0,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.stop = threading.Event()
@@ -92,6 +95,18 @@ class Simulator:
             self.vm_queue.add_after,
         )
         self._node_states: dict[str, NodeState] = {}
+        # virt-api's subresource API (None: not served). Like virt-api it is one per cluster:
+        # a simulator confined to one namespace leaves it to the cluster-wide one.
+        self.virt_api = (
+            VirtApi(
+                self.api,
+                Subresources(self.api, self.guests, self.nodes),
+                self.state_dir / "virt-api",
+                api_port,
+            )
+            if api_port is not None and namespace is None
+            else None
+        )
         self.vmi_informer.add_handler(self._vmi_changed)
         self.vm_informer.add_handler(lambda key, old, new: self.vm_queue.add(key))
         self.node_informer.add_handler(self._node_changed)
@@ -209,6 +224,13 @@ class Simulator:
         for queue in (self.node_queue, self.vm_queue, self.vmi_queue):
             queue.start()
         self._enqueue_all()
+        if self.virt_api is not None:
+            try:
+                self.virt_api.start()
+            except Exception:
+                log.exception(
+                    "virt-api: the subresource API could not be started; running without it"
+                )
         log.info(
             "simulator running: nodes %s, state in %s", ", ".join(self.nodes.names), self.state_dir
         )
@@ -231,6 +253,11 @@ class Simulator:
     def shutdown(self) -> None:
         """Power off every guest and remove the guest network (idempotent)."""
         self.stop.set()
+        if self.virt_api is not None:
+            try:
+                self.virt_api.stop()
+            except Exception:
+                log.exception("virt-api: stopping failed")
         for queue in (self.vmi_queue, self.vm_queue, self.node_queue):
             queue.shutdown()
         log.info("powering off %d guest(s)", len(self.guests.all()))

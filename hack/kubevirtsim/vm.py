@@ -360,6 +360,19 @@ def vmi_from_vm(vm: Obj) -> Obj:
     return vmi
 
 
+def admitted(vmi: Obj, when: dt.datetime) -> Obj:
+    """A new VMI as KubeVirt's mutating webhook (virt-api) completes it on create: the
+    foreground finalizer and phase Pending, so that no VMI is ever seen without a status
+    (clients such as fence_kubevirt read status.phase of a VMI the moment it exists)."""
+    out = copy.deepcopy(vmi)
+    finalizers = out["metadata"].setdefault("finalizers", [])
+    if st.VMI_FINALIZER not in finalizers:
+        finalizers.append(st.VMI_FINALIZER)
+    if not st.phase(out):
+        st.set_phase(out, st.PENDING, when)
+    return out
+
+
 # --- the controller ------------------------------------------------------------------------
 class VMController:
     """Reconciles one VM key at a time (the VMI of a VM has the VM's key)."""
@@ -425,7 +438,7 @@ class VMController:
 
     # actions
     def _create_vmi(self, vm: Obj) -> tuple[str, str] | None:
-        vmi = vmi_from_vm(vm)
+        vmi = admitted(vmi_from_vm(vm), st.now())
         ns = vmi["metadata"]["namespace"]
         try:
             created = self.api.create(VMIS, ns, vmi)

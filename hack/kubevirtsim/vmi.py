@@ -38,6 +38,18 @@ def _camel(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
+def vsock_requested(vmi: Obj) -> bool:
+    devices = vmi.get("spec", {}).get("domain", {}).get("devices", {})
+    return devices.get("autoattachVSOCK") is True
+
+
+def vsock_cid(address: str) -> int:
+    """A VSOCK context id unique among live guests: from the guest's address (0-2 are
+    reserved: hypervisor, loopback, host; KubeVirt hands out 3 and up)."""
+    parts = [int(p) for p in address.split(".")]
+    return 3 + parts[2] * 256 + parts[3]
+
+
 class Requeue(Exception):
     """Look at this key again after `delay` seconds (not a failure)."""
 
@@ -331,6 +343,10 @@ class VMIController:
         ]
         if s.get("interfaces") != interfaces:
             s["interfaces"] = interfaces
+            changed = True
+        cid = vsock_cid(address) if vsock_requested(obj) and address else None
+        if cid is not None and s.get("VSOCKCID") != cid:
+            s["VSOCKCID"] = cid  # the vsock endpoint dials this guest's ports
             changed = True
         agent = False
         try:
