@@ -110,6 +110,33 @@ def mount(source: str, target: str, fstype: str, flags: int = 0, options: str = 
         )
 
 
+TMPFILES_DIRS = ("/usr/lib/tmpfiles.d", "/etc/tmpfiles.d", "/run/tmpfiles.d")
+
+
+def create_tmpfiles() -> None:
+    """The folders that systemd-tmpfiles makes at boot (`d`/`D` lines of tmpfiles.d): the
+    guest's /run is empty, and packages such as resource-agents expect theirs there."""
+    for folder in TMPFILES_DIRS:
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if not name.endswith(".conf"):
+                continue
+            try:
+                with open(os.path.join(folder, name)) as f:
+                    lines = f.read().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) < 2 or fields[0] not in ("d", "D") or "%" in fields[1]:
+                    continue
+                mode = int(fields[2], 8) if len(fields) > 2 and fields[2].isdigit() else 0o755
+                with contextlib.suppress(OSError):
+                    os.makedirs(fields[1], exist_ok=True)
+                    os.chmod(fields[1], mode)
+
+
 def make_private_view(dir_fd: int) -> None:
     """Overlays over the host's folders, then private tmpfs; upper dirs found through the
     guest dir's file descriptor, so that no mount can hide them."""
@@ -132,6 +159,11 @@ def make_private_view(dir_fd: int) -> None:
             mount("tmpfs", path, "tmpfs", 0, options)
     # sysfs shows the network devices of the namespace that mounts it: the guest's own.
     mount("sysfs", "/sys", "sysfs", 0, "")
+    # The host's own /dev/vsock (when the host is itself a VM) is not the guest's: the
+    # simulator stands in for a guest's vsock by dialling its loopback, so a guest sees no
+    # vsock device, as a VM without virtio-vsock.
+    if os.path.exists("/dev/vsock"):
+        mount("/dev/null", "/dev/vsock", "", MS_BIND, "")
 
 
 # --------------------------------------------------------------------------- processes
@@ -2089,6 +2121,7 @@ def boot(guest_dir: str) -> int:
     socket.sethostname(plan["hostname"])
     os.makedirs(RUN_DIR, exist_ok=True)
     os.makedirs("/run/systemd/system", exist_ok=True)  # "booted with systemd" to scripts
+    create_tmpfiles()
     with open(SELF_COPY, "wb") as copy:
         copy.write(self_source)
     install_shims(sys.executable)

@@ -2,18 +2,18 @@
 and network namespaces joined by a bridge (one per guest, so links can be cut).
 
 Used by tests/agent/test_agent_channel.py and test_agent_quorum.py; not a test itself.
+Pki, Client and wait_for live in hack/bench/guestagents.py (shared with the end-to-end
+tests on guest hosts and hack/bench/agent.py) and are re-exported here.
 """
 
 from __future__ import annotations
 
 import glob
-import http.client
 import json
 import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -24,34 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.pki import KeyPair, issue, make_ca
+from bench.guestagents import Client, Pki, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_SRC = ROOT / "operator"
-OPERATOR_CN = "guestha-operator"
-
-
-@dataclass
-class Pki:
-    """A cluster CA, an operator client certificate, and certificates that must be refused."""
-
-    folder: Path
-    ca: KeyPair = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.ca = make_ca("guestha-cluster-ca")
-        self.ca_file = self.folder / "ca.crt"
-        self.ca_file.write_bytes(self.ca.cert)
-        self.operator = issue(self.ca, OPERATOR_CN, client=True).write(self.folder, "operator")
-        other_ca = make_ca("some-other-ca")
-        self.foreign = issue(other_ca, OPERATOR_CN, client=True).write(self.folder, "foreign")
-        self.wrong_cn = issue(self.ca, "not-the-operator", client=True).write(
-            self.folder, "wrong-cn")
-
-    def agent_cert(self, member: str, address: str) -> tuple[Path, Path]:
-        return issue(self.ca, member, dns=(member,), ips=(address,), server=True).write(
-            self.folder, f"agent-{member}")
 
 
 class AgentError(AssertionError):
@@ -176,65 +152,6 @@ class AgentProc:
                       else cert, self.member)
 
 
-class Client:
-    """The operator's side, as a test holds it: HTTPS with a client certificate."""
-
-    def __init__(self, address: str, port: int, pki: Pki, cert: tuple[Path, Path] | None,
-                 server_name: str, timeout: float = 30.0) -> None:
-        self.address, self.port = address, port
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_file))
-        if cert is not None:
-            ctx.load_cert_chain(str(cert[0]), str(cert[1]))
-        self.context = ctx
-        self.server_name = server_name
-        self.timeout = timeout
-        self._conn: http.client.HTTPSConnection | None = None
-
-    def connection(self) -> http.client.HTTPSConnection:
-        if self._conn is None:
-            self._conn = http.client.HTTPSConnection(self.address, self.port,
-                                                     context=self.context,
-                                                     timeout=self.timeout)
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def request(self, method: str, path: str, body: Any = None,
-                headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        hdrs = {"Content-Type": "application/json", **(headers or {})}
-        for attempt in range(2):
-            conn = self.connection()
-            try:
-                conn.request(method, path, body=data, headers=hdrs)
-                resp = conn.getresponse()
-                raw = resp.read()
-                self.last_headers = dict(resp.getheaders())
-                return resp.status, json.loads(raw) if raw else None
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.close()  # a kept-alive connection the agent closed: once more
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def get(self, path: str) -> tuple[int, Any]:
-        return self.request("GET", path)
-
-    def status(self) -> dict[str, Any]:
-        code, body = self.get("/v1/status")
-        assert code == 200, body
-        return body  # type: ignore[no-any-return]
-
-    def command(self, method: str, path: str, epoch: int, body: dict[str, Any] | None = None,
-                operation_id: str | None = None) -> tuple[int, Any]:
-        payload = {"epoch": epoch, "operationId": operation_id or uuid.uuid4().hex,
-                   **(body or {})}
-        return self.request(method, path, payload)
-
-
 def unique_sleep() -> list[str]:
     """A `sleep` command line no other test has, for resources (see kill_command)."""
     return ["sleep", f"{3600 + uuid.uuid4().int % 10**6 / 10**6:.6f}"]
@@ -254,17 +171,6 @@ def kill_command(argv: list[str]) -> int:
         except OSError:
             pass
     return killed
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.05, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 # -- network namespaces: one per guest, veths on a bridge in a namespace of its own

@@ -63,8 +63,14 @@ class Operator:
     """Holds the operator's vote: polls every reachable agent twice a second."""
 
     def __init__(self, agents: list[AgentProc]) -> None:
-        self.clients = {a.member: Client(a.address, a.port, a.pki, a.pki.operator, a.member,
-                                         timeout=1.5) for a in agents}
+        def clients() -> dict[str, Client]:
+            return {a.member: Client(a.address, a.port, a.pki, a.pki.operator, a.member,
+                                     timeout=1.5) for a in agents}
+
+        # The test's own requests and the vote-keeping thread each have their connections:
+        # an http.client connection is not for two threads at once.
+        self.clients = clients()
+        self._pollers = clients()
         self.paused: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -72,7 +78,7 @@ class Operator:
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            for member, client in self.clients.items():
+            for member, client in self._pollers.items():
                 if member in self.paused:
                     continue
                 try:
@@ -83,7 +89,7 @@ class Operator:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
-        for c in self.clients.values():
+        for c in [*self.clients.values(), *self._pollers.values()]:
             c.close()
 
 
