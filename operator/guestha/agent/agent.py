@@ -24,6 +24,7 @@ from guestha.agent.desired import Command, DesiredConfig, PeerConfig
 from guestha.agent.events import EventLog
 from guestha.agent.heartbeat import Heartbeat, PeerSpec
 from guestha.agent.http1 import HttpError, Response
+from guestha.agent.listener import open_listener
 from guestha.agent.quorum import FAILED, FENCED, FENCING, Quorum
 from guestha.agent.server import ChannelServer, server_context
 from guestha.agent.store import Store
@@ -95,10 +96,12 @@ class Agent:
                                  hang_seconds=_env_float("GUESTHA_AGENT_TEST_HANG_SECONDS",
                                                          10.0))
         self.api = Api(self)
+        context = server_context(identity.tls_cert, identity.tls_key, identity.tls_ca)
+        listener, self.channel_where = open_listener(identity.transport,
+                                                     identity.listen_address, identity.port)
         self.server = ChannelServer(
-            identity.listen_address, identity.port,
-            server_context(identity.tls_cert, identity.tls_key, identity.tls_ca),
-            identity.operator_name, self.api.handle, self.operator_contact)
+            identity.listen_address, identity.port, context,
+            identity.operator_name, self.api.handle, self.operator_contact, listener=listener)
 
     # -- life cycle
 
@@ -121,8 +124,8 @@ class Agent:
         self.emit("AgentStarted", {"member": self.member, "agentVersion": self.version,
                                    "incarnation": self.incarnation,
                                    "groups": [g.name for g in self.desired.groups]})
-        log.info("agent %s/%s %s listening on %s:%d, heartbeats on %s:%d",
-                 self.identity.cluster, self.member, self.version, *self.server.address,
+        log.info("agent %s/%s %s: channel on %s, heartbeats on %s:%d",
+                 self.identity.cluster, self.member, self.version, self.channel_where,
                  *self.heartbeat.address)
 
     def stop(self) -> None:

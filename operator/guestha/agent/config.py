@@ -14,6 +14,7 @@ from typing import Any
 
 RESOURCE_TYPES = ("Process", "Application", "Systemd", "OCF", "Mount", "IP")
 GROUP_TYPES = ("Failover", "Parallel")
+TRANSPORTS = ("Network", "VSOCK")  # InGuestCluster spec.channel.transport
 
 
 class ConfigError(ValueError):
@@ -158,6 +159,9 @@ class Identity:
     member: str
     listen_address: str = "0.0.0.0"
     port: int = 7480
+    # Network: the channel listens on listen_address:port. VSOCK: on the VM's vsock port
+    # (guestha.agent.listener), and listen_address is for heartbeats only.
+    transport: str = "Network"
     tls_cert: str = "/etc/guestha/tls/agent.crt"
     tls_key: str = "/etc/guestha/tls/agent.key"
     tls_ca: str = "/etc/guestha/tls/ca.crt"
@@ -177,7 +181,7 @@ class Identity:
         text = {"listenAddress": "listen_address", "tlsCert": "tls_cert", "tlsKey": "tls_key",
                 "tlsCA": "tls_ca", "operatorName": "operator_name",
                 "heartbeatKeyFile": "heartbeat_key_file", "watchdogDevice": "watchdog_device",
-                "stateDir": "state_dir"}
+                "stateDir": "state_dir", "transport": "transport"}
         for key, attr in text.items():
             if key in raw:
                 if not isinstance(raw[key], str):
@@ -188,6 +192,9 @@ class Identity:
                 values[attr] = _int(raw, key, 0, where, 1)
                 if values[attr] > 65535:
                     raise ConfigError(f"{where}: {key} must be a port number (1-65535)")
+        if values.get("transport", "Network") not in TRANSPORTS:
+            raise ConfigError(f"{where}: transport must be one of {', '.join(TRANSPORTS)}, "
+                              f"got {values['transport']!r}")
         unknown = set(raw) - {"cluster", "member", "port", "heartbeatPort", *text}
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")

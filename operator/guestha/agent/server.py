@@ -66,7 +66,8 @@ class ChannelServer:
     def __init__(self, address: str, port: int, context: ssl.SSLContext, operator_name: str,
                  handler: Handler, on_contact: Callable[[], None],
                  limits: Limits | None = None, max_connections: int = 32,
-                 max_handshaking: int = 64, handshake_seconds: float = 5.0) -> None:
+                 max_handshaking: int = 64, handshake_seconds: float = 5.0,
+                 listener: socket.socket | None = None) -> None:
         self._context = context
         self._operator = operator_name
         self._handler = handler
@@ -75,11 +76,13 @@ class ChannelServer:
         self.max_connections = max_connections
         self.max_handshaking = max_handshaking
         self.handshake_seconds = handshake_seconds
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((address, port))
-        self._sock.listen(128)
+        if listener is None:  # else a bound, listening socket (guestha.agent.listener)
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((address, port))
+            listener.listen(128)
+        self._sock = listener
         self._sock.settimeout(0.5)
         self._lock = threading.Lock()
         self._handshaking: OrderedDict[int, socket.socket] = collections.OrderedDict()

@@ -1,0 +1,300 @@
+"""Benchmark: the agent channel's round trip over VSOCK vs Network, to the same agent.
+
+    python3 hack/bench/channel.py --requests 200 [--connects 20] [--out result.json]
+
+A local devcluster with the KubeVirt simulator boots one runStrategy Always VM
+(`autoattachVSOCK: true`) whose cloud-init installs the agent as the operator's injection
+will (the zipapp of guestha.cloudinit.bundle, agent.json, TLS files, a systemd unit).
+Then, with guestha.channel's own clients (the operator ServiceAccount's token for the
+apiserver), for each transport: the time of a first `GET /v1/status` on a fresh
+connection (TCP or websocket, TLS handshake, request; `--connects` times), then
+`--requests` round trips of `GET /v1/status` on one kept-alive connection (after a
+warm-up). Network and VSOCK blocks alternate so that drift hits both alike.
+
+The agent has `transport: Network` and listens on 0.0.0.0: the simulator's vsock endpoint
+dials the guest's loopback, so both transports reach the very same agent process and the
+difference is the transport alone (on KubeVirt, VSOCK reaches an AF_VSOCK listener
+instead). VSOCK's path: websocket to the kube-apiserver, its aggregation proxy to the
+simulator's virt-api (TLS), and virt-api's TCP to the guest, with guestha's TLS inside.
+
+Also the module the control-plane tests use to make such guests (`user_data`, `vm`,
+`userdata_secret`), so that the tests and the benchmark boot the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
+
+from bench.controlplane import percentile
+from bench.guestagents import (
+    AGENT_BUNDLE,
+    HEARTBEAT_KEY_FILE,
+    HEARTBEAT_PORT,
+    IDENTITY_FILE,
+    OPERATOR_CN,
+    STATE_DIR,
+    TLS_DIR,
+    UNIT_FILE,
+    UNIT_NAME,
+    Pki,
+    agent_python,
+    agent_unit,
+)
+from guestha.channel.client import AgentClient
+from guestha.channel.transport import (
+    ChannelError,
+    KubeAccess,
+    Member,
+    NetworkTransport,
+    Transport,
+    VsockTransport,
+    operator_context,
+)
+from guestha.cloudinit import bundle
+
+PORT = 7480
+
+
+def user_data(
+    cluster: str, member: str, transport: str, pki: Pki, agent_bundle: bytes, port: int = PORT
+) -> bytes:
+    """The #cloud-config that installs and starts the agent, as the injection will."""
+    identity = {
+        "cluster": cluster,
+        "member": member,
+        "port": port,
+        "transport": transport,
+        "heartbeatPort": HEARTBEAT_PORT,
+        "tlsCert": f"{TLS_DIR}/agent.crt",
+        "tlsKey": f"{TLS_DIR}/agent.key",
+        "tlsCA": f"{TLS_DIR}/ca.crt",
+        "operatorName": OPERATOR_CN,
+        "heartbeatKeyFile": HEARTBEAT_KEY_FILE,
+        "stateDir": STATE_DIR,
+    }
+    pair = pki.agent_keypair(member)
+    config: dict[str, Any] = {
+        "write_files": [
+            {
+                "path": AGENT_BUNDLE,
+                "encoding": "gz+b64",
+                "permissions": "0755",
+                "content": base64.b64encode(gzip.compress(agent_bundle, mtime=0)).decode(),
+            },
+            {"path": IDENTITY_FILE, "content": json.dumps(identity, indent=2) + "\n"},
+            {"path": f"{TLS_DIR}/ca.crt", "content": pki.ca.cert.decode()},
+            {"path": f"{TLS_DIR}/agent.crt", "content": pair.cert.decode()},
+            {"path": f"{TLS_DIR}/agent.key", "permissions": "0600", "content": pair.key.decode()},
+            {
+                "path": HEARTBEAT_KEY_FILE,
+                "permissions": "0600",
+                "encoding": "b64",
+                "content": base64.b64encode(os.urandom(32)).decode(),
+            },
+            {"path": UNIT_FILE, "content": agent_unit(agent_python())},
+        ],
+        "runcmd": ["systemctl daemon-reload", f"systemctl enable --now {UNIT_NAME}"],
+    }
+    return b"#cloud-config\n" + yaml.safe_dump(config, sort_keys=False).encode()
+
+
+def userdata_secret(name: str, data: bytes) -> dict[str, Any]:
+    """The Secret a VM's cloudInitNoCloud.secretRef names (inline user-data is limited)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "Opaque",
+        "data": {"userdata": base64.b64encode(data).decode()},
+    }
+
+
+def vm(name: str, secret: str) -> dict[str, Any]:
+    """A runStrategy Always VM with a vsock device, booted from the user-data Secret."""
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {
+            "runStrategy": "Always",
+            "template": {
+                "metadata": {"labels": {"kubevirt.io/vm": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "domain": {
+                        "devices": {"autoattachVSOCK": True},
+                        "memory": {"guest": "128Mi"},
+                        "resources": {},
+                    },
+                    "volumes": [
+                        {
+                            "name": "cloudinitdisk",
+                            "cloudInitNoCloud": {"secretRef": {"name": secret}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def kube_access(kubeconfig: Path) -> KubeAccess:
+    """The apiserver access of a kubeconfig, as the operator's kubernetes client has it."""
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig), client_configuration=configuration
+    )
+    return KubeAccess.from_configuration(configuration)
+
+
+# --- the benchmark -----------------------------------------------------------------------
+def stats(values: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values]
+    return {
+        "n": len(ms),
+        "median_ms": round(statistics.median(ms), 3),
+        "p95_ms": round(percentile(ms, 95), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+        "min_ms": round(min(ms), 3),
+        "max_ms": round(max(ms), 3),
+    }
+
+
+def first_request(member: Member, transport: Transport) -> float:
+    with AgentClient(member, transport) as c:
+        t0 = time.perf_counter()
+        c.status()
+        return time.perf_counter() - t0
+
+
+def round_trips(client: AgentClient, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        client.status()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def wait_serving(member: Member, transport: Transport, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            first_request(member, transport)
+            return
+        except ChannelError as exc:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the agent never answered: {exc}") from None
+            time.sleep(0.25)
+
+
+def run(folder: Path, requests: int, connects: int, blocks: int) -> dict[str, Any]:
+    from testbed.devcluster import DevCluster
+
+    cluster = DevCluster(folder / "cluster")
+    cluster.up(operator=False)
+    try:
+        ns = "bench-channel"
+        cluster.kubectl("create", "namespace", ns)
+        pki = Pki(folder / "pki")
+        data = user_data("bench", "bench-chan", "Network", pki, bundle.build().data)
+        objects = [
+            userdata_secret("bench-chan-userdata", data),
+            vm("bench-chan", "bench-chan-userdata"),
+        ]
+        cluster.kubectl(
+            "apply",
+            "-n",
+            ns,
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+        )
+        deadline = time.monotonic() + 120
+        vmi: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            out = cluster.kubectl("get", "vmi", "bench-chan", "-n", ns, "-o", "json", check=False)
+            if out.returncode == 0:
+                vmi = json.loads(out.stdout)
+                if vmi.get("status", {}).get("phase") == "Running" and vmi["status"].get(
+                    "interfaces"
+                ):
+                    break
+            time.sleep(0.2)
+        else:
+            raise TimeoutError("VMI bench-chan did not run")
+        member = Member.from_vmi(vmi, PORT)
+        context = operator_context(pki.ca_file, *pki.operator)
+        transports: dict[str, Transport] = {
+            "Network": NetworkTransport(context),
+            "VSOCK": VsockTransport(context, kube_access(cluster.operator_kubeconfig())),
+        }
+        for transport in transports.values():
+            wait_serving(member, transport)
+        firsts: dict[str, list[float]] = {name: [] for name in transports}
+        trips: dict[str, list[float]] = {name: [] for name in transports}
+        clients = {name: AgentClient(member, t) for name, t in transports.items()}
+        try:
+            for client in clients.values():
+                round_trips(client, 20)  # warm-up: connection open, caches hot
+            per_block = -(-requests // blocks)
+            for _ in range(blocks):
+                for name, client in clients.items():
+                    trips[name] += round_trips(client, per_block)
+            for _ in range(connects):
+                for name, transport in transports.items():
+                    firsts[name].append(first_request(member, transport))
+        finally:
+            for client in clients.values():
+                client.close()
+        return {
+            "what": "GET /v1/status to one agent in a simulator guest host",
+            "date": time.strftime("%Y-%m-%d"),
+            "transports": {
+                name: {
+                    "round_trip_keepalive": stats(trips[name]),
+                    "first_request_connect_handshake": stats(firsts[name]),
+                }
+                for name in transports
+            },
+        }
+    finally:
+        cluster.down()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200, help="round trips per transport")
+    parser.add_argument("--connects", type=int, default=20, help="fresh connections each")
+    parser.add_argument("--blocks", type=int, default=4, help="alternating blocks")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    if args.requests < 100:
+        parser.error("--requests: at least 100")
+    with tempfile.TemporaryDirectory(prefix="bench-channel-") as folder:
+        result = run(Path(folder), args.requests, args.connects, args.blocks)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

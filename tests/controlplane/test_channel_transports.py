@@ -1,0 +1,286 @@
+"""The guest agent channel over both transports, Network and VSOCK, end to end.
+
+Two runStrategy Always VMs with `autoattachVSOCK`, each booted by the KubeVirt simulator
+from a cloud-init Secret shaped like the operator's injection (the agent zipapp of
+guestha.cloudinit.bundle, agent.json, TLS files, heartbeat key, a systemd unit; made by
+hack/bench/channel.py, which benchmarks the same set-up): one agent
+with `transport: Network`, one with `transport: VSOCK`. The same channel tests run over
+guestha.channel's NetworkTransport to the first (the VMI's address) and its VsockTransport
+to the second (KubeVirt's vsock websocket through the kube-apiserver, with the operator
+ServiceAccount's own token and RBAC from manifests/operator/rbac.yaml, and guestha's
+mutual TLS inside the websocket).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubevirtkit import Namespace, wait_for
+
+from bench.channel import kube_access, user_data, userdata_secret, vm
+from bench.guestagents import Pki
+from guestha.channel.client import AgentClient, AgentRefusal, new_operation_id
+from guestha.channel.transport import (
+    ChannelError,
+    KubeAccess,
+    Member,
+    NetworkTransport,
+    Transport,
+    VsockTransport,
+    operator_context,
+)
+from guestha.cloudinit import bundle
+
+pytestmark = pytest.mark.controlplane
+
+CLUSTER = "chan"
+PORT = 7480
+VMS = {"Network": "chan-net", "VSOCK": "chan-vsock"}
+MONITOR = {"intervalSeconds": 1, "offlineIntervalSeconds": 1, "timeoutSeconds": 5}
+GROUP = {
+    "name": "app",
+    "type": "Failover",
+    "resources": [
+        {
+            "name": "sleeper",
+            "type": "Process",
+            "monitor": MONITOR,
+            "attributes": {"command": ["/bin/sleep", "3600"]},
+        }
+    ],
+}
+# One member and the operator: 2 votes, both present while the test talks to the agent.
+CONFIG = {"groups": [GROUP], "peers": [], "fencing": {"selfFenceTimeoutSeconds": 0}}
+
+
+@dataclass
+class Guests:
+    ns: Namespace
+    pki: Pki
+    members: dict[str, Member]  # by transport
+    operator_kube: KubeAccess
+
+
+@pytest.fixture(scope="module")
+def guests(kube: Any, simulator: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guests]:
+    assert kube.local is not None  # the simulator fixture runs on the local cluster only
+    name = f"chan-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", name)
+    ns = Namespace(kube, name)
+    try:
+        pki = Pki(tmp_path_factory.mktemp("channel-pki"))
+        agent_bundle = bundle.build().data
+        for transport, vm_name in VMS.items():
+            data = user_data(CLUSTER, vm_name, transport, pki, agent_bundle, PORT)
+            ns.apply(userdata_secret(f"{vm_name}-userdata", data))
+            ns.apply(vm(vm_name, f"{vm_name}-userdata"))
+        members = {
+            transport: Member.from_vmi(ns.running(vm_name, timeout=60), PORT)
+            for transport, vm_name in VMS.items()
+        }
+        yield Guests(ns, pki, members, kube_access(kube.local.operator_kubeconfig()))
+    finally:
+        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@dataclass
+class Channel:
+    """One transport to the agent that serves it, as the operator holds it."""
+
+    name: str
+    member: Member
+    guests: Guests
+    make: Callable[[Any], Transport]  # operator TLS context -> transport
+
+    def client(self, cert: tuple[Path, Path] | None = None, timeout: float = 10.0) -> AgentClient:
+        pki = self.guests.pki
+        context = operator_context(pki.ca_file, *(cert or pki.operator))
+        return AgentClient(self.member, self.make(context), timeout=timeout)
+
+
+def serving(guests: Guests, transport: str) -> Channel:
+    """The channel of `transport` once its agent answers."""
+    member = guests.members[transport]
+    if transport == "Network":
+        chan = Channel(transport, member, guests, NetworkTransport)
+    else:
+        chan = Channel(
+            transport, member, guests, lambda ctx: VsockTransport(ctx, guests.operator_kube)
+        )
+
+    def answers() -> bool:
+        try:
+            with chan.client(timeout=3.0) as c:
+                return bool(c.status())
+        except (ChannelError, AgentRefusal):
+            return False
+
+    wait_for(f"the agent of {member} over {transport}", answers, timeout=90, interval=0.25)
+    return chan
+
+
+@pytest.fixture(scope="module", params=["Network", "VSOCK"])
+def channel(request: pytest.FixtureRequest, guests: Guests) -> Channel:
+    return serving(guests, str(request.param))
+
+
+@pytest.fixture(scope="module")
+def vsock(guests: Guests) -> Channel:
+    return serving(guests, "VSOCK")
+
+
+def epoch(c: AgentClient) -> int:
+    return int(c.status()["epoch"])
+
+
+def configure(c: AgentClient) -> int:
+    """The test group on the agent (at the agent's own epoch); that epoch."""
+    current = epoch(c)
+    c.put_config(current, CONFIG)
+    # the agent counts the operator's vote at its next tick (100 ms)
+    wait_for("quorum (this member and the operator)", lambda: c.status()["quorum"]["hasQuorum"], 5)
+    return current
+
+
+def group_state(c: AgentClient) -> str | None:
+    group = c.status()["groups"].get("app")
+    return str(group["state"]) if group else None
+
+
+# --- the same tests over both transports -------------------------------------------------
+def test_status_answers_with_the_members_identity(channel: Channel) -> None:
+    with channel.client() as c:
+        status = c.status()
+        again = c.status()  # the same kept-alive connection
+    assert status["member"] == channel.member.name
+    assert status["cluster"] == CLUSTER
+    assert again["incarnation"] == status["incarnation"]
+
+
+def test_config_and_group_online_offline_round_trip(channel: Channel) -> None:
+    with channel.client() as c:
+        at = configure(c)
+        assert c.get_config()["config"]["groups"][0]["name"] == "app"
+        wait_for("group app probed Offline", lambda: group_state(c) == "Offline", 20)
+        answer = c.group_action("app", "online", at, reason="transport test")
+        assert answer.body["accepted"] is True
+        wait_for("group app Online", lambda: group_state(c) == "Online", 20)
+        c.group_action("app", "offline", at)
+        wait_for("group app Offline", lambda: group_state(c) == "Offline", 20)
+
+
+def test_a_stale_epoch_is_refused_and_an_operation_applies_once(channel: Channel) -> None:
+    with channel.client() as c:
+        at = configure(c)
+        c.put_config(at + 1, CONFIG)
+        with pytest.raises(AgentRefusal) as refused:
+            c.group_action("app", "probe", at)
+        assert refused.value.status == 409
+        assert refused.value.reason == "StaleEpoch"
+        assert channel.name in str(refused.value) and channel.member.name in str(refused.value)
+
+        op = new_operation_id()
+        first = c.group_action("app", "probe", at + 1, operation_id=op)
+        second = c.group_action("app", "probe", at + 1, operation_id=op)
+        assert not first.replayed
+        assert second.replayed
+        assert second.body == first.body
+        events = c.events(0, limit=1000)["events"]
+        applied = [
+            e
+            for e in events
+            if e["kind"] == "CommandApplied" and e["data"].get("operationId") == op
+        ]
+        assert len(applied) == 1
+
+
+def test_the_events_long_poll_delivers_a_group_action(channel: Channel) -> None:
+    with channel.client() as commands, channel.client(timeout=5.0) as poller:
+        at = configure(commands)
+        status = commands.status()
+        stream, after = status["events"]["stream"], status["events"]["lastSeq"]
+        op = new_operation_id()
+        arrived: list[float] = []
+        failures: list[BaseException] = []
+
+        def poll() -> None:
+            nonlocal after
+            deadline = time.monotonic() + 15
+            try:
+                while time.monotonic() < deadline:
+                    answer = poller.events(after, wait_seconds=10, stream=stream)
+                    for event in answer["events"]:
+                        after = int(event["seq"])
+                        if event["data"].get("operationId") == op:
+                            arrived.append(time.monotonic())
+                            return
+            except BaseException as exc:  # handed to the test's thread
+                failures.append(exc)
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        time.sleep(0.5)  # the poll is waiting at the agent now
+        sent = time.monotonic()
+        commands.group_action("app", "probe", at, operation_id=op)
+        thread.join(20)
+    assert not failures, failures
+    assert arrived, "the long-poll did not deliver the CommandApplied event"
+    assert arrived[0] - sent < 2.0
+
+
+def test_an_operator_certificate_of_another_ca_is_refused(channel: Channel) -> None:
+    with channel.client() as c:
+        before = c.status()["channel"]
+    with (
+        pytest.raises(ChannelError) as refused,
+        channel.client(cert=channel.guests.pki.foreign) as c,
+    ):
+        c.status()
+    # For VSOCK the websocket through the apiserver opened; the inner handshake failed.
+    assert refused.value.stage == "tls", refused.value
+    assert refused.value.transport == channel.name
+    with channel.client() as c:
+        after = c.status()["channel"]
+    assert after["handshakeFailed"] + after["refusedCertificate"] > (
+        before["handshakeFailed"] + before["refusedCertificate"]
+    )
+
+
+# --- VSOCK only --------------------------------------------------------------------------
+def test_vsock_is_refused_without_rbac_on_the_subresource(
+    kube: Any, vsock: Channel, guests: Guests
+) -> None:
+    user = f"no-vsock-{uuid.uuid4().hex[:6]}"
+    guests.ns.kubectl(
+        "create", "rolebinding", f"{user}-view", "--clusterrole=view", f"--user={user}"
+    )
+    kubeconfig = kube.local.control_plane.user_kubeconfig(user)
+    context = operator_context(guests.pki.ca_file, *guests.pki.operator)
+    transport = VsockTransport(context, kube_access(kubeconfig))
+    with (
+        pytest.raises(ChannelError) as refused,
+        AgentClient(guests.members["VSOCK"], transport) as c,
+    ):
+        c.status()
+    assert refused.value.status == 403, refused.value
+    assert refused.value.stage == "connect"
+    assert "virtualmachineinstances/vsock" in str(refused.value)
+
+
+def test_the_vsock_agent_is_not_on_the_guest_network(vsock: Channel, guests: Guests) -> None:
+    """An agent with transport VSOCK listens on no guest address: over the network it is
+    not there at all (here: the simulator's stand-in listens on the guest's loopback)."""
+    context = operator_context(guests.pki.ca_file, *guests.pki.operator)
+    with (
+        pytest.raises(ChannelError) as refused,
+        AgentClient(guests.members["VSOCK"], NetworkTransport(context), timeout=3.0) as c,
+    ):
+        c.status()
+    assert refused.value.stage == "connect", refused.value
