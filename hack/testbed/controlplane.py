@@ -65,6 +65,8 @@ class ControlPlane:
         return State(**json.loads(self.state_file.read_text()))
 
     def _save(self, state: State) -> None:
+        if not self.folder.is_dir():  # removed under us (a cleaned temp folder): nothing to keep
+            return
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
 
     @property

@@ -75,23 +75,27 @@ def test_devcluster_up_then_down_leaves_nothing_running(tmp_path: Path) -> None:
         pytest.skip("guest hosts need root")
     cluster = DevCluster(tmp_path / "whole")
     cluster.up()
-    vm = yaml.safe_load((shared_dir() / "kubevirt" / "examples" / "vm-cirros.yaml").read_text())
-    vm["spec"].pop("running", None)
-    vm["spec"]["runStrategy"] = "Always"
-    cluster.kubectl("apply", "-n", "default", "-f", "-", input=json.dumps(vm))
-    deadline = time.monotonic() + 60  # kubectl wait gives up on an object not yet created
-    while not cluster.kubectl("get", "vmi", "-n", "default", "-o", "name").stdout:
-        assert time.monotonic() < deadline, "the VM got no VMI"
-        time.sleep(0.1)
-    cluster.kubectl("wait", "-n", "default", "vmi/vm-cirros", "--timeout=60s",
-                    "--for=jsonpath={.status.phase}=Running")
-    from kubevirtsim.guesthost import NETNS_PREFIX
+    try:
+        example = shared_dir() / "kubevirt" / "examples" / "vm-cirros.yaml"
+        vm = yaml.safe_load(example.read_text())
+        vm["spec"].pop("running", None)
+        vm["spec"]["runStrategy"] = "Always"
+        cluster.kubectl("apply", "-n", "default", "-f", "-", input=json.dumps(vm))
+        deadline = time.monotonic() + 60  # kubectl wait gives up on an object not yet created
+        while not cluster.kubectl("get", "vmi", "-n", "default", "-o", "name").stdout:
+            assert time.monotonic() < deadline, "the VM got no VMI"
+            time.sleep(0.1)
+        cluster.kubectl("wait", "-n", "default", "vmi/vm-cirros", "--timeout=60s",
+                        "--for=jsonpath={.status.phase}=Running")
+        from kubevirtsim.guesthost import NETNS_PREFIX
 
-    ours = {NETNS_PREFIX + d.name for d in (cluster.sim_state / "guests").iterdir() if d.is_dir()}
-    assert ours and ours <= _netns(), "the guest host has a network namespace"
-    names = set(cluster.control_plane.state().pids)
-    assert names == {"etcd", "kube-apiserver", "kubevirtsim", "guestha-operator"}
-    cluster.down()
+        guests = cluster.sim_state / "guests"
+        ours = {NETNS_PREFIX + d.name for d in guests.iterdir() if d.is_dir()}
+        assert ours and ours <= _netns(), "the guest host has a network namespace"
+        names = set(cluster.control_plane.state().pids)
+        assert names == {"etcd", "kube-apiserver", "kubevirtsim", "guestha-operator"}
+    finally:
+        cluster.down()
     assert processes.referencing(str(tmp_path / "whole")) == []
     assert not ours & _netns()
 
