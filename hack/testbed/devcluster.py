@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -121,8 +122,10 @@ class DevCluster:
             processes.stop(pid, timeout)
         self.control_plane._save(state)
 
-    def down(self) -> None:
-        """Stop in reverse: operator, simulator (it powers off its guests), apiserver, etcd."""
+    def down(self, keep_data: bool = False) -> None:
+        """Stop in reverse: operator, simulator (it powers off its guests), apiserver, etcd;
+        then forget the cluster's objects (etcd's data), unless `keep_data`: guests cannot
+        outlive the simulator, so the next `up` starts from nothing, as a new cluster does."""
         self.stop_process(OPERATOR)
         self.stop_process(SIMULATOR)
         if self.sim_state.exists():
@@ -131,6 +134,9 @@ class DevCluster:
             guesthost.cleanup_stale(self.sim_state)
             guesthost.teardown_network()
         self.control_plane.down()
+        if not keep_data:
+            shutil.rmtree(self.folder / "etcd", ignore_errors=True)
+            shutil.rmtree(self.sim_state, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=REPO / ".devcluster",
                         help="folder for its files (default: .devcluster in the checkout)")
     parser.add_argument("--no-simulator", action="store_true", help="do not start the simulator")
+    parser.add_argument("--keep-data", action="store_true",
+                        help="down: keep etcd's data, so the next up finds the same objects")
     parser.add_argument("--no-operator", action="store_true", help="do not start the operator")
     args = parser.parse_args(argv)
     cluster = DevCluster(args.dir)
@@ -152,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"devcluster up in {time.monotonic() - t0:.1f}s; "
               f"kubeconfig: {cluster.kubeconfig}", file=sys.stderr)
     elif args.command == "down":
-        cluster.down()
+        cluster.down(keep_data=args.keep_data)
         print("devcluster down", file=sys.stderr)
     else:
         for name, pid in sorted(cluster.control_plane.state().pids.items()):
