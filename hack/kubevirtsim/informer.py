@@ -68,7 +68,9 @@ class Informer:
     def observe(self, obj: Obj) -> None:
         """Take an object that this process just wrote, if it is newer than the cache.
 
-        Saves reconciling once more against the older copy until the watch catches up.
+        Saves reconciling once more against the older copy until the watch catches up. The
+        handlers hear of it now: the watch event of this version will be skipped as already
+        seen, and other controllers (the VM's, for a VMI's status) must still learn of it.
         """
         key = key_of(obj)
         with self._lock:
@@ -77,7 +79,9 @@ class Informer:
                 return  # unknown or replaced: the watch tells (no ghost after a DELETED)
             if not newer(obj["metadata"]["resourceVersion"], old["metadata"]["resourceVersion"]):
                 return
-            self._items[key] = copy.deepcopy(obj)
+            new = copy.deepcopy(obj)
+            self._items[key] = new
+        self._notify(key, old, new)
 
     # --- the watch loop --------------------------------------------------------------------
     def _notify(self, key: str, old: Obj | None, new: Obj | None) -> None:
