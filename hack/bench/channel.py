@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import gzip
 import json
 import os
 import statistics
@@ -36,26 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
 
 from bench.controlplane import percentile
-from bench.guestagents import (
-    AGENT_BUNDLE,
-    HEARTBEAT_KEY_FILE,
-    HEARTBEAT_PORT,
-    IDENTITY_FILE,
-    OPERATOR_CN,
-    STATE_DIR,
-    TLS_DIR,
-    UNIT_FILE,
-    UNIT_NAME,
-    Pki,
-    agent_python,
-    agent_unit,
-)
+from bench.guestagents import Pki, agent_python, agent_user_data
 from guestha.channel.client import AgentClient
 from guestha.channel.transport import (
     ChannelError,
@@ -75,43 +60,17 @@ def user_data(
     cluster: str, member: str, transport: str, pki: Pki, agent_bundle: bytes, port: int = PORT
 ) -> bytes:
     """The #cloud-config that installs and starts the agent, as the injection will."""
-    identity = {
-        "cluster": cluster,
-        "member": member,
-        "port": port,
-        "transport": transport,
-        "heartbeatPort": HEARTBEAT_PORT,
-        "tlsCert": f"{TLS_DIR}/agent.crt",
-        "tlsKey": f"{TLS_DIR}/agent.key",
-        "tlsCA": f"{TLS_DIR}/ca.crt",
-        "operatorName": OPERATOR_CN,
-        "heartbeatKeyFile": HEARTBEAT_KEY_FILE,
-        "stateDir": STATE_DIR,
-    }
-    pair = pki.agent_keypair(member)
-    config: dict[str, Any] = {
-        "write_files": [
-            {
-                "path": AGENT_BUNDLE,
-                "encoding": "gz+b64",
-                "permissions": "0755",
-                "content": base64.b64encode(gzip.compress(agent_bundle, mtime=0)).decode(),
-            },
-            {"path": IDENTITY_FILE, "content": json.dumps(identity, indent=2) + "\n"},
-            {"path": f"{TLS_DIR}/ca.crt", "content": pki.ca.cert.decode()},
-            {"path": f"{TLS_DIR}/agent.crt", "content": pair.cert.decode()},
-            {"path": f"{TLS_DIR}/agent.key", "permissions": "0600", "content": pair.key.decode()},
-            {
-                "path": HEARTBEAT_KEY_FILE,
-                "permissions": "0600",
-                "encoding": "b64",
-                "content": base64.b64encode(os.urandom(32)).decode(),
-            },
-            {"path": UNIT_FILE, "content": agent_unit(agent_python())},
-        ],
-        "runcmd": ["systemctl daemon-reload", f"systemctl enable --now {UNIT_NAME}"],
-    }
-    return b"#cloud-config\n" + yaml.safe_dump(config, sort_keys=False).encode()
+    return agent_user_data(
+        member,
+        cluster,
+        pki,
+        agent_bundle,
+        os.urandom(32),
+        agent_python(),
+        bootcmd=(),
+        port=port,
+        transport=transport,
+    )
 
 
 def userdata_secret(name: str, data: bytes) -> dict[str, Any]:

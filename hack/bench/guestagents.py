@@ -355,13 +355,17 @@ def agent_user_data(
     python: str,
     extra_files: Sequence[Mapping[str, Any]] = (),
     bootcmd: Sequence[str] = GUEST_BOOTCMD,
+    *,
+    port: int = AGENT_PORT,
+    transport: str | None = None,
 ) -> bytes:
     """The #cloud-config that installs and starts the agent (plus `extra_files`, and the
-    guest's own `bootcmd`)."""
-    identity = {
-        "cluster": cluster,
-        "member": member,
-        "port": AGENT_PORT,
+    guest's own `bootcmd`), listening on `port` over `transport` (the agent's default when
+    None)."""
+    identity: dict[str, Any] = {"cluster": cluster, "member": member, "port": port}
+    if transport is not None:
+        identity["transport"] = transport
+    identity |= {
         "heartbeatPort": HEARTBEAT_PORT,
         "tlsCert": f"{TLS_DIR}/agent.crt",
         "tlsKey": f"{TLS_DIR}/agent.key",

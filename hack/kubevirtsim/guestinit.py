@@ -1918,6 +1918,20 @@ def qga_interfaces() -> list[dict[str, Any]]:
     return interfaces
 
 
+def _serve_each(
+    listener: socket.socket, serve: Callable[[socket.socket], None], name: str
+) -> None:
+    """Accept connections on `listener` in a daemon thread called `name`, each served by
+    `serve` in a daemon thread of its own."""
+
+    def accept() -> None:
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, name=name, daemon=True).start()
+
+
 class GuestAgent:
     """A qemu-guest-agent-like JSON line protocol on GUEST_DIR/qga.sock."""
 
@@ -1930,12 +1944,7 @@ class GuestAgent:
         self.execs: dict[int, tuple[Child, str, str]] = {}
 
     def start(self) -> None:
-        threading.Thread(target=self._accept, name="qga", daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            conn, _ = self.listener.accept()
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        _serve_each(self.listener, self._serve, "qga")
 
     def _serve(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rwb") as stream:
@@ -2038,12 +2047,7 @@ class ControlServer:
         self.listener.listen(64)
 
     def start(self) -> None:
-        threading.Thread(target=self._accept, name="control", daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            conn, _ = self.listener.accept()
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        _serve_each(self.listener, self._serve, "control")
 
     def _serve(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rwb") as stream:

@@ -189,12 +189,7 @@ class Nodes:
         for name in self.names:
             existing = self.api.get(NODES, None, name)
             if existing is None:
-                try:
-                    self.api.create(NODES, None, node_object(name))
-                    log.info("node %s created", name)
-                except ApiError as exc:
-                    if exc.status != 409:
-                        raise
+                self._create(name, "created")
             if node_state(existing) in (NodeState.READY, NodeState.ABSENT):
                 self.beat(name)
 
@@ -295,15 +290,19 @@ class Nodes:
             except Exception:
                 log.exception("node %s: heartbeat failed", name)
 
+    def _create(self, name: str, verb: str) -> None:
+        """Create the Node `name`; one that someone else created meanwhile (409) is fine."""
+        try:
+            self.api.create(NODES, None, node_object(name))
+            log.info("node %s %s", name, verb)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+
     def _tick_node(self, name: str) -> None:
         node = self.informer.get(name)
         if node is None:
-            try:
-                self.api.create(NODES, None, node_object(name))
-                log.info("node %s re-created", name)
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
+            self._create(name, "re-created")
             return
         if node_state(node) is NodeState.READY:
             self.beat(name)

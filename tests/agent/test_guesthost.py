@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from resource_helpers import running
 
+from bench.guestagents import wait_for as poll
 from kubevirtsim.guesthost import (
     BRIDGE,
     GuestHost,
@@ -116,26 +118,14 @@ def net_snapshot() -> tuple[set[str], set[str]]:
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.02)
+    """bench's wait_for, polling every 20 ms (most checks exec in a guest)."""
+    poll(check, timeout, 0.02, what)
 
 
 def out(guest: GuestHost, *argv: str) -> str:
     result = guest.exec(list(argv))
     assert result.returncode == 0, (argv, result.stderr)
     return result.stdout.decode()
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def http_get(url: str) -> str:

@@ -52,16 +52,35 @@ systemd-run --unit=echo python3 /tmp/echo-$TOKEN.py $TOKEN @PORT@
 
 
 def wait_for(
-    what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    *,
+    retry_failed: bool = False,
 ) -> Any:
+    """Poll until check() returns something truthy; fail naming `what` otherwise. With
+    retry_failed, a check that fails an assertion counts as "not yet" instead of failing."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = check()
+        try:
+            last = check()
+        except AssertionError:
+            if not retry_failed:
+                raise
+            last = None
         if last:
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def has_condition(obj: dict[str, Any], type_: str, status: str = "True") -> bool:
+    return any(
+        c.get("type") == type_ and c.get("status") == status
+        for c in obj.get("status", {}).get("conditions") or []
+    )
 
 
 # a service that ignores SIGTERM: the guest's shutdown lasts until the grace period ends
@@ -121,11 +140,24 @@ def greet(address: str, port: int, timeout: float = 1.0) -> str | None:
 
 
 class Namespace:
-    """kubectl (as the admin) in one namespace, JSON in and out."""
+    """kubectl (as the admin) in one namespace, JSON in and out. Its waits poll every
+    `interval` seconds for `timeout` seconds unless a call says otherwise; with retry_failed,
+    a failed read is retried."""
 
-    def __init__(self, kube: Any, name: str) -> None:
+    def __init__(
+        self,
+        kube: Any,
+        name: str,
+        *,
+        timeout: float = 30.0,
+        interval: float = 0.1,
+        retry_failed: bool = False,
+    ) -> None:
         self.kube = kube
         self.name = name
+        self.timeout = timeout
+        self.interval = interval
+        self.retry_failed = retry_failed
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True
@@ -147,6 +179,17 @@ class Namespace:
         obj: dict[str, Any] = json.loads(result.stdout)
         return obj
 
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The namespace's Events about the object called `name`."""
+        items = json.loads(self.kubectl("get", "events", "-o", "json").stdout)["items"]
+        return [e for e in items if e["involvedObject"]["name"] == name]
+
+    def node(self, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = json.loads(
+            self.kube.kubectl("get", "node", name, "-o", "json").stdout
+        )
+        return obj
+
     def put_raw(self, path: str, body: Any = None) -> subprocess.CompletedProcess[str]:
         """PUT through `kubectl replace --raw` (the only way kubectl PUTs a raw path)."""
         with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
@@ -163,21 +206,44 @@ class Namespace:
     def vmi_path(self, name: str, sub: str) -> str:
         return f"{SUB}/namespaces/{self.name}/virtualmachineinstances/{name}/{sub}"
 
-    def running(self, name: str, other_than: str = "", timeout: float = 30) -> dict[str, Any]:
+    def wait_for(
+        self,
+        what: str,
+        check: Callable[[], Any],
+        timeout: float | None = None,
+        interval: float | None = None,
+    ) -> Any:
+        """wait_for with this namespace's timeout, interval and retry_failed as defaults."""
+        return wait_for(
+            what,
+            check,
+            self.timeout if timeout is None else timeout,
+            self.interval if interval is None else interval,
+            retry_failed=self.retry_failed,
+        )
+
+    def running(
+        self, name: str, other_than: str = "", timeout: float | None = None, agent: bool = False
+    ) -> dict[str, Any]:
+        """The VMI `name` once Running (a new one if other_than names the old one's uid), and,
+        with agent, once its guest agent is connected."""
+
         def check() -> dict[str, Any] | None:
             vmi = self.get("vmi", name)
             if vmi is None or vmi["metadata"]["uid"] == other_than:
                 return None
             if vmi.get("status", {}).get("phase") != "Running":
                 return None
+            if agent and not has_condition(vmi, "AgentConnected"):
+                return None
             return vmi
 
-        found: dict[str, Any] = wait_for(f"VMI {name} Running", check, timeout)
+        found: dict[str, Any] = self.wait_for(f"VMI {name} Running", check, timeout)
         return found
 
-    def token(self, vmi: dict[str, Any], port: int, timeout: float = 30) -> str:
+    def token(self, vmi: dict[str, Any], port: int, timeout: float | None = None) -> str:
         address = vmi["status"]["interfaces"][0]["ipAddress"]
-        token: str = wait_for(
+        token: str = self.wait_for(
             f"the echo server of {vmi['metadata']['name']}",
             lambda: greet(address, port),
             timeout,
@@ -185,12 +251,12 @@ class Namespace:
         )
         return token
 
-    def gone(self, kind: str, name: str, uid: str = "", timeout: float = 30) -> None:
+    def gone(self, kind: str, name: str, uid: str = "", timeout: float | None = None) -> None:
         def check() -> bool:
             obj = self.get(kind, name)
             return obj is None or (bool(uid) and obj["metadata"]["uid"] != uid)
 
-        wait_for(f"{kind} {name} gone", check, timeout)
+        self.wait_for(f"{kind} {name} gone", check, timeout)
 
 
 class Client:

@@ -17,17 +17,17 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubevirtkit import FAULT, Namespace, has_condition, wait_for
 
 pytestmark = pytest.mark.controlplane
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "kubevirt" / "examples"
-FAULT = "kubevirtsim.guestha.io/fault"
 HEARTBEAT = "kubevirt.io/heartbeat"
 
 # A cloud-init shell script: a small HTTP server that answers with a token made at boot
@@ -62,89 +62,6 @@ _ports = iter(range(18000 + os.getpid() % 1000 * 10, 65000))
 
 
 # --- helpers -------------------------------------------------------------------------------
-def wait_for(
-    what: str, check: Callable[[], Any], timeout: float = 90.0, interval: float = 0.2
-) -> Any:
-    """Poll until check() returns something truthy; fail naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except AssertionError:
-            last = None
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
-class Cluster:
-    """kubectl in one namespace, JSON in and out."""
-
-    def __init__(self, kube: Any, namespace: str) -> None:
-        self.kube = kube
-        self.ns = namespace
-
-    def run(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        result: subprocess.CompletedProcess[str] = self.kube.kubectl(
-            "-n", self.ns, *args, input=input, check=check
-        )
-        return result
-
-    def apply(self, obj: dict[str, Any]) -> None:
-        self.run("apply", "-f", "-", input=json.dumps(obj))
-
-    def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        result = self.run("get", kind, name, "-o", "json", check=False)
-        if result.returncode != 0:
-            if "NotFound" in result.stderr:
-                return None
-            raise AssertionError(result.stderr)
-        obj: dict[str, Any] = json.loads(result.stdout)
-        return obj
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        items = json.loads(self.run("get", "events", "-o", "json").stdout)["items"]
-        return [e for e in items if e["involvedObject"]["name"] == name]
-
-    def node(self, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = json.loads(
-            self.kube.kubectl("get", "node", name, "-o", "json").stdout
-        )
-        return obj
-
-    def running_vmi(self, name: str, other_than: str = "", agent: bool = True) -> dict[str, Any]:
-        def check() -> dict[str, Any] | None:
-            vmi = self.get("vmi", name)
-            if vmi is None or vmi["metadata"]["uid"] == other_than:
-                return None
-            if vmi.get("status", {}).get("phase") != "Running":
-                return None
-            if agent and not has_condition(vmi, "AgentConnected"):
-                return None
-            return vmi
-
-        found: dict[str, Any] = wait_for(f"VMI {name} Running", check)
-        return found
-
-    def gone(self, kind: str, name: str, uid: str | None = None, timeout: float = 60) -> None:
-        def check() -> bool:
-            obj = self.get(kind, name)
-            return obj is None or (uid is not None and obj["metadata"]["uid"] != uid)
-
-        wait_for(f"{kind} {name} gone", check, timeout)
-
-
-def has_condition(obj: dict[str, Any], type_: str, status: str = "True") -> bool:
-    return any(
-        c.get("type") == type_ and c.get("status") == status
-        for c in obj.get("status", {}).get("conditions") or []
-    )
-
-
 def marker_script(port: int) -> str:
     return MARKER_SCRIPT.replace("@PORT@", str(port))
 
@@ -193,7 +110,9 @@ def token_of(vmi: dict[str, Any], port: int, timeout: float = 90.0) -> str:
         except OSError:
             return None
 
-    token: str = wait_for(f"marker server on {ip}:{port}", check, timeout, interval=0.5)
+    token: str = wait_for(
+        f"marker server on {ip}:{port}", check, timeout, interval=0.5, retry_failed=True
+    )
     return token
 
 
@@ -242,34 +161,34 @@ def no_guest_processes(token: str) -> bool:
 
 # --- fixtures ------------------------------------------------------------------------------
 @pytest.fixture
-def cluster(kube: Any, simulator: Any) -> Iterator[Cluster]:
+def cluster(kube: Any, simulator: Any) -> Iterator[Namespace]:
     """A fresh namespace; its VMs and VMIs are deleted afterwards."""
     ns = f"sim-{uuid.uuid4().hex[:8]}"
     kube.kubectl("create", "namespace", ns)
-    c = Cluster(kube, ns)
+    c = Namespace(kube, ns, timeout=90, interval=0.2, retry_failed=True)
     yield c
-    c.run("delete", "vm", "--all", "--wait=false", check=False)
-    c.run("delete", "vmi", "--all", "--wait=false", check=False)
+    c.kubectl("delete", "vm", "--all", "--wait=false", check=False)
+    c.kubectl("delete", "vmi", "--all", "--wait=false", check=False)
     for node in ("node-1", "node-2", "node-3"):
         kube.kubectl("annotate", "node", node, f"{FAULT}-", check=False)
         kube.kubectl("taint", "node", node, "node.kubernetes.io/out-of-service-", check=False)
-    wait_for(
+    c.wait_for(
         "the namespace's VMIs gone",
-        lambda: not json.loads(c.run("get", "vmi", "-o", "json").stdout)["items"],
+        lambda: not json.loads(c.kubectl("get", "vmi", "-o", "json").stdout)["items"],
         timeout=60,
     )
 
 
 # --- tests ---------------------------------------------------------------------------------
 def test_vm_always_boots_runs_cloud_init_and_restarts(
-    cluster: Cluster, record_property: Any
+    cluster: Namespace, record_property: Any
 ) -> None:
     port = next(_ports)
     started = time.monotonic()
     cluster.apply(vm_manifest("web", "Always", port))
-    vmi = cluster.running_vmi("web", agent=False)
+    vmi = cluster.running("web")
     running_after = time.monotonic() - started
-    vmi = cluster.running_vmi("web")
+    vmi = cluster.running("web", agent=True)
     agent_after = time.monotonic() - started
     record_property("vm_create_to_vmi_running_s", round(running_after, 3))
     record_property("vm_create_to_agent_connected_s", round(agent_after, 3))
@@ -295,7 +214,7 @@ def test_vm_always_boots_runs_cloud_init_and_restarts(
     record_property("vm_create_to_cloud_init_server_s", round(served_after, 3))
     print(f"VM create -> the guest's cloud-init server answers {served_after:.2f}s")
     assert guest_pids(token)
-    vm = wait_for(
+    vm = cluster.wait_for(
         "VM status Running",
         lambda: (
             (v := cluster.get("vm", "web"))
@@ -310,22 +229,24 @@ def test_vm_always_boots_runs_cloud_init_and_restarts(
     assert {"SuccessfulCreate", "Started"} <= reasons
 
     # deleting the VMI powers its guest off; the VM gets a new VMI that boots again
-    cluster.run("delete", "vmi", "web", "--wait=false")
-    wait_for("the old guest's processes gone", lambda: no_guest_processes(token), 30)
-    new = cluster.running_vmi("web", other_than=meta["uid"])
+    cluster.kubectl("delete", "vmi", "web", "--wait=false")
+    cluster.wait_for("the old guest's processes gone", lambda: no_guest_processes(token), 30)
+    new = cluster.running("web", other_than=meta["uid"], agent=True)
     new_token = token_of(new, port)
     assert new_token != token
 
 
-def test_halted_removes_vmi_and_guest(cluster: Cluster) -> None:
+def test_halted_removes_vmi_and_guest(cluster: Namespace) -> None:
     port = next(_ports)
     cluster.apply(vm_manifest("halt", "Always", port))
-    vmi = cluster.running_vmi("halt")
+    vmi = cluster.running("halt", agent=True)
     token = token_of(vmi, port)
-    cluster.run("patch", "vm", "halt", "--type=merge", "-p", '{"spec":{"runStrategy":"Halted"}}')
-    cluster.gone("vmi", "halt")
-    wait_for("guest processes gone", lambda: no_guest_processes(token), 30)
-    vm = wait_for(
+    cluster.kubectl(
+        "patch", "vm", "halt", "--type=merge", "-p", '{"spec":{"runStrategy":"Halted"}}'
+    )
+    cluster.gone("vmi", "halt", timeout=60)
+    cluster.wait_for("guest processes gone", lambda: no_guest_processes(token), 30)
+    vm = cluster.wait_for(
         "VM Stopped",
         lambda: (
             (v := cluster.get("vm", "halt"))
@@ -337,7 +258,7 @@ def test_halted_removes_vmi_and_guest(cluster: Cluster) -> None:
     reasons = {e["reason"] for e in cluster.events("halt")}
     assert {"SuccessfulDelete", "ShuttingDown", "Stopped"} <= reasons
     # and the deprecated spec.running works too
-    cluster.run(
+    cluster.kubectl(
         "patch",
         "vm",
         "halt",
@@ -346,28 +267,28 @@ def test_halted_removes_vmi_and_guest(cluster: Cluster) -> None:
         '[{"op":"remove","path":"/spec/runStrategy"},'
         '{"op":"add","path":"/spec/running","value":true}]',
     )
-    cluster.running_vmi("halt")
+    cluster.running("halt", agent=True)
 
 
-def test_deleting_a_vm_deletes_its_vmi_and_guest(cluster: Cluster) -> None:
+def test_deleting_a_vm_deletes_its_vmi_and_guest(cluster: Namespace) -> None:
     port = next(_ports)
     cluster.apply(vm_manifest("gone", "Always", port))
-    vmi = cluster.running_vmi("gone")
+    vmi = cluster.running("gone", agent=True)
     token = token_of(vmi, port)
     vm = cluster.get("vm", "gone")
     assert vm is not None
     assert "kubevirt.io/virtualMachineControllerFinalize" in vm["metadata"]["finalizers"]
-    cluster.run("delete", "vm", "gone", "--timeout=60s")
+    cluster.kubectl("delete", "vm", "gone", "--timeout=60s")
     assert cluster.get("vm", "gone") is None
-    cluster.gone("vmi", "gone")
-    wait_for("guest processes gone", lambda: no_guest_processes(token), 30)
+    cluster.gone("vmi", "gone", timeout=60)
+    cluster.wait_for("guest processes gone", lambda: no_guest_processes(token), 30)
 
 
-def test_deleting_a_vm_with_orphan_propagation_keeps_its_vmi(cluster: Cluster) -> None:
+def test_deleting_a_vm_with_orphan_propagation_keeps_its_vmi(cluster: Namespace) -> None:
     port = next(_ports)
     cluster.apply(vm_manifest("keep", "Always", port))
-    vmi = cluster.running_vmi("keep")
-    cluster.run("delete", "vm", "keep", "--cascade=orphan", "--timeout=60s")
+    vmi = cluster.running("keep", agent=True)
+    cluster.kubectl("delete", "vm", "keep", "--cascade=orphan", "--timeout=60s")
     assert cluster.get("vm", "keep") is None
     time.sleep(1)
     kept = cluster.get("vmi", "keep")
@@ -377,31 +298,31 @@ def test_deleting_a_vm_with_orphan_propagation_keeps_its_vmi(cluster: Cluster) -
     token_of(kept, port)
 
 
-def test_rerun_on_failure_restarts_a_crash_but_not_a_shutdown(cluster: Cluster) -> None:
+def test_rerun_on_failure_restarts_a_crash_but_not_a_shutdown(cluster: Namespace) -> None:
     port = next(_ports)
     cluster.apply(vm_manifest("rerun", "RerunOnFailure", port))
-    vmi = cluster.running_vmi("rerun")
+    vmi = cluster.running("rerun", agent=True)
     token = token_of(vmi, port)
     crash_guest(token)
-    new = cluster.running_vmi("rerun", other_than=vmi["metadata"]["uid"])
+    new = cluster.running("rerun", other_than=vmi["metadata"]["uid"], agent=True)
     assert any(e["reason"] == "Stopped" and e["type"] == "Warning" for e in cluster.events("rerun"))
     new_token = token_of(new, port)
     # the guest powers itself off: Succeeded, and the VM stays down
     fetch(address(new), port, "/poweroff")
     cluster.gone("vmi", "rerun", timeout=60)
-    wait_for("guest processes gone", lambda: no_guest_processes(new_token), 30)
+    cluster.wait_for("guest processes gone", lambda: no_guest_processes(new_token), 30)
     time.sleep(2)
     assert cluster.get("vmi", "rerun") is None
     vm = cluster.get("vm", "rerun")
     assert vm is not None and vm["status"]["printableStatus"] == "Stopped"
 
 
-def test_manual_follows_state_change_requests(cluster: Cluster) -> None:
+def test_manual_follows_state_change_requests(cluster: Namespace) -> None:
     port = next(_ports)
     cluster.apply(vm_manifest("manual", "Manual", port))
     time.sleep(2)
     assert cluster.get("vmi", "manual") is None
-    cluster.run(
+    cluster.kubectl(
         "patch",
         "vm",
         "manual",
@@ -410,8 +331,8 @@ def test_manual_follows_state_change_requests(cluster: Cluster) -> None:
         "-p",
         '{"status":{"stateChangeRequests":[{"action":"Start"}]}}',
     )
-    vmi = cluster.running_vmi("manual")
-    wait_for(
+    vmi = cluster.running("manual", agent=True)
+    cluster.wait_for(
         "the Start request cleared",
         lambda: (
             not (cluster.get("vm", "manual") or {}).get("status", {}).get("stateChangeRequests")
@@ -420,7 +341,7 @@ def test_manual_follows_state_change_requests(cluster: Cluster) -> None:
     token = token_of(vmi, port)
     # a crash is not restarted under Manual
     crash_guest(token)
-    failed = wait_for(
+    failed = cluster.wait_for(
         "VMI Failed",
         lambda: (
             (v := cluster.get("vmi", "manual"))
@@ -431,20 +352,20 @@ def test_manual_follows_state_change_requests(cluster: Cluster) -> None:
     assert failed["metadata"]["uid"] == vmi["metadata"]["uid"]
     # Stop request for that VMI: it is deleted and nothing starts
     stop = {"status": {"stateChangeRequests": [{"action": "Stop", "uid": vmi["metadata"]["uid"]}]}}
-    cluster.run(
+    cluster.kubectl(
         "patch", "vm", "manual", "--subresource=status", "--type=merge", "-p", json.dumps(stop)
     )
-    cluster.gone("vmi", "manual")
+    cluster.gone("vmi", "manual", timeout=60)
     time.sleep(2)
     assert cluster.get("vmi", "manual") is None
 
 
-def test_once_runs_once(cluster: Cluster) -> None:
+def test_once_runs_once(cluster: Namespace) -> None:
     port = next(_ports)
     cluster.apply(vm_manifest("once", "Once", port))
-    vmi = cluster.running_vmi("once")
+    vmi = cluster.running("once", agent=True)
     crash_guest(token_of(vmi, port))
-    failed = wait_for(
+    failed = cluster.wait_for(
         "VMI Failed",
         lambda: (
             (v := cluster.get("vmi", "once")) and v.get("status", {}).get("phase") == "Failed" and v
@@ -456,18 +377,18 @@ def test_once_runs_once(cluster: Cluster) -> None:
     assert still is not None and still["metadata"]["uid"] == vmi["metadata"]["uid"]
 
 
-def test_standalone_example_vmi_boots_and_deletes(cluster: Cluster) -> None:
+def test_standalone_example_vmi_boots_and_deletes(cluster: Namespace) -> None:
     manifest = yaml.safe_load((EXAMPLES / "vmi-nocloud.yaml").read_text())
     cluster.apply(manifest)
-    vmi = cluster.running_vmi("vmi-nocloud")
+    vmi = cluster.running("vmi-nocloud", agent=True)
     assert address(vmi)
     assert not vmi["metadata"].get("ownerReferences")
     assert vmi["metadata"]["finalizers"] == ["foregroundDeleteVirtualMachine"]
-    cluster.run("delete", "vmi", "vmi-nocloud", "--timeout=60s")
+    cluster.kubectl("delete", "vmi", "vmi-nocloud", "--timeout=60s")
     assert cluster.get("vmi", "vmi-nocloud") is None
 
 
-def test_user_data_from_a_secret_waits_for_the_secret(cluster: Cluster) -> None:
+def test_user_data_from_a_secret_waits_for_the_secret(cluster: Namespace) -> None:
     port = next(_ports)
     vm = vm_manifest(
         "secret",
@@ -488,7 +409,7 @@ def test_user_data_from_a_secret_waits_for_the_secret(cluster: Cluster) -> None:
             return None
         return vmi if has_condition(vmi, "Synchronized", "False") else None
 
-    vmi = wait_for("VMI waiting for its Secret", waiting)
+    vmi = cluster.wait_for("VMI waiting for its Secret", waiting)
     cond = next(c for c in vmi["status"]["conditions"] if c["type"] == "Synchronized")
     assert cond["reason"] == "SecretNotFound" and "secret-userdata" in cond["message"]
     assert "SyncFailed" in {e["reason"] for e in cluster.events("secret")}
@@ -500,12 +421,12 @@ def test_user_data_from_a_secret_waits_for_the_secret(cluster: Cluster) -> None:
             "data": {"userdata": base64.b64encode(marker_script(port).encode()).decode()},
         }
     )
-    vmi = cluster.running_vmi("secret")
+    vmi = cluster.running("secret", agent=True)
     assert not has_condition(vmi, "Synchronized", "False")
     token_of(vmi, port)
 
 
-def test_invalid_base64_fails_the_vmi(cluster: Cluster) -> None:
+def test_invalid_base64_fails_the_vmi(cluster: Namespace) -> None:
     cluster.apply(
         {
             "apiVersion": "kubevirt.io/v1",
@@ -522,7 +443,7 @@ def test_invalid_base64_fails_the_vmi(cluster: Cluster) -> None:
             },
         }
     )
-    vmi = wait_for(
+    vmi = cluster.wait_for(
         "VMI Failed",
         lambda: (
             (v := cluster.get("vmi", "bad")) and v.get("status", {}).get("phase") == "Failed" and v
@@ -533,7 +454,7 @@ def test_invalid_base64_fails_the_vmi(cluster: Cluster) -> None:
     assert "userDataBase64" in ready["message"]
 
 
-def test_vm_whose_vmis_fail_to_start_backs_off(cluster: Cluster) -> None:
+def test_vm_whose_vmis_fail_to_start_backs_off(cluster: Namespace) -> None:
     cluster.apply(
         vm_manifest(
             "loop",
@@ -542,7 +463,7 @@ def test_vm_whose_vmis_fail_to_start_backs_off(cluster: Cluster) -> None:
             volumes=[{"name": "cloudinitdisk", "cloudInitNoCloud": {"userDataBase64": "%%%"}}],
         )
     )
-    vm = wait_for(
+    vm = cluster.wait_for(
         "VM in CrashLoopBackOff",
         lambda: (
             (v := cluster.get("vm", "loop"))
@@ -557,21 +478,21 @@ def test_vm_whose_vmis_fail_to_start_backs_off(cluster: Cluster) -> None:
     assert sum(e.get("count", 1) for e in creates) == 1
 
 
-def _pinned(cluster: Cluster, name: str, node: str, port: int) -> tuple[dict[str, Any], str]:
+def _pinned(cluster: Namespace, name: str, node: str, port: int) -> tuple[dict[str, Any], str]:
     cluster.apply(vm_manifest(name, "Always", port, nodeSelector={"kubernetes.io/hostname": node}))
-    vmi = cluster.running_vmi(name)
+    vmi = cluster.running(name, agent=True)
     assert vmi["status"]["nodeName"] == node
     return vmi, token_of(vmi, port)
 
 
-def test_unresponsive_node_keeps_deletion_pending_and_guest_running(cluster: Cluster) -> None:
+def test_unresponsive_node_keeps_deletion_pending_and_guest_running(cluster: Namespace) -> None:
     port = next(_ports)
     vmi, token = _pinned(cluster, "lost", "node-3", port)
     ip = address(vmi)
     cluster.kube.kubectl("annotate", "node", "node-3", f"{FAULT}=Unresponsive")
     time.sleep(1.5)
     beat = cluster.node("node-3")["metadata"]["annotations"][HEARTBEAT]
-    cluster.run("delete", "vmi", "lost", "--wait=false")
+    cluster.kubectl("delete", "vmi", "lost", "--wait=false")
     time.sleep(4)
     assert cluster.node("node-3")["metadata"]["annotations"][HEARTBEAT] == beat
     pending = cluster.get("vmi", "lost")
@@ -580,51 +501,53 @@ def test_unresponsive_node_keeps_deletion_pending_and_guest_running(cluster: Clu
     assert pending["status"]["phase"] == "Running"  # frozen
     assert fetch(ip, port) == token  # the guest runs on
     other = cluster.node("node-1")["metadata"]["annotations"][HEARTBEAT]
-    wait_for(
+    cluster.wait_for(
         "other nodes still beat",
         lambda: cluster.node("node-1")["metadata"]["annotations"][HEARTBEAT] != other,
         10,
     )
     # the node answers again: the deletion completes and the VM starts a new VMI
     cluster.kube.kubectl("annotate", "node", "node-3", f"{FAULT}-")
-    wait_for("guest processes gone", lambda: no_guest_processes(token), 30)
-    cluster.running_vmi("lost", other_than=vmi["metadata"]["uid"])
-    wait_for(
+    cluster.wait_for("guest processes gone", lambda: no_guest_processes(token), 30)
+    cluster.running("lost", other_than=vmi["metadata"]["uid"], agent=True)
+    cluster.wait_for(
         "heartbeat again",
         lambda: cluster.node("node-3")["metadata"]["annotations"][HEARTBEAT] != beat,
         10,
     )
 
 
-def test_force_removed_vmi_on_unresponsive_node_leaves_guest_running(cluster: Cluster) -> None:
+def test_force_removed_vmi_on_unresponsive_node_leaves_guest_running(cluster: Namespace) -> None:
     port = next(_ports)
     vmi, token = _pinned(cluster, "split", "node-2", port)
     ip = address(vmi)
     cluster.kube.kubectl("annotate", "node", "node-2", f"{FAULT}=Unresponsive")
-    cluster.run("delete", "vmi", "split", "--wait=false")
+    cluster.kubectl("delete", "vmi", "split", "--wait=false")
     time.sleep(1)
-    cluster.run("patch", "vmi", "split", "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
-    cluster.gone("vmi", "split", uid=vmi["metadata"]["uid"])
+    cluster.kubectl(
+        "patch", "vmi", "split", "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
+    )
+    cluster.gone("vmi", "split", uid=vmi["metadata"]["uid"], timeout=60)
     time.sleep(3)
     assert fetch(ip, port) == token  # split brain: the object is gone, the guest is not
     # the node comes back: virt-handler kills the orphan domain
     cluster.kube.kubectl("annotate", "node", "node-2", f"{FAULT}-")
-    wait_for("orphan guest killed", lambda: no_guest_processes(token), 30)
-    cluster.running_vmi("split", other_than=vmi["metadata"]["uid"])
+    cluster.wait_for("orphan guest killed", lambda: no_guest_processes(token), 30)
+    cluster.running("split", other_than=vmi["metadata"]["uid"], agent=True)
 
 
-def test_fenced_node_kills_guests_and_fails_vmis(cluster: Cluster) -> None:
+def test_fenced_node_kills_guests_and_fails_vmis(cluster: Namespace) -> None:
     port = next(_ports)
     vmi, token = _pinned(cluster, "fenced", "node-1", port)
     cluster.kube.kubectl("annotate", "node", "node-1", f"{FAULT}=Unresponsive")
-    cluster.run("delete", "vmi", "fenced", "--wait=false")
+    cluster.kubectl("delete", "vmi", "fenced", "--wait=false")
     time.sleep(2)
     assert cluster.get("vmi", "fenced") is not None
     cluster.kube.kubectl(
         "taint", "node", "node-1", "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute"
     )
-    wait_for("fenced guest killed", lambda: no_guest_processes(token), 30)
-    cluster.gone("vmi", "fenced", uid=vmi["metadata"]["uid"])
+    cluster.wait_for("fenced guest killed", lambda: no_guest_processes(token), 30)
+    cluster.gone("vmi", "fenced", uid=vmi["metadata"]["uid"], timeout=60)
 
 
 def test_simulator_sigterm_leaves_nothing_behind_and_restart_fails_lost_vmis(
@@ -635,7 +558,7 @@ def test_simulator_sigterm_leaves_nothing_behind_and_restart_fails_lost_vmis(
     reboot) and fails the VMI."""
     ns = f"sim-{uuid.uuid4().hex[:8]}"
     kube.kubectl("create", "namespace", ns)
-    cluster = Cluster(kube, ns)
+    cluster = Namespace(kube, ns, timeout=90, interval=0.2, retry_failed=True)
     node = f"sigterm-{uuid.uuid4().hex[:6]}"
     hack = Path(__file__).resolve().parents[2] / "hack"
     env = dict(
@@ -678,7 +601,7 @@ def test_simulator_sigterm_leaves_nothing_behind_and_restart_fails_lost_vmis(
                 },
             }
         )
-        vmi = cluster.running_vmi("term")
+        vmi = cluster.running("term", agent=True)
         assert vmi["status"]["nodeName"] == node
         token = token_of(vmi, port)
         records = [
@@ -705,14 +628,14 @@ def test_simulator_sigterm_leaves_nothing_behind_and_restart_fails_lost_vmis(
         # simulator comes back: its guest is gone, as after a reboot
         assert (cluster.get("vmi", "term") or {})["status"]["phase"] == "Running"
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-        failed = wait_for(
+        failed = cluster.wait_for(
             "VMI Failed after the restart",
             lambda: (
                 (v := cluster.get("vmi", "term")) and v["status"].get("phase") == "Failed" and v
             ),
         )
         assert failed["status"]["reason"] == "NodeRebooted"
-        cluster.run("delete", "vmi", "term", "--timeout=30s")
+        cluster.kubectl("delete", "vmi", "term", "--timeout=30s")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
@@ -720,7 +643,7 @@ def test_simulator_sigterm_leaves_nothing_behind_and_restart_fails_lost_vmis(
             proc.kill()
             proc.wait()
         log.close()
-        cluster.run(
+        cluster.kubectl(
             "patch",
             "vmi",
             "term",
@@ -729,5 +652,5 @@ def test_simulator_sigterm_leaves_nothing_behind_and_restart_fails_lost_vmis(
             '{"metadata":{"finalizers":null}}',
             check=False,
         )
-        cluster.run("delete", "vmi", "term", "--wait=false", check=False)
+        cluster.kubectl("delete", "vmi", "term", "--wait=false", check=False)
         kube.kubectl("delete", "node", node, "--wait=false", check=False)

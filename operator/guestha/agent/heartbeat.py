@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from guestha.agent.sockets import SocketThread, bound
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"GHB1"
@@ -68,7 +70,7 @@ def verify(key: bytes, datagram: bytes) -> bytes | None:
     return payload if hmac.compare_digest(mac, expected) else None
 
 
-class Heartbeat:
+class Heartbeat(SocketThread):
     """Sends this agent's heartbeats and tracks its peers'.
 
     `send_due` is called from the agent's main loop (a hung loop stops sending, so a hung
@@ -93,29 +95,8 @@ class Heartbeat:
         self.counters: dict[str, int] = {"sent": 0, "accepted": 0, "badMac": 0, "malformed": 0,
                                          "replayed": 0, "unknownSender": 0, "otherCluster": 0,
                                          "sendErrors": 0}
-        self._sock = socket.socket(socket.AF_INET6 if ":" in bind_address else socket.AF_INET,
-                                   socket.SOCK_DGRAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((bind_address, port))
-        self._sock.settimeout(0.5)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._receive_loop, name="heartbeat-rx",
-                                        daemon=True)
+        super().__init__(bound(bind_address, port, socket.SOCK_DGRAM), "heartbeat-rx")
         self.muted = False  # a test hook: stop sending, as if the links were cut
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._sock.getsockname()[:2]
-        return str(host), int(port)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(2.0)
-        self._sock.close()
 
     def configure(self, peers: Sequence[PeerSpec], interval: float, timeout: float) -> None:
         """The peers to send to and hear from; state of peers that stay is kept."""
@@ -190,7 +171,7 @@ class Heartbeat:
                 log.debug("heartbeat to %s at %s:%d: %s", spec.member, spec.address,
                           spec.port, e)
 
-    def _receive_loop(self) -> None:
+    def _loop(self) -> None:  # receives
         while not self._stopping.is_set():
             try:
                 datagram, source = self._sock.recvfrom(MAX_DATAGRAM + 1)

@@ -24,6 +24,8 @@ import os
 import socket
 import struct
 
+from guestha.agent.sockets import bound
+
 log = logging.getLogger(__name__)
 
 VSOCK_DEVICE = "/dev/vsock"
@@ -49,12 +51,10 @@ def local_cid(device: str = VSOCK_DEVICE) -> int | None:
     return None if cid == VMADDR_CID_ANY else cid
 
 
-def _tcp(address: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def tcp_listener(address: str, port: int) -> socket.socket:
+    """A TCP socket listening on (address, port)."""
+    sock = bound(address, port, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address, port))
         sock.listen(128)
     except OSError:
         sock.close()
@@ -81,7 +81,7 @@ def open_listener(
 ) -> tuple[socket.socket, str]:
     """A bound, listening socket for the channel, and words saying where it listens."""
     if transport != "VSOCK":
-        return _tcp(address, port), f"{address}:{port} (Network)"
+        return tcp_listener(address, port), f"{address}:{port} (Network)"
     cid = local_cid(device)
     if cid is not None and cid >= FIRST_GUEST_CID:
         try:
@@ -104,4 +104,4 @@ def open_listener(
             LOOPBACK,
             port,
         )
-    return _tcp(LOOPBACK, port), f"{LOOPBACK}:{port} (VSOCK stand-in, guest loopback only)"
+    return tcp_listener(LOOPBACK, port), f"{LOOPBACK}:{port} (VSOCK stand-in, guest loopback only)"

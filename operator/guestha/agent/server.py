@@ -34,6 +34,8 @@ from guestha.agent.http1 import (
     Response,
     error_response,
 )
+from guestha.agent.listener import tcp_listener
+from guestha.agent.sockets import SocketThread
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def peer_names(cert: dict[str, Any]) -> list[str]:
     return names
 
 
-class ChannelServer:
+class ChannelServer(SocketThread):
     """Serves `handler` over mutual TLS on (address, port)."""
 
     def __init__(self, address: str, port: int, context: ssl.SSLContext, operator_name: str,
@@ -77,20 +79,12 @@ class ChannelServer:
         self.max_handshaking = max_handshaking
         self.handshake_seconds = handshake_seconds
         if listener is None:  # else a bound, listening socket (guestha.agent.listener)
-            family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            listener = socket.socket(family, socket.SOCK_STREAM)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((address, port))
-            listener.listen(128)
-        self._sock = listener
-        self._sock.settimeout(0.5)
+            listener = tcp_listener(address, port)
+        super().__init__(listener, "channel-accept")
         self._lock = threading.Lock()
         self._handshaking: OrderedDict[int, socket.socket] = collections.OrderedDict()
         self._connections: dict[int, socket.socket] = {}
         self._ids = 0
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._accept_loop, name="channel-accept",
-                                        daemon=True)
         self.counters: dict[str, int] = {"accepted": 0, "refusedCertificate": 0,
                                          "handshakeFailed": 0, "evicted": 0, "overloaded": 0,
                                          "requests": 0, "clientErrors": 0}
@@ -99,19 +93,9 @@ class ChannelServer:
         """Serves new connections with another TLS context (rotated certificates)."""
         self._context = context
 
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._sock.getsockname()[:2]
-        return str(host), int(port)
-
-    def start(self) -> None:
-        self._thread.start()
-
     def close(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(2.0)
-        self._sock.close()
+        """Stops accepting and cuts every connection."""
+        super().close()
         with self._lock:
             socks = list(self._handshaking.values()) + list(self._connections.values())
         for s in socks:
@@ -125,7 +109,7 @@ class ChannelServer:
         with self._lock:
             self.counters[key] += 1
 
-    def _accept_loop(self) -> None:
+    def _loop(self) -> None:  # accepts
         while not self._stopping.is_set():
             try:
                 conn, peer = self._sock.accept()
