@@ -872,8 +872,10 @@ class ServiceManager:
                             "process could not be executed."
                         ) from None
                     return
-                self._track_main(svc, child)
+                # Running first: a main process that exits at once (ExecStart=/bin/false)
+                # must leave its exit's state (auto-restart, failed), not be overwritten.
                 self._set(svc, "active", "running", "success")
+                self._track_main(svc, child)
             self._run_control(svc, cfg, cfg.exec_start_post, cfg.timeout_start, "ExecStartPost")
         except JobFailed as exc:
             self._log(svc.name, str(exc))
@@ -914,8 +916,8 @@ class ServiceManager:
         if not pid:
             raise JobFailed("could not find the main process of the forking service")
         child = self.reaper.adopt(pid)
+        self._set(svc, "active", "running", "success")  # before: see the simple case
         self._track_main(svc, child)
-        self._set(svc, "active", "running", "success")
 
     def _track_main(self, svc: Service, child: Child) -> None:
         with self.lock:

@@ -502,9 +502,11 @@ class ResourceMonitor:
         offline_timeout = float(config.timeouts.offline_seconds)
         clean_timeout = float(config.timeouts.clean_seconds)
         if command.deadline is not None:
+            # Half the time left to go offline, 30 % to clean, the rest for the monitors
+            # around them: a self-fence must be done by its deadline, not just after it.
             left = max(command.deadline - time.monotonic(), 1.0)
-            offline_timeout = min(offline_timeout, left * 0.6)
-            clean_timeout = min(clean_timeout, left * 0.4)
+            offline_timeout = min(offline_timeout, left * 0.5)
+            clean_timeout = min(clean_timeout, left * 0.3)
         self._set(STOPPING, command.reason, command.note)
         problem = ""
         try:
