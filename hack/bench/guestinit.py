@@ -9,13 +9,13 @@ Root only (guest hosts are namespaces). Boots KubeVirt-simulator guest hosts
   (the guest's shim, its Python start-up and imports, the round trip to the guest's PID 1).
   The loop runs inside the guest (one exec of a Python timing loop), so nsenter's cost is
   not counted. A warm-up of five calls is not counted either.
-- `interpreter`: `python3 -I -c pass` with the same interpreter, in the same loop: the floor
-  under any shim written in Python.
+- `interpreter_isolated`, `interpreter_no_site`: `python3 -I -c pass` and `python3 -I -S -c
+  pass` with the guests' interpreter, in the same loop: the floor under a shim written in
+  Python, with the site module (and site-packages' .pth files) and without it.
 - `boot`: GuestHost.boot() (namespaces, network, PID 1 up with its private view);
   `cloud_init_done`: boot to `cloud-init status` done, for a guest with a one-line runcmd.
 
-Trials of `systemctl` and `interpreter` alternate, so that drift on a shared machine hits
-both alike.
+The three alternate trial by trial, so that drift on a shared machine hits them alike.
 """
 
 from __future__ import annotations
@@ -46,10 +46,11 @@ def timed(argv):
     return time.perf_counter() - started
 for _ in range(5):
     timed(["systemctl", "is-active", "x"])
-out = {"systemctl": [], "interpreter": []}
+out = {"systemctl": [], "isolated": [], "no_site": []}
 for _ in range(trials):
     out["systemctl"].append(timed(["systemctl", "is-active", "x"]))
-    out["interpreter"].append(timed([python, "-I", "-c", "pass"]))
+    out["isolated"].append(timed([python, "-I", "-c", "pass"]))
+    out["no_site"].append(timed([python, "-I", "-S", "-c", "pass"]))
 print(json.dumps(out))
 """
 
@@ -102,7 +103,8 @@ def main() -> int:
             cleanup_stale(state)
     report = {
         "systemctl_is_active_ms": summary([v * 1000 for v in calls["systemctl"]]),
-        "interpreter_ms": summary([v * 1000 for v in calls["interpreter"]]),
+        "interpreter_isolated_ms": summary([v * 1000 for v in calls["isolated"]]),
+        "interpreter_no_site_ms": summary([v * 1000 for v in calls["no_site"]]),
         "boot_s": summary(boot),
         "cloud_init_done_s": summary(done),
     }
