@@ -109,13 +109,13 @@ def make_private_view(dir_fd: int) -> None:
         mount("/dev/null", "/dev/vsock", "", MS_BIND, "")
 
 
-def shim(python: str, tool: str) -> str:
-    """The guest's `tool` command: the guest's zipapp on the path, ``client`` alone run.
+def shim(python: str, tool: str, bundle: str = plan.GUEST_BUNDLE) -> str:
+    """The guest's `tool` command: the zipapp `bundle` on the path, ``client`` alone run.
     ``-c`` rather than running the zipapp: that would import runpy (and contextlib,
     functools, collections) at every call. ``-S``: the tools need nothing from
     site-packages, whose .pth files cost start-up time."""
     program = (
-        f"import sys; sys.path.insert(0, {plan.GUEST_BUNDLE!r}); "
+        f"import sys; sys.path.insert(0, {bundle!r}); "
         "from kubevirtsim.guestinit.client import main; sys.exit(main(sys.argv))"
     )
     return f'#!/bin/sh\nexec {shlex.quote(python)} -I -S -c {shlex.quote(program)} {tool} "$@"\n'

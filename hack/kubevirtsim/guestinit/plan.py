@@ -85,7 +85,7 @@ class _Object:
 
     def __init__(self, value: Any, where: str) -> None:
         if not isinstance(value, dict):
-            raise PlanError(f"{where}: must be an object, not {type(value).__name__}")
+            raise PlanError(f"{where or 'plan'}: must be an object, not {type(value).__name__}")
         self.value: dict[str, Any] = value
         self.where = where
 
