@@ -226,6 +226,7 @@ def control(tmp_path: Path) -> Iterator[str]:
     server = ControlServer(ServiceManager(Reaper()), runner, path)
     server.start()
     yield path
+    server.listener.shutdown(socket.SHUT_RDWR)  # ends its accept loop
     server.listener.close()
 
 

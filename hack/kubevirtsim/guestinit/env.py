@@ -62,11 +62,16 @@ def resolve_executable(word: str) -> str:
 
 def serve_each(listener: socket.socket, serve: Callable[[socket.socket], None], name: str) -> None:
     """Accept connections on `listener` in a daemon thread called `name`, each served by
-    `serve` in a daemon thread of its own."""
+    `serve` in a daemon thread of its own, until the listener is shut down or closed."""
 
     def accept() -> None:
         while True:
-            conn, _ = listener.accept()
+            try:
+                conn, _ = listener.accept()
+            except ConnectionAbortedError:
+                continue
+            except OSError:
+                return
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, name=name, daemon=True).start()
