@@ -152,9 +152,10 @@ class GuestHost:
     """One simulated VMI's guest: boot it, reach it, power it off."""
 
     def __init__(self, spec: GuestSpec, state_dir: Path) -> None:
-        if spec.datasource not in ("NoCloud", "ConfigDrive"):
+        if spec.datasource not in plan.SEED_DIRS:
             raise GuestHostError(
-                f"GuestSpec.datasource: {spec.datasource!r} is not NoCloud or ConfigDrive"
+                f"GuestSpec.datasource: {spec.datasource!r} is not one of "
+                f"{', '.join(plan.SEED_DIRS)}"
             )
         self.spec = spec
         self._state_dir = Path(state_dir).resolve()

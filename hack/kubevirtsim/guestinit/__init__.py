@@ -15,6 +15,7 @@ site-packages. Two programs share the zipapp:
   each call runs ``client`` alone, which imports nothing else of this package and nothing
   heavy from the standard library, and asks PID 1 over the control socket.
 
+``env`` holds what PID 1's parts share (the programs' environment, the console).
 ``plan`` is the contract between the host (``kubevirtsim.cloudinit``, ``guesthost``) and the
 guest: the files in a guest's folder and the cloud-init plan's step types, defined once.
 
