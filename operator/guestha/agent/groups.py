@@ -11,6 +11,27 @@ stopped and may be started on another member.
 The runner never starts a group by itself: new groups, and every group when the agent
 starts, are probed only; a Process still running from before an agent restart is adopted.
 Resources keep their files (pid files, output logs) under STATE_DIR/resources/GROUP/NAME.
+
+Locks: the one order. The agent is a safety component: a deadlock leaves a member that
+heartbeats and pets its watchdog (so it looks healthy) but can neither monitor nor fence.
+A thread may take a lock only while every lock it already holds comes earlier here:
+
+1. Serialization locks: Agent._lock, then GroupRunner._configuring. They make a whole
+   configuration change run one at a time, from its start to its end. Nothing but a
+   configuration change takes them (no event, callback, monitor, status or fencing path),
+   so they may be held while calling anything below.
+2. GroupRunner._lock: the table of groups. Held only to read or change the table.
+3. _Group._lock (its Condition _cond): one group's state, queue and monitors.
+4. ResourceMonitor._cond and ResourceMonitor._data (never nested in each other).
+5. Leaves, which take no other lock: Pending._lock, GroupRunner._changed, EventLog._cond,
+   Resource._running_lock, ExitWatcher._lock, Store._lock.
+
+No event is emitted and no callback runs while a lock of levels 2-5 is held: a group
+decides its GroupState events under its lock, queues them in its outbox, and emits them
+once the lock is released (one thread emits a group's events at a time, so they keep
+their order). Every wait is bounded: idle workers wake up at least every few seconds,
+a wait for a resource's command ends after the longest that command may take
+(ResourceMonitor.command_bound), and waits for group progress end at their deadline.
 """
 
 from __future__ import annotations
@@ -22,7 +43,7 @@ import shutil
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -43,6 +64,7 @@ from .states import (
 
 Emit = Callable[[str, dict[str, Any]], None]
 WAIT_STEP = 0.5  # seconds between progress checks when no notification arrives
+IDLE_WAKE_SECONDS = 5.0  # an idle worker looks at its queue at least this often
 
 
 class GroupError(ValueError):
@@ -92,6 +114,8 @@ class _Group:
         self._cond = threading.Condition(self._lock)
         self._queue: collections.deque[_Op] = collections.deque()
         self._abort = threading.Event()
+        self._outbox: list[tuple[str, dict[str, Any]]] = []  # events decided, not yet emitted
+        self._flushing = False
         self.transition: str | None = None
         self.state = UNKNOWN
         self.removing = False
@@ -127,18 +151,40 @@ class _Group:
         monitor = self.monitors.get(name)
         return monitor.config.critical if monitor is not None else False
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The group's lock; the events decided under it are emitted after its release."""
+        with self._cond:
+            yield
+        self._flush()
+
     def _derive(self) -> None:
-        """Recompute the group state (lock held) and report a change."""
+        """Recompute the group state (lock held); a change is queued for _flush."""
         pairs = [(m.state, m.config.critical) for m in self.monitors.values()]
         pairs += [(m.state, False) for m in self._retired.values()]
         state = group_state(pairs, self.transition)
         if state != self.state:
             previous, self.state = self.state, state
-            self.runner.emit("GroupState", {"group": self.name, "state": state,
-                                            "previous": previous})
+            self._outbox.append(("GroupState", {"group": self.name, "state": state,
+                                                "previous": previous}))
+
+    def _flush(self) -> None:
+        """Emit the queued events, in order, with no lock held (lock not held on entry)."""
+        while True:
+            with self._cond:
+                if self._flushing or not self._outbox:
+                    return  # another thread is emitting; it takes these too
+                self._flushing = True
+                batch, self._outbox = self._outbox, []
+            try:
+                for kind, payload in batch:
+                    self.runner.emit(kind, payload)
+            finally:
+                with self._cond:
+                    self._flushing = False
 
     def _resource_changed(self, monitor: ResourceMonitor) -> None:
-        with self._cond:
+        with self._locked():
             if monitor.state == FAULTED and monitor.config.critical \
                     and self.transition is None and not any(
                         op.kind == "check" for op in self._queue):
@@ -176,7 +222,7 @@ class _Group:
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
-                    self._cond.wait()
+                    self._cond.wait(IDLE_WAKE_SECONDS)
                 if self._closed:
                     pending = list(self._queue)
                     self._queue.clear()
@@ -208,15 +254,15 @@ class _Group:
         elif op.kind == "remove":
             self._remove()
 
-    def _wait_all(self, pendings: Sequence[Pending], deadline: float | None = None) -> bool:
+    def _wait_all(self, pendings: Sequence[Pending]) -> bool:
+        """Wait for resource commands, each for at most as long as it may take."""
+        ok = True
         for pending in pendings:
-            left = None if deadline is None else max(deadline - time.monotonic(), 0)
-            if not pending.wait(left):
-                return False
-        return True
+            ok = pending.wait(pending.bound) and ok
+        return ok
 
     def _set_transition(self, transition: str | None) -> None:
-        with self._cond:
+        with self._locked():
             self.transition = transition
             self._derive()
 
@@ -254,7 +300,7 @@ class _Group:
                 if not ready:
                     self._wait_progress()
         finally:
-            with self._cond:
+            with self._locked():
                 # Straight on to stopping the rest if a critical resource faulted.
                 self.transition = GOING_OFFLINE if self._needs_take_down() else None
                 self._derive()
@@ -284,7 +330,7 @@ class _Group:
 
     def _take_down_after_critical_fault(self) -> None:
         """A critical resource faulted: stop the rest of the group (VCS faults the group)."""
-        with self._cond:
+        with self._locked():
             needed = self._needs_take_down()
             faulted = [m.name for m in self.monitors.values()
                        if m.state == FAULTED and m.config.critical]
@@ -298,16 +344,20 @@ class _Group:
         with self._cond:
             retired = dict(self._retired)
         for name, monitor in retired.items():
-            if monitor.offline("Removed").wait() and monitor.state in (OFFLINE, FAULTED):
-                monitor.close()
-                shutil.rmtree(self.resource_dir(name), ignore_errors=True)
-                with self._cond:
-                    self._retired.pop(name, None)
-                    self._derive()
+            pending = monitor.offline("Removed")
+            if not pending.wait(pending.bound) or monitor.state not in (OFFLINE, FAULTED):
+                continue  # still shown (retired) in the status; the next change retries
+            with self._locked():
+                if self._retired.get(name) is not monitor:
+                    continue  # configured again meanwhile: it stays
+                del self._retired[name]
+                self._derive()
+            monitor.close()
+            shutil.rmtree(self.resource_dir(name), ignore_errors=True)
 
     def _remove(self) -> None:
         stopped = self._offline("Removed")
-        with self._cond:
+        with self._locked():
             if not self.removing:
                 return  # configured again meanwhile: it stays (offline)
             if not stopped:
@@ -320,27 +370,35 @@ class _Group:
     # --- commands (any thread) -------------------------------------------------------------
 
     def reconfigure(self, config: GroupConfig) -> None:
+        """Apply a new configuration of this group (no lock held by the caller)."""
+        wanted = {r.name: r for r in config.resources}
         with self._cond:
+            known = set(self.monitors) | set(self._retired)
+        # Monitors are made outside the lock: making one reads its resource's files.
+        made = {name: self._monitor(r) for name, r in wanted.items() if name not in known}
+        with self._locked():
             self.config = config
             self.removing = False
             for op in [op for op in self._queue if op.kind == "remove"]:
                 self._queue.remove(op)
                 op.done.set()
-            wanted = {r.name: r for r in config.resources}
             for name, monitor in self.monitors.items():
                 if name not in wanted:
                     self._retired[name] = monitor
             monitors: dict[str, ResourceMonitor] = {}
-            new: list[ResourceMonitor] = []
             for name, resource in wanted.items():
-                existing = self.monitors.get(name) or self._retired.pop(name, None)
-                if existing is None:
-                    existing = self._monitor(resource)
-                    new.append(existing)
+                existing = self.monitors.get(name) or self._retired.pop(name, None) \
+                    or made.get(name)
+                if existing is None:  # stopped and dropped since it was looked at
+                    existing = made[name] = self._monitor(resource)
                 monitors[name] = existing
             self.monitors = monitors
             retired = bool(self._retired)
             self._derive()
+        new = [m for m in made.values() if m in monitors.values()]
+        for monitor in made.values():
+            if monitor not in new:
+                monitor.close()  # made for a name that was still there after all
         for name, resource in wanted.items():
             if monitors[name] not in new:
                 monitors[name].update(resource)
@@ -348,6 +406,15 @@ class _Group:
             monitor.probe()
         if retired:
             self.submit(_Op("reconfigure"))
+
+    def retire(self) -> None:
+        """The group is no longer configured here: stop it, then drop it."""
+        with self._locked():
+            if self.removing or self.removed:
+                return
+            self.removing = True
+        self.abort_online()
+        self.submit(_Op("remove"))
 
     def supersede_online(self) -> None:
         """An offline was asked for: drop queued onlines, start no further resources."""
@@ -375,9 +442,10 @@ class _Group:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            monitors = [*self.monitors.values(), *self._retired.values()]
         self._abort.set()
         self._thread.join(2.0)
-        for monitor in [*self.monitors.values(), *self._retired.values()]:
+        for monitor in monitors:
             monitor.close(wait=1.0)
 
     def snapshot(self) -> dict[str, Any]:
@@ -402,16 +470,31 @@ class GroupRunner:
         self.state_dir = state_dir
         self._emit = emit
         self.watcher = resources.ExitWatcher()
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+        self._configuring = threading.Lock()  # one configuration change at a time
+        self._lock = threading.Lock()  # the table of groups
+        self._changed = threading.Condition(threading.Lock())  # a leaf: notification only
+        self._generation = 0  # counts emitted events, under _changed
         self._groups: dict[str, _Group] = {}
         self._closed = False
 
     def emit(self, kind: str, payload: dict[str, Any]) -> None:
+        """Report an event (called with no lock held) and wake whoever waits for a change."""
         with contextlib.suppress(Exception):  # reporting must never stop the work
             self._emit(kind, payload)
         with self._changed:
+            self._generation += 1
             self._changed.notify_all()
+
+    def _seen(self) -> int:
+        with self._changed:
+            return self._generation
+
+    def _wait_change(self, seen: int, timeout: float) -> int:
+        """Wait (at most `timeout`) for an event after the one numbered `seen`."""
+        with self._changed:
+            if self._generation == seen and timeout > 0:
+                self._changed.wait(timeout)
+            return self._generation
 
     def group_dir(self, group: str) -> str:
         return os.path.join(self.state_dir, "resources", quote(group, safe=""))
@@ -422,23 +505,31 @@ class GroupRunner:
         if errors:
             raise ConfigError("; ".join(errors))
         wanted = {g.name: g for g in groups}
-        with self._lock:
-            if self._closed:
+        with self._configuring:
+            with self._lock:
+                if self._closed:
+                    raise GroupError("Conflict", "the agent is shutting down")
+                current = dict(self._groups)
+            created = {name: _Group(self, config) for name, config in wanted.items()
+                       if current.get(name) is None or current[name].removed}
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._groups.update(created)
+            if closed:
+                for group in created.values():
+                    group.close()
                 raise GroupError("Conflict", "the agent is shutting down")
-            current = dict(self._groups)
+            for new in created.values():
+                new.submit(_Op("probe"))
             for name, config in wanted.items():
-                group = current.get(name)
-                if group is None or group.removed:
-                    group = _Group(self, config)
-                    self._groups[name] = group
-                    group.submit(_Op("probe"))
-                elif group.config != config or group.removing:
-                    group.reconfigure(config)
-            for name, group in current.items():
-                if name not in wanted and not group.removing:
-                    group.removing = True
-                    group.abort_online()
-                    group.submit(_Op("remove"))
+                old = current.get(name)
+                if name not in created and old is not None \
+                        and (old.config != config or old.removing):
+                    old.reconfigure(config)
+            for name, old in current.items():
+                if name not in wanted:
+                    old.retire()
 
     def _drop(self, group: _Group) -> None:
         shutil.rmtree(self.group_dir(group.name), ignore_errors=True)
@@ -489,26 +580,27 @@ class GroupRunner:
             group.abort_online()
             group.submit(_Op("offline", reason="SelfFence", note=reason, deadline=deadline),
                          front=True)
-        with self._changed:
-            while not all(g.is_down() for g in targets):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(min(left, WAIT_STEP))
+        # No lock is held while a group is asked whether it is down (it takes its own).
+        seen = self._seen()
+        while not all(g.is_down() for g in targets):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            seen = self._wait_change(seen, min(left, WAIT_STEP))
         return True
 
     def wait_until(self, predicate: Callable[[Mapping[str, Any]], bool],
                    timeout: float) -> bool:
         """Wait until predicate(snapshot()) holds (for tests and the agent's own use)."""
         deadline = time.monotonic() + timeout
+        seen = self._seen()
         while True:
             if predicate(self.snapshot()):
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            with self._changed:
-                self._changed.wait(min(left, 0.05))
+            seen = self._wait_change(seen, min(left, 0.05))
 
     def close(self) -> None:
         """Stop monitoring (resources keep running: a new agent process adopts them)."""

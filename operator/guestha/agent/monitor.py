@@ -37,6 +37,8 @@ Emit = Callable[[str, dict[str, Any]], None]
 Make = Callable[[ResourceConfig, Callable[[], None]], Resource]
 
 CONFIRM_POLL_SECONDS = 1.0  # longest pause between monitors while confirming online/offline
+IDLE_WAKE_SECONDS = 5.0  # an idle resource thread looks at its queue at least this often
+COMMAND_MARGIN_SECONDS = 5  # added to the sum of a resource's timeouts (command_bound)
 # What an entry point may raise when it fails (an OSError is a failure of the action too).
 FAILED = (ActionError, OSError)
 
@@ -48,13 +50,18 @@ def rfc3339(when: float) -> str:
 
 
 class Pending:
-    """The outcome of a command that a resource's thread runs; wait() for it."""
+    """The outcome of a command that a resource's thread runs; wait() for it.
 
-    def __init__(self) -> None:
+    `bound` is the longest the command may take, queue included (seconds): waiting longer
+    than that means something is wrong, and a waiter gives up rather than hang with it.
+    """
+
+    def __init__(self, bound: float = 0.0) -> None:
         self._event = threading.Event()
         self.ok = False
         self.state = ""
         self.message = ""
+        self.bound = bound
         self._callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
@@ -77,8 +84,9 @@ class Pending:
     def done(self) -> bool:
         return self._event.is_set()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._event.wait(timeout)
+    def wait(self, timeout: float) -> bool:
+        """True when the command finished within `timeout` seconds."""
+        return self._event.wait(max(timeout, 0.0))
 
 
 @dataclass
@@ -127,13 +135,26 @@ class ResourceMonitor:
 
     # --- what other threads call ------------------------------------------------------
 
+    def command_bound(self) -> float:
+        """The longest one command may take with this resource's timeouts (seconds): its
+        monitors, its action, the wait for a monitor to confirm it, and a clean after it."""
+        config = self.config
+        monitor, timeouts = config.monitor, config.timeouts
+        confirm = config.online_wait_limit * monitor.interval_seconds
+        return float(4 * monitor.timeout_seconds + timeouts.online_seconds + confirm
+                     + 2 * timeouts.offline_seconds + timeouts.clean_seconds
+                     + COMMAND_MARGIN_SECONDS)
+
     def _submit(self, command: _Command) -> Pending:
         with self._cond:
-            if self._closed:
-                command.pending.finish(False, self.state, "the agent is shutting down")
-            else:
+            closed = self._closed
+            if not closed:
+                # Queued behind the command running now and those queued before it.
+                command.pending.bound = self.command_bound() * (len(self._queue) + 2)
                 self._queue.append(command)
                 self._cond.notify_all()
+        if closed:  # finished (its callbacks run) with no lock held
+            command.pending.finish(False, self.state, "the agent is shutting down")
         return command.pending
 
     def probe(self) -> Pending:
@@ -226,7 +247,8 @@ class ResourceMonitor:
                                            and now >= self._next_monitor):
                         self._triggered = False
                         break
-                    wait = None if self._next_monitor is None else self._next_monitor - now
+                    wait = IDLE_WAKE_SECONDS if self._next_monitor is None else \
+                        min(self._next_monitor - now, IDLE_WAKE_SECONDS)
                     self._cond.wait(wait)
             try:
                 if command is None:
