@@ -2,8 +2,9 @@
 
 startProgram and stopProgram are shell command lines that start and stop the application
 and return. Its state comes from monitorProgram's exit status (VCS: 110 online, 100
-offline; OCF style: 0 online, 7 offline), or, without one, from pidFiles (every recorded
-process runs) and monitorProcesses (every listed command line runs). clean runs
+offline; OCF style: 0 online, 7 offline; anything else: failed, Unknown), or, without
+one, from pidFiles (every recorded process runs) and monitorProcesses (every listed
+command line runs); some running and some not is a failure (Unknown), not Offline. clean runs
 cleanProgram and then kills whatever pidFiles and monitorProcesses still find.
 """
 
@@ -121,7 +122,9 @@ class Application(Resource):
         if not missing:
             return MonitorResult.online(f"pids {', '.join(map(str, sorted(running)))}")
         text = "; ".join(missing)
-        return MonitorResult.offline(text if not running else f"partly running: {text}")
+        if running:  # some of it still runs: failed, not stopped
+            return MonitorResult.unknown(f"partly running: {text}")
+        return MonitorResult.offline(text)
 
     def _processes(self) -> tuple[set[int], list[str]]:
         """The pids found running, and what was expected but is not running."""
