@@ -41,6 +41,7 @@ Emit = Callable[[str, dict[str, Any]], None]
 class Runner(Protocol):
     """What the agent needs of guestha.agent.groups.GroupRunner."""
 
+    def validate(self, groups: Sequence[GroupConfig]) -> list[str]: ...
     def configure(self, groups: Sequence[GroupConfig]) -> None: ...
     def online(self, group: str) -> None: ...
     def offline(self, group: str) -> None: ...
@@ -266,10 +267,14 @@ class Agent:
         return PeerSpec(peer.member, peer.address, peer.port or self.identity.heartbeat_port)
 
     def apply_config(self, desired: DesiredConfig, raw: dict[str, Any]) -> None:
-        """Applies and persists a new desired configuration (ConfigError when invalid)."""
+        """Validates, saves, then applies a new desired configuration. ConfigError when it
+        is invalid, SaveError when it could not be saved: nothing is applied then."""
         with self._lock:
-            self._configure(desired)
+            errors = self.runner.validate(desired.groups)
+            if errors:
+                raise ConfigError("; ".join(errors))
             self.store.set_config(raw)
+            self._configure(desired)
         self.emit("ConfigApplied", {"groups": [g.name for g in desired.groups],
                                     "peers": [p.member for p in desired.peers]})
 

@@ -499,6 +499,10 @@ class GroupRunner:
     def group_dir(self, group: str) -> str:
         return os.path.join(self.state_dir, "resources", quote(group, safe=""))
 
+    def validate(self, groups: Sequence[GroupConfig]) -> list[str]:
+        """Every error in a desired set of groups, each naming the field."""
+        return validate_groups(groups)
+
     def configure(self, groups: Sequence[GroupConfig]) -> None:
         """Make the desired groups the running ones (validated as a whole first)."""
         errors = validate_groups(groups)
