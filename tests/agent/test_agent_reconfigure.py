@@ -83,8 +83,8 @@ def process(name: str, argv: list[str], **extra: Any) -> dict[str, Any]:
 
 def put(client: Client, groups: list[dict[str, Any]]) -> dict[str, Any]:
     epoch = client.status()["epoch"]
-    code, body = client.command("PUT", "/v1/config", epoch, {
-        "groups": groups, "fencing": {"selfFenceTimeoutSeconds": 0}})
+    code, body = client.command("PUT", "/v1/config", epoch, {  # no watchdog device here
+        "groups": groups, "fencing": {"selfFenceTimeoutSeconds": 0, "watchdog": False}})
     assert code == 200, body
     return dict(body)
 

@@ -293,6 +293,8 @@ class Agent:
             if not self.quorum.has_quorum:
                 raise HttpError(409, f"this agent has no quorum: "
                                 f"{self.quorum.describe(time.monotonic())}", "NoQuorum")
+            if self.desired.fencing.watchdog and not self.watchdog.status()["petting"]:
+                raise HttpError(409, self._watchdog_refusal(), "WatchdogNotArmed")
         call = {"online": self.runner.online, "offline": self.runner.offline,
                 "clear": self.runner.clear, "probe": self.runner.probe}[action]
         try:
@@ -311,6 +313,20 @@ class Agent:
         return Response(200, {"group": group, "action": action, "accepted": True,
                               "operationId": command.operation_id, "epoch": command.epoch,
                               "state": snapshot.get("state")})
+
+    def _watchdog_refusal(self) -> str:
+        """Why a Failover group may not go online here while fencing.watchdog is true."""
+        status = self.watchdog.status()
+        if not self.identity.watchdog_device:
+            why = "this agent has no watchdog device (watchdogDevice in its identity file)"
+        elif status["error"]:
+            why = f"the watchdog is not armed: {status['error']}"
+        elif status["stoppedReason"]:
+            why = f"the watchdog is no longer petted: {status['stoppedReason']}"
+        else:
+            why = "the watchdog is not armed"
+        return (f"fencing.watchdog is true but {why}: a Failover group goes online only "
+                f"where a hung agent is reset by its watchdog")
 
     # -- status
 
