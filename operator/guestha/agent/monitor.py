@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .config import ResourceConfig
-from .resources import ActionError, ActionTimeout, MonitorResult, Resource
+from .resources import ActionAborted, ActionError, ActionTimeout, MonitorResult, Resource
 from .states import FAULTED, OFFLINE, ONLINE, STARTING, STOPPING, UNKNOWN
 from .verdicts import NOTE, RECOVER, SET, TOLERATE, Limits, Seen, judge
 
@@ -309,12 +309,13 @@ class ResourceMonitor:
         self._on_change(self)
 
     def _monitor(self) -> tuple[MonitorResult, bool]:
-        """One monitor: (result, timed out)."""
+        """One monitor: (result, timed out). A monitor that abort() cut short (self-fencing
+        does not wait for a monitor that hangs) gave no answer, as one that timed out."""
         timeout = float(self.config.monitor.timeout_seconds)
         start = time.monotonic()
         try:
             result = self.resource.monitor(timeout)
-        except ActionTimeout as e:
+        except (ActionTimeout, ActionAborted) as e:
             return MonitorResult.unknown(str(e)), True
         except ACTION_FAILURES as e:
             return MonitorResult.unknown(str(e)), False

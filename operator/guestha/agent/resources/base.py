@@ -31,6 +31,10 @@ class ActionTimeout(ActionError):
     """An entry point did not finish within its timeout."""
 
 
+class ActionAborted(ActionError):
+    """An entry point's program was killed by abort() (self-fencing): it gave no answer."""
+
+
 @dataclass(frozen=True)
 class MonitorResult:
     """What one monitor found, and why: Online (it runs), Offline (confirmed stopped), or

@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import procfs
+from . import fsprobe, procfs
 from .base import (
     ActionError,
     ActionTimeout,
@@ -41,7 +41,7 @@ from .base import (
     signal_name,
     signal_number,
 )
-from .programs import account, credentials, environment
+from .programs import ENTER, Account, account, credentials, environment
 
 DEFAULT_STOP_SIGNAL = "SIGTERM"
 DEFAULT_STOP_TIMEOUT = 10
@@ -165,6 +165,9 @@ class Process(Resource):
         if boot != procfs.boot_id():
             self._remove_pid_file()  # from an earlier boot: nothing of it runs
             return
+        if pid <= 1 or pid in (os.getpid(), os.getpgid(0)):
+            self._remove_pid_file()  # never init's or the agent's own group to signal
+            return
         self._pid, self._started = pid, started
 
     def _save(self) -> None:
@@ -251,20 +254,20 @@ class Process(Resource):
             self._stop_group(signal.SIGKILL, 0, min(timeout, 5.0))  # leftovers of a last run
         self._forget()
         user = account(self.user) if self.user else None
-        if not os.path.isdir(self.cwd):
-            raise ActionError(f"attributes.workingDirectory: {self.cwd} is not a directory")
+        env = environment(self.env, user)
+        self._check_start(user, env["PATH"], timeout)
         directory = self.program_dir()
         log_path = os.path.join(directory, LOG_FILE)
         rotate_log(log_path, new_run=True)
         with open(log_path, "ab") as log:  # appending: see the module docstring
             try:
+                # A shell enters the directory and execs the command in the child: see
+                # programs.py (Popen would wait, in this thread, for a chdir or exec that
+                # hangs on a dead mount). The shell's exec keeps its pid, session and group.
                 child = subprocess.Popen(
-                    self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    cwd=self.cwd, env=environment(self.env, user), start_new_session=True,
+                    [*ENTER, self.cwd, *self.command], stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, cwd="/", env=env, start_new_session=True,
                     close_fds=True, **credentials(user))
-            except FileNotFoundError:
-                raise ActionError(f"attributes.command: {self.command[0]}: not found "
-                                  f"(PATH={environment(self.env, user)['PATH']})") from None
             except PermissionError as e:
                 if user is not None and e.filename is None:
                     raise ActionError(f"attributes.user: cannot run as {self.user}: "
@@ -280,6 +283,24 @@ class Process(Resource):
         self._last_exit = ""
         self._save()
         self._ensure_watched()
+
+    def _check_start(self, user: Account | None, search_path: str, timeout: float) -> None:
+        """The working directory and the command, looked at by a child as `user` (see
+        fsprobe.py), so that a start that cannot work says why, naming the attribute."""
+        name = self.command[0]
+        found = fsprobe.check_start(self.cwd, name, search_path, timeout, f"starting {name}",
+                                    user=user, owner=self)
+        if found == fsprobe.CANNOT_ENTER:
+            raise ActionError(f"attributes.workingDirectory: {self.cwd} is not a directory"
+                              + (f" that {self.user} may enter" if self.user else ""))
+        if found == fsprobe.NOT_FOUND:
+            raise ActionError(f"attributes.command: {name}: not found"
+                              + ("" if "/" in name else f" (PATH={search_path})"))
+        if found == fsprobe.NOT_EXECUTABLE:
+            raise ActionError(f"attributes.command: {name}: permission denied")
+        if found != 0:
+            raise ActionError(f"attributes.command: {name}: cannot be started here "
+                              f"(check status {found})")
 
     def offline(self, timeout: float) -> None:
         if self._pid is None:
