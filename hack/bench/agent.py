@@ -38,7 +38,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
 
-from bench.controlplane import summary
 from bench.guestagents import (
     Client,
     EventReader,
@@ -50,6 +49,7 @@ from bench.guestagents import (
     wait_for,
     wait_quorum,
 )
+from bench.stats import summary
 
 MEMBERS = ("bench-a", "bench-b", "bench-c")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

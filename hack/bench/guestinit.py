@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.controlplane import summary
+from bench.stats import summary
 from kubevirtsim.guesthost import GuestHost, GuestSpec, cleanup_stale
 
 USER_DATA = b"#cloud-config\nruncmd:\n  - [touch, /run/booted]\n"
