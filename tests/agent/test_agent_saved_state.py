@@ -90,16 +90,16 @@ def test_a_command_that_cannot_be_saved_is_refused_and_released(
         # The id is released: retries are answered at once, many at a time too, and the
         # connections they used are free again.
         assert command(client, 2, op)[0] == 503
-        answers: list[int] = []
+        answers: list[str] = []
         clients = [agent.client() for _ in range(40)]
 
         def retry(c: Client) -> None:
             c.timeout = 10.0
             try:
-                answers.append(command(c, 2, op)[0])
+                code, answer = command(c, 2, op)
+                answers.append(f"{code} {answer['reason']}")
             except OSError as e:
-                answers.append(-1)
-                raise AssertionError(f"a retry was not answered: {e}") from e
+                answers.append(f"not answered: {e}")
             finally:
                 c.close()
 
@@ -108,7 +108,10 @@ def test_a_command_that_cannot_be_saved_is_refused_and_released(
             t.start()
         for t in threads:
             t.join(30)
-        assert len(answers) == 40 and set(answers) <= {503}, answers
+        # (more than 32 at once: some are turned away at the door, which is answered too)
+        assert len(answers) == 40 and set(answers) <= {
+            "503 StateNotSaved", "503 TooManyConnections"}, answers
+        assert client.status()["channel"]["open"] <= 1  # every slot is free again
         assert client.status()["epoch"] == 1
         # A configuration that cannot be saved is not applied either.
         code, body = client.command("PUT", "/v1/config", 1, {
