@@ -332,6 +332,81 @@ def test_conf_interval_resets_the_restart_count(agent: tuple[GroupRunner, Events
     assert not events.find("ResourceFaulted")
 
 
+def test_a_restart_starts_the_monitor_timeout_count_afresh(
+        agent: tuple[GroupRunner, Events], tmp_path: Path) -> None:
+    """FaultOnMonitorTimeouts 2 recovers it (a restart); after the restart, one timeout is
+    one of two again, not the third in a row."""
+    runner, events = agent
+    up, hang = tmp_path / "up", tmp_path / "hang"
+    app = {"startProgram": f"touch {up}", "stopProgram": f"rm -f {up}",
+           "cleanProgram": f"rm -f {up} {hang}",
+           "monitorProgram": f"test -e {hang} && sleep 30; test -e {up} && exit 110; exit 100"}
+    spec = resource("a", "Application", app, faultOnMonitorTimeouts=2, restartLimit=1)
+    spec["monitor"]["timeoutSeconds"] = 1
+    runner.configure([group("g", [spec])])
+    wait_group(runner, "g", "Offline", 5)
+    runner.online("g")
+    wait_group(runner, "g", "Online", 5)
+    mark = time.monotonic()
+    hang.touch()
+    _, restarted = events.wait("ResourceRestarted", 15, since=mark, resource="a")
+    assert restarted["restarts"] == 1
+    events.wait("ResourceState", 15, since=mark, resource="a", state="Online")
+    assert res(runner, "g", "a")["monitorTimeouts"] == 0
+    mark = time.monotonic()
+    hang.touch()
+    wait_for(lambda: res(runner, "g", "a")["monitorTimeouts"] >= 1, 10, "a timeout")
+    first = res(runner, "g", "a")
+    assert (first["state"], first["monitorTimeouts"]) == ("Online", 1), first
+    _, fault = events.wait("ResourceFaulted", 15, since=mark, resource="a")
+    assert fault["reason"] == "MonitorTimeout"
+    assert "monitor timed out (2 in a row)" in fault["message"], fault
+    wait_group(runner, "g", "Faulted", 10)
+
+
+def test_a_tolerated_offline_starts_the_conf_interval_again(
+        agent: tuple[GroupRunner, Events], tmp_path: Path) -> None:
+    """ConfInterval counts time online with every monitor saying so: offline results that
+    ToleranceLimit let pass, one each few monitors, keep the restart count; once they
+    stop, ConfInterval online resets it."""
+    runner, events = agent
+    up, blip, said = tmp_path / "up", tmp_path / "blip", tmp_path / "said"
+    app = {"startProgram": f"touch {up}", "stopProgram": f"rm -f {up}",
+           "cleanProgram": f"rm -f {up}",
+           # one "offline" answer per blip file, which that answer removes; every answer
+           # is written down
+           "monitorProgram": f"if [ -e {blip} ]; then rm -f {blip}; echo blip >> {said}; "
+                             f"exit 100; fi; test -e {up} && echo online >> {said} "
+                             f"&& exit 110; exit 100"}
+    runner.configure([group("g", [resource("a", "Application", app, toleranceLimit=1,
+                                           restartLimit=1, confIntervalSeconds=4)])])
+    wait_group(runner, "g", "Offline", 5)
+    runner.online("g")
+    wait_group(runner, "g", "Online", 5)
+    mark = time.monotonic()
+    up.unlink()  # two offline results in a row: past ToleranceLimit, so a restart
+    events.wait("ResourceRestarted", 10, since=mark, resource="a")
+    events.wait("ResourceState", 10, since=mark, resource="a", state="Online")
+    # One offline answer, tolerated, then as soon as an online answer followed it the
+    # next: a few monitors (1 s each) apart, never 4 s of online answers in a row, for
+    # three times ConfInterval.
+    def answered_since(count: int) -> bool:
+        """An offline answer to a blip, then an online one, after the first `count`."""
+        new = said.read_text().split()[count:]
+        return "blip" in new and "online" in new[new.index("blip"):]
+
+    for _ in range(8):
+        before = len(said.read_text().split())
+        blip.touch()
+        wait_for(lambda: answered_since(before), 10,  # noqa: B023
+                 "an offline answer, then an online one")
+        snapshot = res(runner, "g", "a")
+        assert (snapshot["state"], snapshot["restarts"]) == ("Online", 1), snapshot
+    # Steady now: after ConfInterval the count starts afresh.
+    wait_for(lambda: res(runner, "g", "a")["restarts"] == 0, 15, "the restart count reset")
+    assert not events.find("ResourceFaulted")
+
+
 def test_bad_configuration_is_refused_and_changes_nothing(agent: tuple[GroupRunner, Events],
                                                           tag: str) -> None:
     runner, _ = agent

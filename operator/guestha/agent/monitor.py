@@ -1,24 +1,20 @@
-"""One resource's life in the agent: its monitor loop, its actions, and the VCS rules.
+"""One resource's life in the agent: its thread, its entry points, and the clock.
 
 Each resource gets a thread that runs its entry points one at a time (as VCS agents do):
-commands from the group runner (probe, online, offline, clear) and monitors, every
-MonitorInterval while online and every OfflineMonitorInterval while offline or faulted,
-or at once when the resource itself reports a change (a Process's exit). The thread applies:
+commands from the group runner (probe, online, offline, clear) and monitors, on the
+interval the rules choose (MonitorInterval, OfflineMonitorInterval), or at once when the
+resource itself reports a change (a Process's exit).
 
-- ToleranceLimit: that many "offline" results in a row are tolerated while online;
-- RestartLimit: a resource found offline is cleaned and restarted in place that many times
-  before it counts as faulted; counters reset after ConfInterval seconds online
-  (ConfInterval 0: never by themselves, only by clear);
-- OnlineWaitLimit: after online, monitors have OnlineWaitLimit x MonitorInterval seconds to
-  report online (checked every second, so a quick start is seen at once);
-- FaultOnMonitorTimeouts: that many monitor timeouts in a row fault an online resource
-  (0: never);
-- a fault always runs clean: the resource is Faulted only once clean has stopped it, so
-  Faulted means "not running". ResourceFaulted is pushed the moment the fault is seen,
-  before clean. A clean that fails leaves the resource Unknown (it may still run);
-- a monitor that fails, times out or finds the resource in transition never makes it
-  Offline: only a monitor that confirms it stopped does (agent/verdicts.py has the rules
-  as one pure function). A resource in doubt is stopped (clean) before it is started.
+What a result means, and so what the thread does next, is decided by the pure functions
+of agent/verdicts.py (ToleranceLimit, FaultOnMonitorTimeouts, RestartLimit within
+ConfInterval, OnlineWaitLimit, when a fault is declared, the intervals): this module only
+carries their verdicts out, reads the clock for them, and keeps their counters (a
+verdicts.Seen) between calls. How it carries them out is its own contract:
+- a fault is pushed (ResourceFaulted) the moment it is decided, before clean runs; the
+  resource is Faulted only once clean has stopped it, confirmed by a monitor, so Faulted
+  means "not running"; a clean that fails leaves it Unknown (it may still run);
+- a restart in place is announced (ResourceRestarted) before its clean, then online;
+- a resource in doubt is stopped (clean, confirmed) before it is started.
 """
 
 from __future__ import annotations
@@ -28,19 +24,36 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from .config import ResourceConfig
 from .resources import ActionAborted, ActionError, ActionTimeout, MonitorResult, Resource
 from .states import FAULTED, OFFLINE, ONLINE, STARTING, STOPPING, UNKNOWN
-from .verdicts import NOTE, RECOVER, SET, TOLERATE, Limits, Seen, judge
+from .verdicts import (
+    FAULT,
+    NOTE,
+    RESTART,
+    SET,
+    TOLERATE,
+    Limits,
+    Seen,
+    after_clean,
+    came_online,
+    cleared,
+    confirm_online,
+    judge,
+    moved,
+    next_monitor,
+    online_failed,
+    stopped_counters,
+)
 
 Emit = Callable[[str, dict[str, Any]], None]
 Make = Callable[[ResourceConfig, Callable[[], None]], Resource]
 
-CONFIRM_POLL_SECONDS = 1.0  # longest pause between monitors while confirming online/offline
+OFFLINE_POLL_SECONDS = 0.2  # pause between monitors while confirming an offline action
 IDLE_WAKE_SECONDS = 5.0  # an idle resource thread looks at its queue at least this often
 COMMAND_MARGIN_SECONDS = 5  # added to the sum of a resource's timeouts (command_bound)
 # What an entry point may raise when it fails (an OSError is a failure of the action too).
@@ -115,15 +128,10 @@ class ResourceMonitor:
         self.resource = make(config, self.trigger)
         self._active = (config.type, dict(config.attributes))
         self._data = threading.Lock()
-        self.state = UNKNOWN
+        # The state and the rules' counters: replaced whole (under _data) by the thread only.
+        self._seen = Seen(UNKNOWN)
         self.message = "not probed yet"
-        self.restarts = 0
-        self.monitor_timeouts = 0
         self.last_change = time.time()
-        self._tolerated = 0
-        self._online_since: float | None = None
-        self._was_online = False
-        self._faulted = False  # Faulted, or Unknown since it was (cleared by clear/online)
         self._cond = threading.Condition()
         self._queue: collections.deque[_Command] = collections.deque()
         self._triggered = False
@@ -137,6 +145,11 @@ class ResourceMonitor:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def state(self) -> str:
+        return self._seen.state
+
 
     # --- what other threads call ------------------------------------------------------
 
@@ -228,8 +241,8 @@ class ResourceMonitor:
                 "type": self.config.type,
                 "state": self.state,
                 "critical": self.config.critical,
-                "restarts": self.restarts,
-                "monitorTimeouts": self.monitor_timeouts,
+                "restarts": self._seen.restarts,
+                "monitorTimeouts": self._seen.timeouts,
                 "message": self.message,
                 "lastChange": rfc3339(self.last_change),
                 "pendingChange": self.pending_change,
@@ -268,13 +281,7 @@ class ResourceMonitor:
             self._schedule()
 
     def _schedule(self) -> None:
-        monitor = self.config.monitor
-        if self.state in (ONLINE, UNKNOWN):
-            interval: float | None = monitor.interval_seconds
-        elif self.state in (OFFLINE, FAULTED) and monitor.offline_interval_seconds > 0:
-            interval = monitor.offline_interval_seconds
-        else:
-            interval = None
+        interval = next_monitor(self.state, Limits.of(self.config))
         with self._cond:
             self._next_monitor = None if interval is None else time.monotonic() + interval
 
@@ -284,14 +291,14 @@ class ResourceMonitor:
             return not self._cond.wait_for(lambda: self._closed or self._aborting,
                                            max(seconds, 0))
 
-    def _set(self, state: str, reason: str, message: str) -> None:
-        if state == FAULTED:
-            self._faulted = True
-        elif state in (ONLINE, OFFLINE, STARTING):
-            self._faulted = False
+    def _set(self, state: str, reason: str, message: str,
+             seen: Seen | None = None) -> None:
+        """Move to `state` with the rules' counters `seen` (the current ones by default),
+        and report a change of state (with no lock held)."""
+        base = self._seen if seen is None else seen
         with self._data:
-            previous = self.state
-            self.state = state
+            previous = self._seen.state
+            self._seen = moved(base, state)
             self.message = message
             if state != previous:
                 self.last_change = time.time()
@@ -301,9 +308,12 @@ class ResourceMonitor:
                                          "reason": reason, "message": message})
             self._changed()
 
-    def _note(self, message: str) -> None:
+    def _keep(self, seen: Seen, message: str | None = None) -> None:
+        """New counters (and message), the same state."""
         with self._data:
-            self.message = message
+            self._seen = replace(seen, state=self._seen.state)
+            if message is not None:
+                self.message = message
 
     def _changed(self) -> None:
         self._on_change(self)
@@ -323,85 +333,56 @@ class ResourceMonitor:
             return MonitorResult.unknown(f"monitor took longer than {timeout:g} s"), True
         return result, False
 
-    # --- the VCS rules for a monitor result ------------------------------------------
+    def _held(self) -> bool:
+        with self._cond:
+            return self._aborting or self._closed
+
+    # --- carrying out the verdicts ------------------------------------------------------
 
     def _handle(self, result: MonitorResult, timed_out: bool, reason: str = "") -> None:
         """Carry out the verdict on one monitor result (`reason` names a state change)."""
-        if timed_out:
-            with self._data:
-                self.monitor_timeouts += 1
-                count = self.monitor_timeouts
-        else:
-            with self._data:
-                self.monitor_timeouts = count = 0
-        verdict = judge(Seen(self.state, self._was_online, self._faulted, self._tolerated,
-                             count),
-                        result.state, timed_out,
-                        Limits(self.config.tolerance_limit,
-                               self.config.fault_on_monitor_timeouts))
+        limits = Limits.of(self.config)
+        verdict, seen = judge(replace(self._seen, held=self._held()), result.state,
+                              timed_out, limits, time.monotonic())
         message = result.message
         if timed_out:
-            message = f"monitor timed out ({count} in a row): {result.message}"
+            message = f"monitor timed out ({seen.timeouts} in a row): {result.message}"
         if verdict.action == NOTE:
-            if self.state == ONLINE and result.state == ONLINE and not timed_out:
-                self._tolerated = 0
-                self._reset_counters_after_conf_interval()
-            self._note(message)
+            self._keep(seen, message)
         elif verdict.action == TOLERATE:
-            self._tolerated += 1
-            self._note(f"monitor found it offline ({self._tolerated} of "
-                       f"{self.config.tolerance_limit} tolerated): {message}")
-        elif verdict.action == RECOVER:
-            self._tolerated = 0
-            self._fault_or_restart(verdict.reason, message or "found offline")
+            self._keep(seen, f"monitor found it offline ({seen.tolerated} of "
+                             f"{limits.tolerance_limit} tolerated): {message}")
+        elif verdict.action == RESTART:
+            self._restart(seen, message or "found offline")
+        elif verdict.action == FAULT:
+            self._fault(verdict.reason, message or "found offline", seen)
         elif verdict.action == SET:
-            if verdict.state == ONLINE:
-                if not self._was_online:
-                    self._online_since = time.monotonic()
-                self._was_online = True
-                self._tolerated = 0
-                if verdict.reason == "FoundOnline" and not reason:
-                    message = f"found online (not started by this agent run): {message}"
-            self._set(verdict.state, reason or verdict.reason, message)
+            if verdict.reason == "FoundOnline" and not reason:
+                message = f"found online (not started by this agent run): {message}"
+            self._set(verdict.state, reason or verdict.reason, message, seen)
 
-    def _reset_counters_after_conf_interval(self) -> None:
-        conf = self.config.conf_interval_seconds
-        if conf > 0 and self._online_since is not None \
-                and time.monotonic() - self._online_since >= conf:
-            with self._data:
-                self.restarts = 0
-
-    def _fault_or_restart(self, reason: str, message: str) -> None:
-        self._reset_counters_after_conf_interval()
-        with self._cond:
-            aborting = self._aborting or self._closed
-        if self.restarts < self.config.restart_limit and not aborting:
-            with self._data:
-                self.restarts += 1
-                restarts = self.restarts
-            self._set(STARTING, "Restart",
-                      f"{message}; restart {restarts} of {self.config.restart_limit}")
-            self._emit("ResourceRestarted", {"group": self.group, "resource": self.name,
-                                             "restarts": restarts})
-            if not self._clean(message, fault_event=True):
-                return
-            self._apply_pending()
-            self._start("Restart")
+    def _restart(self, seen: Seen, message: str) -> None:
+        """RESTART: announce it, clean (confirmed), then online again in place."""
+        limit = self.config.restart_limit
+        self._set(STARTING, "Restart", f"{message}; restart {seen.restarts} of {limit}",
+                  seen)
+        self._emit("ResourceRestarted", {"group": self.group, "resource": self.name,
+                                         "restarts": seen.restarts})
+        if not self._clean(STARTING, "Restart", message, announce=True):
             return
-        self._fault(reason, message)
+        self._apply_pending()
+        self._start("Restart")
 
-    def _fault(self, reason: str, message: str) -> None:
-        """Report the fault at once, clean, then Faulted (Unknown if clean fails)."""
+    def _fault(self, reason: str, message: str, seen: Seen | None = None) -> None:
+        """FAULT: report it at once, clean, then Faulted (Unknown if clean fails)."""
         self._emit("ResourceFaulted", {"group": self.group, "resource": self.name,
                                        "reason": reason, "message": message})
-        self._set(STOPPING, "Clean", message)
-        if self._clean(message, fault_event=False):
-            self._online_since = None
-            self._was_online = False
-            self._set(FAULTED, reason, message)
+        self._set(STOPPING, "Clean", message, seen)
+        self._clean(FAULTED, reason, message, announce=False)
 
-    def _clean(self, message: str, fault_event: bool) -> bool:
-        """Run clean and check the resource is offline; on failure the state is Unknown."""
+    def _clean(self, then: str, reason: str, message: str, announce: bool) -> bool:
+        """Run clean and a monitor to confirm it stopped; carry out after_clean (on to
+        `then`, or Unknown). `announce`: a clean that fails is a fault to report."""
         problem = ""
         try:
             self.resource.clean(float(self.config.timeouts.clean_seconds))
@@ -414,15 +395,14 @@ class ResourceMonitor:
             if timed_out or result.state != OFFLINE:
                 problem = f"not confirmed stopped after clean ({result.state.lower()}): " \
                           f"{result.message}"
-        if not problem:
-            return True
-        text = f"{problem} (after: {message})" if message else problem
-        if fault_event:
-            self._emit("ResourceFaulted", {"group": self.group, "resource": self.name,
-                                           "reason": "CleanFailed", "message": text})
-        self._was_online = True
-        self._set(UNKNOWN, "CleanFailed", text)
-        return False
+        verdict, seen = after_clean(self._seen, not problem, then, reason)
+        if problem:
+            message = f"{problem} (after: {message})" if message else problem
+            if announce:
+                self._emit("ResourceFaulted", {"group": self.group, "resource": self.name,
+                                               "reason": verdict.reason, "message": message})
+        self._set(verdict.state, verdict.reason, message, seen)
+        return not problem
 
     def _apply_pending(self) -> None:
         if not self.pending_change:
@@ -433,32 +413,32 @@ class ResourceMonitor:
         self._active = (config.type, dict(config.attributes))
 
     def _start(self, reason: str) -> bool:
-        """Online then confirm within OnlineWaitLimit (state is Starting); False: faulted."""
+        """Online, then confirm it within OnlineWaitLimit (state is Starting); False: it
+        faulted."""
         config = self.config
         try:
             self.resource.online(float(config.timeouts.online_seconds))
         except ActionTimeout as e:
-            self._fault("OnlineTimeout", f"online timed out: {e}")
+            self._fault(online_failed(True).reason, f"online timed out: {e}")
             return False
         except ACTION_FAILURES as e:
-            self._fault("OnlineFailed", f"online failed: {e}")
+            self._fault(online_failed(False).reason, f"online failed: {e}")
             return False
-        interval = float(config.monitor.interval_seconds)
-        window = config.online_wait_limit * interval
-        deadline = time.monotonic() + window
+        since = time.monotonic()
+        limits = Limits.of(config)
         while True:
             result, timed_out = self._monitor()
-            if result.state == ONLINE and not timed_out:
-                self._online_since = time.monotonic()
-                self._was_online = True
-                self._tolerated = 0
-                self._set(ONLINE, reason, result.message)
+            limits = Limits.of(self.config)  # settings may change meanwhile (update)
+            now = time.monotonic()
+            verdict = confirm_online(since, now, result.state, timed_out, limits)
+            if verdict.action == SET:
+                self._set(ONLINE, reason, result.message, came_online(self._seen, now))
                 return True
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._pause(min(CONFIRM_POLL_SECONDS, interval, left)):
+            if verdict.action == FAULT or not self._pause(verdict.wait):
                 break
+        window = limits.online_wait_limit * limits.monitor_interval
         self._fault("OnlineFailed", f"not online {window:g} s after online (OnlineWaitLimit "
-                    f"{config.online_wait_limit}): {result.message}")
+                    f"{limits.online_wait_limit}): {result.message}")
         return False
 
     # --- commands ---------------------------------------------------------------------
@@ -474,20 +454,19 @@ class ResourceMonitor:
 
     def _do_probe(self, command: _Command) -> None:
         result, timed_out = self._monitor()
-        fresh = self.state in (UNKNOWN, OFFLINE) and not self._was_online
+        fresh = self.state in (UNKNOWN, OFFLINE) and not self._seen.was_online
         self._handle(result, timed_out, "Probe" if fresh else "")
         self._finish(command, self.state != UNKNOWN)
 
     def _do_online(self, command: _Command) -> None:
-        if self.state == FAULTED or self._faulted:
+        if self.state == FAULTED or self._seen.faulted:
             self._finish(command, False)  # faults are cleared first (hagrp -clear)
             return
         result, timed_out = self._monitor()
         if result.state == ONLINE and not timed_out:
             if self.state != ONLINE:
-                self._online_since = time.monotonic()
-                self._was_online = True
-                self._set(ONLINE, command.reason, result.message)
+                self._set(ONLINE, command.reason, result.message,
+                          came_online(self._seen, time.monotonic()))
             self._finish(command, True)
             return
         if self.state == ONLINE:
@@ -499,7 +478,7 @@ class ResourceMonitor:
             # In doubt (a failed or timed-out monitor): it may run, so it is stopped, and
             # that confirmed, before it is started (as Pacemaker recovers a failed one).
             self._set(STARTING, command.reason, f"cleaning first: {result.message}")
-            if not self._clean(result.message, fault_event=False):
+            if not self._clean(STARTING, command.reason, result.message, announce=False):
                 self._finish(command, False)
                 return
         self._apply_pending()
@@ -533,7 +512,7 @@ class ResourceMonitor:
                 if result.state == OFFLINE:
                     break
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._pause(min(0.2, left)):
+                if left <= 0 or not self._pause(min(OFFLINE_POLL_SECONDS, left)):
                     problem = f"still {result.state.lower()} after offline: {result.message}"
                     break
         if problem:
@@ -546,31 +525,25 @@ class ResourceMonitor:
                 text = f"{problem}; still {result.state.lower()}: {result.message}"
                 self._emit("ResourceFaulted", {"group": self.group, "resource": self.name,
                                                "reason": "CleanFailed", "message": text})
-                self._was_online = True
-                self._set(UNKNOWN, "CleanFailed", text)
+                self._set(UNKNOWN, "CleanFailed", text,
+                          replace(self._seen, was_online=True, steady_since=None))
                 self._finish(command, False)
                 return
             problem = f"{problem} (cleaned)"
-        self._online_since = None
-        self._was_online = False
-        self._tolerated = 0
-        self._set(OFFLINE, command.reason, problem or command.note or result.message)
+        self._set(OFFLINE, command.reason, problem or command.note or result.message,
+                  stopped_counters(self._seen))
         self._finish(command, True)
 
     def _do_clear(self, command: _Command) -> None:
-        with self._data:
-            self.restarts = 0
-            self.monitor_timeouts = 0
-        self._tolerated = 0
-        self._faulted = False
+        self._keep(cleared(self._seen))
         if self.state in (FAULTED, UNKNOWN):
             result, timed_out = self._monitor()
+            seen = self._seen
             if result.state == ONLINE and not timed_out:
-                self._online_since = time.monotonic()
-                self._was_online = True
+                seen = came_online(seen, time.monotonic())
             else:
-                self._was_online = False
-            self._set(UNKNOWN if timed_out else result.state, "Clear", result.message)
+                seen = stopped_counters(seen)
+            self._set(UNKNOWN if timed_out else result.state, "Clear", result.message, seen)
         self._finish(command, self.state != UNKNOWN)
 
     def _do_replace(self, command: _Command) -> None:

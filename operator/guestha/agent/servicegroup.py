@@ -32,7 +32,9 @@ from .states import (
     OFFLINE,
     ONLINE,
     UNKNOWN,
+    critical_fault,
     group_state,
+    must_take_down,
 )
 
 WAIT_STEP = 0.5  # seconds between progress checks when no notification arrives
@@ -153,9 +155,7 @@ class ServiceGroup:
 
     def _needs_take_down(self) -> bool:
         """A critical resource is faulted while others still run (lock held)."""
-        states = [(m.state, m.config.critical) for m in self.monitors.values()]
-        return any(s == FAULTED and c for s, c in states) and any(
-            s not in (OFFLINE, FAULTED) for s, _ in states)
+        return must_take_down((m.state, m.config.critical) for m in self.monitors.values())
 
     def _wake(self) -> None:
         with self._cond:
@@ -236,12 +236,12 @@ class ServiceGroup:
                 with self._cond:
                     depends = self._depends()
                     monitors = dict(self.monitors)
-                critical_fault = any(m.state == FAULTED and m.config.critical
-                                     for m in monitors.values())
                 failed = {name for name, p in started.items() if p.done and not p.ok}
                 failed |= {n for n, m in monitors.items() if m.state == FAULTED}
-                if self._abort.is_set() or critical_fault or \
-                        any(self._critical(n) for n in failed):
+                # A critical resource that faulted, or failed to start: start no more.
+                if self._abort.is_set() or critical_fault(
+                        [(m.state, m.config.critical) for m in monitors.values()]
+                        + [(FAULTED, self._critical(n)) for n in failed]):
                     ready: list[str] = []
                 else:
                     online = [n for n, m in monitors.items() if m.state == ONLINE]

@@ -71,3 +71,19 @@ def group_state(resources: Iterable[tuple[str, bool]], transition: str | None = 
     if any(state == FAULTED and critical for state, critical in pairs):
         return FAULTED
     return OFFLINE
+
+
+def critical_fault(resources: Iterable[tuple[str, bool]]) -> bool:
+    """VCS Critical: a critical resource is Faulted, so the group is faulted: it starts no
+    further resource and is taken down. A non-critical resource's fault is only reported
+    (the group goes on, Partial while others run)."""
+    return any(state == FAULTED and critical for state, critical in resources)
+
+
+def must_take_down(resources: Iterable[tuple[str, bool]]) -> bool:
+    """The rest of the group must be stopped now: a critical resource faulted while others
+    still run or may run (anything but Offline and Faulted). Once they are all stopped,
+    the group is Faulted (group_state) and there is nothing left to take down."""
+    pairs = list(resources)
+    return critical_fault(pairs) and any(state not in (OFFLINE, FAULTED)
+                                         for state, _ in pairs)
