@@ -1,4 +1,4 @@
-"""Benchmark: a simulated guest's `systemctl` call, and a guest host's boot.
+"""Benchmark: a simulated guest's `systemctl` call, and a guest host's boot and shutdown.
 
     python3 hack/bench/guestinit.py --trials 50 [--boots 5] [--out result.json]
 
@@ -14,6 +14,9 @@ Root only (guest hosts are namespaces). Boots KubeVirt-simulator guest hosts
   Python, with the site module (and site-packages' .pth files) and without it.
 - `boot`: GuestHost.boot() (namespaces, network, PID 1 up with its private view);
   `cloud_init_done`: boot to `cloud-init status` done, for a guest with a one-line runcmd.
+- `shutdown`: GuestHost.shutdown(10) of such a guest, with a service (systemd-run) that
+  stops on SIGTERM, to powered off (tests/agent/test_guesthost.py proves it stops
+  gracefully; this is how long).
 
 The three alternate trial by trial, so that drift on a shared machine hits them alike.
 """
@@ -34,6 +37,9 @@ from bench.stats import summary
 from kubevirtsim.guesthost import GuestHost, GuestSpec, cleanup_stale
 
 USER_DATA = b"#cloud-config\nruncmd:\n  - [touch, /run/booted]\n"
+# A service that stops on SIGTERM, started before each shutdown is timed.
+GRACEFUL = ["systemd-run", "--unit=graceful", "/bin/sh", "-c",
+            'trap "exit 0" TERM; while true; do sleep 0.1; done']
 
 # Runs inside the guest: argv = trials, interpreter; prints {"systemctl": [...], ...}.
 TIMING_LOOP = """\
@@ -77,6 +83,7 @@ def main() -> int:
     args = parser.parse_args()
     boot: list[float] = []
     done: list[float] = []
+    shutdown: list[float] = []
     calls: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         state = Path(folder)
@@ -98,7 +105,14 @@ def main() -> int:
                     if result.returncode != 0:
                         raise RuntimeError(result.stderr.decode(errors="replace"))
                     calls = json.loads(result.stdout)
-                guest.kill()
+                started_unit = guest.exec(GRACEFUL)
+                if started_unit.returncode != 0:
+                    raise RuntimeError(started_unit.stderr.decode(errors="replace"))
+                started = time.monotonic()
+                guest.shutdown(10.0)
+                if guest.wait_exit(0) != 0:
+                    raise RuntimeError(f"{guest.spec.key}: not powered off by itself")
+                shutdown.append(time.monotonic() - started)
         finally:
             cleanup_stale(state)
     report = {
@@ -107,6 +121,7 @@ def main() -> int:
         "interpreter_no_site_ms": summary([v * 1000 for v in calls["no_site"]]),
         "boot_s": summary(boot),
         "cloud_init_done_s": summary(done),
+        "shutdown_s": summary(shutdown),
     }
     text = json.dumps(report, indent=1)
     print(text)

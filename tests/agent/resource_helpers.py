@@ -10,7 +10,6 @@ import base64
 import io
 import os
 import signal
-import statistics
 import sys
 import tarfile
 import threading
@@ -79,6 +78,28 @@ def wait_for(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -
         time.sleep(0.01)
 
 
+def in_thread(call: Callable[[], Any], timeout: float, what: str) -> Any:
+    """call() in a thread: its result (or its exception), or an AssertionError naming
+    `what` if it has not returned after `timeout` seconds. A bound on a wait, for calls
+    that would hang if broken: not a measure of speed (hack/bench/ has those)."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = call()
+        except BaseException as e:  # reported below
+            out["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise AssertionError(f"{what} hung (still running after {timeout:g} s)")
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
+
+
 class Events:
     """An emit() for GroupRunner that records (monotonic time, kind, payload)."""
 
@@ -135,6 +156,11 @@ def resource(name: str, rtype: str, attributes: Mapping[str, Any], **extra: Any)
     return raw
 
 
+# A monitor interval that no wait in the tests comes near: a change seen within one of
+# them was reported by the resource itself (a Process's exit), not found by a monitor.
+PUSHED = {"intervalSeconds": 3600, "offlineIntervalSeconds": 1, "timeoutSeconds": 10}
+
+
 def group_state(runner: GroupRunner, name: str) -> str:
     return str(runner.snapshot()["groups"].get(name, {}).get("state", ""))
 
@@ -157,14 +183,6 @@ def pid_of(runner: GroupRunner, group_name: str, name: str) -> int:
     message = res(runner, group_name, name)["message"]
     assert message.startswith("pid "), message
     return int(message.split()[1])
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    """n, median, p95 and max of latencies in milliseconds."""
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return {"n": len(ordered), "median_ms": round(statistics.median(ordered) * 1000, 2),
-            "p95_ms": round(p95 * 1000, 2), "max_ms": round(ordered[-1] * 1000, 2)}
 
 
 @contextmanager
@@ -243,3 +261,45 @@ def run_in_guest(guest: Any, code: str, *args: str, timeout: float = 120) -> str
     assert result.returncode == 0, (
         f"in the guest:\n{output}\n{result.stderr.decode(errors='replace')}")
     return output
+
+
+def kill_scenario(kind: str, trials: int, spread: bool) -> dict[str, Any]:
+    """Run where an agent runs (a guest host): a group of one resource, a Process (seen
+    through its exit: its monitor interval is PUSHED) or an OCF heartbeat:anything (found
+    by its 1 s monitor), online, then its process SIGKILLed `trials` times, waiting for
+    each restart in place. `spread`: each kill at a random moment of the monitor interval.
+
+    Returns {"restarts": the count each ResourceRestarted carried, "faults": how many
+    ResourceFaulted, "seconds": from each kill to its ResourceRestarted}: the test asserts
+    on the counts, hack/bench/resources.py reports the seconds.
+    """
+    import random
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="ghtest-kills-"))
+    tag = new_tag()
+    pidfile = work / "anything.pid"
+    if kind == "Process":
+        spec = resource("r", "Process", {"command": sleeper(tag)}, monitor=dict(PUSHED))
+    else:
+        spec = resource("r", "OCF", {"agent": "heartbeat:anything", "parameters": {
+            "binfile": "/bin/sleep", "cmdline_options": "1000", "pidfile": str(pidfile)}})
+    spec.update(restartLimit=trials + 1, confIntervalSeconds=0)
+    restarts: list[int] = []
+    seconds: list[float] = []
+    with running_runner(str(work / "state"), tag) as (runner, events):
+        runner.configure([group("g", [spec])])
+        wait_group(runner, "g", "Offline", 10)
+        runner.online("g")
+        for _ in range(trials):
+            wait_group(runner, "g", "Online", 20)
+            if spread:
+                time.sleep(random.uniform(0.05, 1.05))  # anywhere in the monitor interval
+            pid = pid_of(runner, "g", "r") if kind == "Process" else int(pidfile.read_text())
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            seen, payload = events.wait("ResourceRestarted", 10, since=killed, resource="r")
+            restarts.append(int(payload["restarts"]))
+            seconds.append(seen - killed)
+        faults = len(events.find("ResourceFaulted"))
+    return {"restarts": restarts, "faults": faults, "seconds": seconds}

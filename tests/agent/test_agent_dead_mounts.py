@@ -14,15 +14,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from resource_helpers import group, kill_tagged, new_tag, resource, sleeper, wait_for
+from resource_helpers import group, in_thread, kill_tagged, new_tag, resource, sleeper, wait_for
 
 pytestmark = pytest.mark.agent
 
@@ -89,28 +87,6 @@ def hung_file_system() -> Iterator[tuple[Path, Callable[[], None]]]:
         server.wait(5)
         subprocess.run(["umount", "--no-canonicalize", "--lazy", str(point)],
                        capture_output=True)
-
-
-def in_thread(call: Callable[[], Any], timeout: float, what: str) -> Any:
-    """call() in a thread: its result, or an AssertionError naming `what` if it hangs."""
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["result"] = call()
-        except BaseException as e:  # reported below
-            out["error"] = e
-
-    thread = threading.Thread(target=run, daemon=True)
-    started = time.monotonic()
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise AssertionError(f"{what} hung (still running after {timeout:g} s)")
-    if "error" in out:
-        raise out["error"]
-    print(f"{what}: {time.monotonic() - started:.2f} s")
-    return out["result"]
 
 
 def mounted() -> str:

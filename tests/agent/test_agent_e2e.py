@@ -56,7 +56,9 @@ FENCING = {
 WEB_PORT = 8080
 PAGE = "/etc/shop/index.html"
 MOUNT_POINT = "/srv/shop"
-FAULT_EVENT_LIMIT = 0.200  # seconds from SIGKILL to ResourceFaulted at the client
+# The web server's monitor interval: an hour, far past any wait here, so a kill seen in
+# time was reported by its exit, not found by a monitor.
+WEB_MONITOR = {"intervalSeconds": 3600, "offlineIntervalSeconds": 5, "timeoutSeconds": 10}
 
 
 def page_text(member: str) -> str:
@@ -110,7 +112,7 @@ def shop_group(agent: GuestAgent) -> dict[str, Any]:
                 "type": "Process",
                 "dependsOn": ["page"],
                 "restartLimit": 1,
-                "monitor": monitor,
+                "monitor": WEB_MONITOR,
                 "attributes": {"command": web_command(agent)},
             },
         ],
@@ -227,9 +229,7 @@ def bring_online(cluster: Cluster, member: str) -> list[Received]:
 
 def test_online_in_dependency_order_and_served(cluster: Cluster) -> None:
     a = cluster.agents[0]
-    started = time.monotonic()
     events = bring_online(cluster, a.member)
-    took = time.monotonic() - started
     # Mount, then the OCF symlink in it, then the web server: each starts only once the one
     # it depends on is Online.
     assert seq_of(events, "data", "Online") < seq_of(events, "page", "Starting")
@@ -259,17 +259,19 @@ def test_online_in_dependency_order_and_served(cluster: Cluster) -> None:
         assert s["quorum"]["present"] == 4 and sorted(s["quorum"]["members"]) == list(MEMBERS)
         assert s["groups"]["shop"]["state"] == "Offline"
         assert fetch(other) is None
-    print(f"\nshop online and serving on {a.member} in {took:.2f} s")
 
 
-def test_killed_process_restarts_then_faults_fast(cluster: Cluster) -> None:
+def test_killed_process_restarts_then_faults_at_once(cluster: Cluster) -> None:
+    """A kill of the web server, seen through its exit (no monitor would find it in time:
+    WEB_MONITOR), restarts it; the next one faults it, and the fault is the first thing
+    the operator hears of it, before the clean and the group going down. How soon, at the
+    operator's long-poll: hack/bench/agent.py (faultDetection)."""
     a = cluster.agents[0]
     reader = cluster.readers[a.member]
     bring_online(cluster, a.member)
     [first] = a.pids(web_command(a))
 
     mark = reader.mark()
-    killed = time.monotonic()
     os.kill(first, signal.SIGKILL)
     restarted = reader.wait("ResourceRestarted", 5, mark, group="shop", resource="web")
     assert restarted.data["restarts"] == 1
@@ -278,19 +280,20 @@ def test_killed_process_restarts_then_faults_fast(cluster: Cluster) -> None:
     [second] = a.pids(web_command(a))
     assert second != first
     assert cluster.group_state(a.member) == "Online"
-    restart_seen = restarted.at - killed
 
     mark = reader.mark()
-    killed = time.monotonic()
     os.kill(second, signal.SIGKILL)
     fault = reader.wait("ResourceFaulted", 5, mark, group="shop", resource="web")
-    latency = fault.at - killed
+    assert fault.data["reason"] == "MonitorOffline"
     reader.wait("GroupState", 15, mark, group="shop", state="Faulted")
     events = reader.since(mark)
+    assert events[0].seq == fault.seq, [(r.kind, r.data) for r in events[:3]]
     assert not [r for r in events if r.kind == "ResourceRestarted"], "restartLimit is 1"
     # The web server is cleaned and Faulted, then the rest of the group is taken offline
     # in reverse order: the link in the tmpfs, then the mount.
     order = [
+        fault.seq,
+        seq_of(events, "web", "Stopping"),
         seq_of(events, "web", "Faulted"),
         seq_of(events, "page", "Stopping"),
         seq_of(events, "page", "Offline"),
@@ -306,11 +309,6 @@ def test_killed_process_restarts_then_faults_fast(cluster: Cluster) -> None:
         "web": "Faulted",
     }
     assert fetch(a) is None and not a.pids(web_command(a)) and not mounted(a)
-    print(
-        f"\nkill -> ResourceRestarted at the client {restart_seen * 1000:.1f} ms, "
-        f"kill -> ResourceFaulted {latency * 1000:.1f} ms"
-    )
-    assert latency < FAULT_EVENT_LIMIT, f"fault reached the client after {latency:.3f} s"
 
 
 def test_restarted_agent_adopts_what_runs(cluster: Cluster) -> None:

@@ -2,9 +2,13 @@
 
 What a user would notice: resources start in dependency order (independent branches at the
 same time) and stop in reverse; a killed process is restarted in place within restartLimit
-and then faults the group (critical) or leaves it Partial (non-critical), with the event
-out within milliseconds; an agent restart adopts running processes; VCS's ToleranceLimit,
-OnlineWaitLimit, FaultOnMonitorTimeouts and ConfInterval behave as documented.
+and then faults the group (critical) or leaves it Partial (non-critical), the fault
+announced before anything else happens; an agent restart adopts running processes; VCS's
+ToleranceLimit, OnlineWaitLimit, FaultOnMonitorTimeouts and ConfInterval behave as
+documented (their rules, edge by edge, are tables in tests/unit/test_agent_verdicts.py).
+
+No test here times anything: orders, counts and states only, and waits with generous
+bounds. How fast is in hack/bench/resources.py.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 import pytest
 from resource_helpers import (
+    PUSHED,
     Events,
     cmdline,
     group,
@@ -35,7 +40,6 @@ from resource_helpers import (
     running,
     running_runner,
     sleeper,
-    summary,
     wait_for,
     wait_group,
 )
@@ -63,18 +67,20 @@ def agent(tmp_path: Path, tag: str) -> Any:
         yield pair
 
 
-def stamp_app(name: str, work: Path, tag: str, start_delay: float = 0.0) -> dict[str, Any]:
-    """An Application that records when it started and stopped, and runs a tagged sleeper."""
-    pidfile = work / f"{name}.pid"
-    start = (f"sleep {start_delay}; date +%s.%N > {work}/{name}.start; "
+def journaled_app(name: str, work: Path, tag: str, start_delay: float = 0.0) -> dict[str, Any]:
+    """An Application that runs a tagged sleeper and writes "NAME starting" when its start
+    program begins, "NAME started" when it ends (`start_delay` s later) and "NAME stopping"
+    into one journal shared by the group, in the order things happen."""
+    pidfile, journal = work / f"{name}.pid", work / "journal"
+    start = (f"echo '{name} starting' >> {journal}; sleep {start_delay}; "
              f"python3 -c 'import time; time.sleep(1000)' {tag} >/dev/null 2>&1 & "
-             f"echo $! > {pidfile}")
-    stop = f"date +%s.%N > {work}/{name}.stop; kill $(cat {pidfile}); rm -f {pidfile}"
+             f"echo $! > {pidfile}; echo '{name} started' >> {journal}")
+    stop = f"echo '{name} stopping' >> {journal}; kill $(cat {pidfile}); rm -f {pidfile}"
     return {"startProgram": start, "stopProgram": stop, "pidFiles": [str(pidfile)]}
 
 
-def stamp(work: Path, name: str, what: str) -> float:
-    return float((work / f"{name}.{what}").read_text())
+def journal(work: Path) -> list[str]:
+    return (work / "journal").read_text().splitlines()
 
 
 def test_probe_at_start_up_never_starts_anything(agent: tuple[GroupRunner, Events],
@@ -95,30 +101,38 @@ def test_online_in_dependency_order_with_parallel_branches_and_offline_in_revers
     work.mkdir()
     # web needs app1 and app2; both need data. app1 and app2 take 0.6 s each to start.
     runner.configure([group("shop", [
-        resource("web", "Application", stamp_app("web", work, tag), dependsOn=["app1", "app2"]),
-        resource("app1", "Application", stamp_app("app1", work, tag, 0.6), dependsOn=["data"]),
-        resource("app2", "Application", stamp_app("app2", work, tag, 0.6), dependsOn=["data"]),
-        resource("data", "Application", stamp_app("data", work, tag)),
+        resource("web", "Application", journaled_app("web", work, tag),
+                 dependsOn=["app1", "app2"]),
+        resource("app1", "Application", journaled_app("app1", work, tag, 0.6),
+                 dependsOn=["data"]),
+        resource("app2", "Application", journaled_app("app2", work, tag, 0.6),
+                 dependsOn=["data"]),
+        resource("data", "Application", journaled_app("data", work, tag)),
     ])])
     wait_group(runner, "shop", "Offline", 5)
     began = time.monotonic()
     runner.online("shop")
     wait_group(runner, "shop", "Online", 15)
-    took = time.monotonic() - began
-    data, app1, app2, web = (stamp(work, n, "start") for n in ("data", "app1", "app2", "web"))
-    assert data < app1 and data < app2
-    # Each takes 0.6 s to start: one after the other, their stamps would be >= 0.6 s apart.
-    assert abs(app1 - app2) < 0.3, f"app1 and app2 did not start side by side ({took:.2f} s)"
-    assert web > max(app1, app2)
+    said = journal(work)
+    at = {line: said.index(line) for line in said}
+    assert len(at) == len(said) == 8, said  # each started once
+    assert at["data started"] < min(at["app1 starting"], at["app2 starting"])
+    # Side by side: each of app1 and app2 began before the other had finished starting
+    # (one after the other, one would finish before the other began).
+    assert at["app1 starting"] < at["app2 started"], said
+    assert at["app2 starting"] < at["app1 started"], said
+    assert at["web starting"] > max(at["app1 started"], at["app2 started"])
     wait_for(lambda: len(pids_with(tag)) == 4, 5, "four programs running")
     states = [(k, r, s) for k, r, s in events.kinds(since=began) if k == "GroupState"]
     assert states == [("GroupState", "", "Starting"), ("GroupState", "", "Online")]
 
     runner.offline("shop")
     wait_group(runner, "shop", "Offline", 15)
-    data, app1, app2, web = (stamp(work, n, "stop") for n in ("data", "app1", "app2", "web"))
-    assert web < app1 and web < app2
-    assert data > max(app1, app2)
+    said = journal(work)[8:]
+    at = {line: said.index(line) for line in said}
+    assert len(at) == len(said) == 4, said
+    assert at["web stopping"] < min(at["app1 stopping"], at["app2 stopping"])
+    assert at["data stopping"] > max(at["app1 stopping"], at["app2 stopping"])
     wait_for(lambda: pids_with(tag) == [], 5, "every program stopped")
 
 
@@ -126,7 +140,8 @@ def test_killed_process_is_restarted_then_faults_the_group(
         agent: tuple[GroupRunner, Events], tag: str) -> None:
     runner, events = agent
     runner.configure([group("g", [
-        resource("app", "Process", {"command": sleeper(tag, "app")}, restartLimit=1),
+        resource("app", "Process", {"command": sleeper(tag, "app")}, restartLimit=1,
+                 monitor=PUSHED),
         resource("side", "Process", {"command": sleeper(tag, "side")}, dependsOn=["app"]),
     ])])
     wait_group(runner, "g", "Offline", 5)
@@ -136,20 +151,28 @@ def test_killed_process_is_restarted_then_faults_the_group(
 
     killed = time.monotonic()
     os.kill(first, signal.SIGKILL)
-    seen, payload = events.wait("ResourceRestarted", 5, since=killed, resource="app")
+    # Seen through its exit, not a monitor (PUSHED): announced as a restart, then done.
+    _, payload = events.wait("ResourceRestarted", 10, since=killed, resource="app")
     assert payload["restarts"] == 1
-    assert seen - killed < 0.2
     wait_group(runner, "g", "Online", 10)
+    assert [e for e in events.kinds(since=killed) if e[1] == "app"] == [
+        ("ResourceState", "app", "Starting"), ("ResourceRestarted", "app", ""),
+        ("ResourceState", "app", "Online")]
     second = pid_of(runner, "g", "app")
     assert second != first and running(second) and not running(first)
     assert res(runner, "g", "app")["restarts"] == 1
 
     killed = time.monotonic()
     os.kill(second, signal.SIGKILL)
-    seen, payload = events.wait("ResourceFaulted", 5, since=killed, resource="app")
+    _, payload = events.wait("ResourceFaulted", 10, since=killed, resource="app")
     assert payload["reason"] == "MonitorOffline" and payload["message"] == "killed by SIGKILL"
-    assert seen - killed < 0.2
     wait_group(runner, "g", "Faulted", 10)
+    # The fault is announced first, before clean runs; Faulted only once clean stopped it.
+    after = events.kinds(since=killed)
+    assert after[0] == ("ResourceFaulted", "app", "MonitorOffline"), after
+    assert [e for e in after if e[1] == "app"] == [
+        ("ResourceFaulted", "app", "MonitorOffline"), ("ResourceState", "app", "Stopping"),
+        ("ResourceState", "app", "Faulted")], after
     assert res(runner, "g", "app")["state"] == "Faulted"
     assert res(runner, "g", "side")["state"] == "Offline"  # taken down with the group
     assert pids_with(tag) == []
@@ -186,33 +209,38 @@ def test_non_critical_fault_leaves_the_group_partial(agent: tuple[GroupRunner, E
     assert res(runner, "g", "app")["state"] == "Online" and running(app)
 
 
-def test_fault_detection_latency_process(agent: tuple[GroupRunner, Events], tag: str) -> None:
-    """SIGKILL to the event, 20 times (restarts in place), then the fault itself."""
+def test_restarts_in_place_up_to_the_limit_then_a_fault(
+        agent: tuple[GroupRunner, Events], tag: str) -> None:
+    """RestartLimit 20 (ConfInterval 0: the count never resets by itself): twenty kills,
+    each seen through the exit and restarted in place, counted; the 21st faults it."""
     runner, events = agent
     trials = 20
     runner.configure([group("g", [resource("app", "Process", {"command": sleeper(tag)},
-                                           restartLimit=trials, confIntervalSeconds=0)])])
+                                           restartLimit=trials, confIntervalSeconds=0,
+                                           monitor=PUSHED)])])
     wait_group(runner, "g", "Offline", 5)
     runner.online("g")
     wait_group(runner, "g", "Online", 10)
-    restart: list[float] = []
-    for _ in range(trials):
+    began = time.monotonic()
+    pids = []
+    for count in range(1, trials + 1):
         pid = pid_of(runner, "g", "app")
+        pids.append(pid)
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        seen, _ = events.wait("ResourceRestarted", 5, since=killed, resource="app")
-        restart.append(seen - killed)
+        _, payload = events.wait("ResourceRestarted", 10, since=killed, resource="app")
+        assert payload["restarts"] == count
         wait_group(runner, "g", "Online", 10)
-    faults: list[float] = []
+        assert res(runner, "g", "app")["restarts"] == count
+    assert len(set(pids)) == trials and not any(running(p) for p in pids)
     killed = time.monotonic()
     os.kill(pid_of(runner, "g", "app"), signal.SIGKILL)
-    seen, _ = events.wait("ResourceFaulted", 5, since=killed, resource="app")
-    faults.append(seen - killed)
-    figures = summary(restart)
-    print(f"\nProcess fault detection (SIGKILL -> event): {json.dumps(figures)}; "
-          f"last kill -> ResourceFaulted {faults[0] * 1000:.2f} ms")
-    assert figures["median_ms"] < 200
-    assert max(restart + faults) < 1.0
+    _, payload = events.wait("ResourceFaulted", 10, since=killed, resource="app")
+    assert payload["reason"] == "MonitorOffline"
+    wait_group(runner, "g", "Faulted", 10)
+    assert len(events.find("ResourceRestarted", began)) == trials
+    assert len(events.find("ResourceFaulted", began)) == 1
+    assert pids_with(tag) == []
 
 
 def test_restarted_agent_adopts_the_running_process(tmp_path: Path, tag: str) -> None:
@@ -239,37 +267,47 @@ runner.close()
     assert running(pid), "closing the runner (agent exit) must leave the process running"
 
     with running_runner(str(state), tag) as (runner, events):
-        runner.configure([group("g", [resource("p", "Process", {"command": sleeper(tag)})])])
+        runner.configure([group("g", [resource("p", "Process", {"command": sleeper(tag)},
+                                               monitor=PUSHED)])])
         wait_group(runner, "g", "Online", 5)
         assert res(runner, "g", "p")["message"] == f"pid {pid} (adopted)"
         runner.online("g")  # the operator asks again: nothing new is started
         time.sleep(0.3)
         assert pids_with(tag) == [pid]
-        # Its death is seen at once although this agent is not its parent (pidfd).
+        # Its death is seen through its exit (PUSHED: no monitor would find it in time)
+        # although this agent is not its parent (pidfd).
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        seen, _ = events.wait("ResourceFaulted", 5, since=killed, resource="p")
-        assert seen - killed < 0.2
+        events.wait("ResourceFaulted", 10, since=killed, resource="p")
         wait_group(runner, "g", "Faulted", 5)
 
 
 def test_tolerance_limit(agent: tuple[GroupRunner, Events], tmp_path: Path) -> None:
+    """ToleranceLimit 1: the first offline answer is tolerated, the second faults it."""
     runner, events = agent
-    flag = tmp_path / "up"
+    flag, said = tmp_path / "up", tmp_path / "said"
     app = {"startProgram": f"touch {flag}", "stopProgram": f"rm -f {flag}",
-           "monitorProgram": f"test -e {flag} && exit 110; exit 100"}
+           "cleanProgram": f"rm -f {flag}; echo clean >> {said}",
+           # every answer written down, in order
+           "monitorProgram": f"if test -e {flag}; then echo online >> {said}; exit 110; fi; "
+                             f"echo offline >> {said}; exit 100"}
     runner.configure([group("g", [resource("a", "Application", app, toleranceLimit=1)])])
     wait_group(runner, "g", "Offline", 5)
     runner.online("g")
     wait_group(runner, "g", "Online", 5)
     gone = time.monotonic()
     flag.unlink()
-    wait_for(lambda: "1 of 1 tolerated" in res(runner, "g", "a")["message"], 3,
+    wait_for(lambda: "1 of 1 tolerated" in res(runner, "g", "a")["message"], 10,
              "the first offline result tolerated")
     assert res(runner, "g", "a")["state"] == "Online"
-    seen, _ = events.wait("ResourceFaulted", 4, since=gone, resource="a")
-    assert 1.0 < seen - gone < 3.5  # the second offline result, one interval later
+    _, fault = events.wait("ResourceFaulted", 10, since=gone, resource="a")
+    assert fault["reason"] == "MonitorOffline"
     wait_group(runner, "g", "Faulted", 5)
+    # Between the last online answer and the clean: exactly ToleranceLimit + 1 offline ones.
+    answers = said.read_text().split()
+    before_clean = answers[:answers.index("clean")]
+    last_online = len(before_clean) - before_clean[::-1].index("online")
+    assert before_clean[last_online:] == ["offline", "offline"], answers
 
 
 @pytest.mark.parametrize(("wait_limit", "expected"), [(0, "Faulted"), (3, "Online")])
@@ -493,9 +531,9 @@ def test_self_fencing_takes_failover_groups_offline_and_cleans(
     wait_for(lambda: any("slow" in cmdline(p) for p in pids_with(tag)), 5, "slow start")
     par_pid = pid_of(runner, "par", "p")
     began = time.monotonic()
+    # True: every Failover group down by the deadline (the runner's own verdict); how long
+    # it takes is the figure `selfFence` of hack/bench/resources.py.
     assert runner.take_failover_groups_offline("no quorum for 10 s", timeout=10.0)
-    took = time.monotonic() - began
-    assert took < 10.0
     assert runner.snapshot()["groups"]["fo"]["state"] == "Offline"
     assert runner.snapshot()["groups"]["slow"]["state"] in ("Offline", "Faulted")
     assert [p for p in pids_with(tag) if p != par_pid] == []
@@ -578,48 +616,18 @@ def test_ocf_anything_group_restart_and_fault(agent: tuple[GroupRunner, Events],
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="guest hosts need root")
 @pytest.mark.skipif(not OCF_ANYTHING.exists(), reason="needs resource-agents (hack/setup)")
-def test_fault_detection_latency_in_a_guest_host(tmp_path: Path) -> None:
-    """SIGKILL -> event inside a guest (whose PID 1 reaps orphans at once, as systemd does):
-    Process (seen through the child wait / pidfd) and OCF anything (seen by its 1 s monitor,
-    killed at a random moment of the interval)."""
+def test_kills_in_a_guest_host_are_each_restarted(tmp_path: Path) -> None:
+    """Inside a guest (whose PID 1 reaps orphans at once, as systemd does), 20 SIGKILLs
+    each: a Process, seen through its exit (its monitor interval is an hour), and an OCF
+    heartbeat:anything, found by its 1 s monitor; each restarted in place and counted.
+    (hack/bench/resources.py times the same scenario: faultDetectionInAGuestHost.)"""
     trials = 20
-    with guest_host(str(tmp_path / "guests"), "lat") as guest:
-        code = "import test_agent_groups as t\nt.latency_scenario(sys.argv[1], int(sys.argv[2]))"
-        figures = {kind: json.loads(run_in_guest(guest, code, kind, str(trials),
-                                                 timeout=300).strip().splitlines()[-1])
-                   for kind in ("Process", "OCF")}
-    print(f"\nfault detection latency in a guest host (ms): {json.dumps(figures)}")
-    assert figures["Process"]["n"] == figures["OCF"]["n"] == trials
-    assert figures["Process"]["median_ms"] < 200 and figures["Process"]["max_ms"] < 1000
-    # Polling: the monitor interval (1 s) bounds it, plus the agent's own monitor run.
-    assert figures["OCF"]["max_ms"] < 2000
-
-
-def latency_scenario(kind: str, trials: int) -> None:
-    """Runs inside a guest host: kill the resource's process `trials` times; print figures."""
-    import random
-    import tempfile
-
-    work = Path(tempfile.mkdtemp(prefix="ghtest-lat-"))
-    tag = new_tag()
-    pidfile = work / "anything.pid"
-    if kind == "Process":
-        spec = resource("r", "Process", {"command": sleeper(tag)})
-    else:
-        spec = resource("r", "OCF", {"agent": "heartbeat:anything", "parameters": {
-            "binfile": "/bin/sleep", "cmdline_options": "1000", "pidfile": str(pidfile)}})
-    spec.update(restartLimit=trials + 1, confIntervalSeconds=0)
-    latencies: list[float] = []
-    with running_runner(str(work / "state"), tag) as (runner, events):
-        runner.configure([group("g", [spec])])
-        wait_group(runner, "g", "Offline", 10)
-        runner.online("g")
-        for _ in range(trials):
-            wait_group(runner, "g", "Online", 20)
-            time.sleep(random.uniform(0.05, 1.05))  # anywhere in the monitor interval
-            pid = pid_of(runner, "g", "r") if kind == "Process" else int(pidfile.read_text())
-            killed = time.monotonic()
-            os.kill(pid, signal.SIGKILL)
-            seen, _ = events.wait("ResourceRestarted", 10, since=killed, resource="r")
-            latencies.append(seen - killed)
-    print(json.dumps(summary(latencies)))
+    with guest_host(str(tmp_path / "guests"), "kills") as guest:
+        code = ("import json, resource_helpers as h\n"
+                "print(json.dumps(h.kill_scenario(sys.argv[1], int(sys.argv[2]), False)))")
+        found = {kind: json.loads(run_in_guest(guest, code, kind, str(trials),
+                                               timeout=300).strip().splitlines()[-1])
+                 for kind in ("Process", "OCF")}
+    for kind, outcome in found.items():
+        assert outcome["restarts"] == list(range(1, trials + 1)), (kind, outcome)
+        assert outcome["faults"] == 0 and len(outcome["seconds"]) == trials, (kind, outcome)

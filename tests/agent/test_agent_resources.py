@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from resource_helpers import (
     guest_host,
+    in_thread,
     kill_tagged,
     new_tag,
     pids_with,
@@ -100,12 +101,21 @@ def make(cls: type[Resource], context: ResourceContext, attributes: dict[str, An
 # --------------------------------------------------------------------------- Process
 
 
-FORKING = "import os, time\nif os.fork() == 0:\n    time.sleep(1000)\nwhile True: time.sleep(60)"
+# A program and its forked child; each writes down the SIGTERM it gets, and exits on it.
+FORKING = ("import os, signal, sys, time\n"
+           "def stop(*_):\n"
+           "    with open(sys.argv[1], 'a') as f:\n"
+           "        f.write(f'SIGTERM {os.getpid()}\\n')\n"
+           "    os._exit(0)\n"
+           "signal.signal(signal.SIGTERM, stop)\n"
+           "if os.fork() == 0:\n    time.sleep(1000)\nwhile True: time.sleep(60)")
 
 
 def test_process_runs_in_its_own_session_and_stops_with_its_whole_group(
-        contexts: Contexts, tag: str) -> None:
-    proc: Process = make(Process, contexts("p"), {"command": ["python3", "-c", FORKING, tag]})
+        contexts: Contexts, tag: str, tmp_path: Path) -> None:
+    stopped = tmp_path / "stopped"
+    proc: Process = make(Process, contexts("p"), {
+        "command": ["python3", "-c", FORKING, str(stopped), tag]})
     assert proc.monitor(5).state == "Offline"
     proc.online(5)
     wait_for(lambda: len(pids_with(tag)) == 2, 5, "the program and its child")
@@ -115,28 +125,29 @@ def test_process_runs_in_its_own_session_and_stops_with_its_whole_group(
     assert os.getsid(pid) == pid and os.getpgid(pid) == pid
     record = json.loads((contexts.base / "p" / "process.json").read_text())
     assert record["pid"] == pid and record["startTime"] > 0 and record["bootId"]
-    started = time.monotonic()
+    child = next(p for p in pids_with(tag) if p != pid)
     proc.offline(10)
-    assert time.monotonic() - started < 2
     assert pids_with(tag) == []  # the forked child went with it
+    # The stop signal went to the whole group, and each ended on it: no SIGKILL needed.
+    assert sorted(stopped.read_text().splitlines()) == sorted(
+        [f"SIGTERM {pid}", f"SIGTERM {child}"])
     assert proc.monitor(5).state == "Offline"
     assert not (contexts.base / "p" / "process.json").exists()
 
 
-def test_process_death_is_seen_at_once(contexts: Contexts, tag: str) -> None:
+def test_process_death_is_reported_without_a_monitor(contexts: Contexts, tag: str) -> None:
+    """Nobody monitors it: the resource itself says something changed (its exit watcher),
+    so the agent monitors at once instead of at the next interval. How soon: the figure
+    `exitNotification` of hack/bench/resources.py."""
     proc: Process = make(Process, contexts("p"), {"command": sleeper(tag)})
     proc.online(5)
     pid = int(proc.monitor(5).message.split()[1])
     notified = contexts.notified["p"]
     notified.clear()
-    killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    assert notified.wait(1.0)
-    latency = time.monotonic() - killed
+    assert notified.wait(10), "the exit was not reported"
     result = proc.monitor(5)
     assert (result.state, result.message) == ("Offline", "killed by SIGKILL")
-    print(f"\nexit seen {latency * 1000:.2f} ms after SIGKILL")
-    assert latency < 0.2
     proc.clean(5)
 
 
@@ -149,16 +160,14 @@ def test_exit_watcher_without_pidfds_polls_proc(monkeypatch: pytest.MonkeyPatch,
         child = subprocess.Popen(sleeper(tag), start_new_session=True)
         ended = threading.Event()
         watcher.watch(child.pid, None, ended.set)
-        time.sleep(0.3)
+        time.sleep(0.3)  # a few polls of /proc: a running process is not reported
         assert not ended.is_set()
-        killed = time.monotonic()
         child.kill()
-        assert ended.wait(1.0)
-        assert time.monotonic() - killed < 0.3
+        assert ended.wait(10), "the exit was not reported"
         child.wait()
         gone = threading.Event()
-        watcher.watch(child.pid, None, gone.set)  # already gone: reported at once
-        assert gone.wait(1.0)
+        watcher.watch(child.pid, None, gone.set)  # already gone: reported all the same
+        assert gone.wait(10)
     finally:
         watcher.close()
 
@@ -181,18 +190,26 @@ def test_process_stop_signal_then_sigkill_after_stop_timeout(contexts: Contexts,
     proc.offline(10)
     assert marker.read_text() == "SIGINT"
 
-    stubborn = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" \
-        "open(__import__('sys').argv[1], 'w').close()\nwhile True: time.sleep(60)"
-    ready2 = tmp_path / "s.ready"
+    # It writes SIGTERM down and goes on, writing "alive" every 50 ms: only SIGKILL ends it.
+    stubborn = ("import signal, sys, time\n"
+                "journal = open(sys.argv[1], 'a', buffering=1)\n"
+                "signal.signal(signal.SIGTERM, lambda *_: journal.write('SIGTERM\\n'))\n"
+                "journal.write('ready\\n')\n"
+                "while True:\n    time.sleep(0.05)\n    journal.write('alive\\n')")
+    journal = tmp_path / "stubborn"
     proc2: Process = make(Process, contexts("term"), {
-        "command": ["python3", "-c", stubborn, str(ready2), tag], "stopTimeoutSeconds": 1})
+        "command": ["python3", "-c", stubborn, str(journal), tag], "stopTimeoutSeconds": 1})
     proc2.online(5)
-    wait_for(ready2.exists, 5, "SIGTERM ignored")
-    started = time.monotonic()
-    proc2.offline(10)
-    took = time.monotonic() - started
-    assert 0.9 < took < 3, took
+    wait_for(lambda: journal.exists() and "ready" in journal.read_text(), 5, "ready")
+    # SIGKILL comes after stopTimeoutSeconds (1 s), not after the action's timeout
+    # (60 s): the wait below bounds a hang, it does not time the stop (hack/bench/
+    # resources.py does: stopEscalation).
+    in_thread(lambda: proc2.offline(60), 30, "offline of a program that ignores SIGTERM")
     assert pids_with(tag) == []
+    said = journal.read_text().splitlines()
+    assert said.count("SIGTERM") == 1, said
+    # SIGTERM first; it lived on after it (SIGKILL was not sent with it), then it was killed.
+    assert "alive" in said[said.index("SIGTERM"):], said
 
 
 @root_only
@@ -325,9 +342,9 @@ def test_application_pid_files_monitor_processes_and_clean(contexts: Contexts,
         "monitorProcesses": [two],
     })
     assert app.monitor(5).state == "Offline"
-    started = time.monotonic()
-    app.online(10)
-    assert time.monotonic() - started < 2
+    # The daemons hold the start program's output open for 1000 s: online must not wait
+    # for them (nor for its own 60 s timeout).
+    in_thread(lambda: app.online(60), 30, "online of a start program that left daemons")
     wait_for(lambda: app.monitor(5).state == "Online", 5, "both processes")
     with pytest.raises(ActionError, match="stopProgram exited with status 3"):
         app.offline(5)
@@ -346,10 +363,9 @@ def test_entry_point_timeout_kills_the_program(contexts: Contexts) -> None:
     marker = unique_sleep()
     app: Application = make(Application, contexts("a"), {
         "startProgram": marker, "stopProgram": "true", "monitorProgram": "exit 100"})
-    started = time.monotonic()
+    # The program would run for 1000 s: the call ends at its timeout, not the program's.
     with pytest.raises(ActionTimeout, match=r"attributes\.startProgram did not finish within"):
-        app.online(0.5)
-    assert time.monotonic() - started < 5
+        in_thread(lambda: app.online(0.5), 30, "online past its timeout")
     assert not any(marker in line for line in _all_cmdlines())
 
 

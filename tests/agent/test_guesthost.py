@@ -155,9 +155,10 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def pair(state_dir: Path) -> Iterator[tuple[GuestHost, GuestHost, dict[str, float]]]:
+def pair(state_dir: Path) -> Iterator[tuple[GuestHost, GuestHost]]:
+    """Two guests, booted and through cloud-init (how long that takes: `boot_s` and
+    `cloud_init_done_s` of hack/bench/guestinit.py)."""
     guests: list[GuestHost] = []
-    timings: dict[str, float] = {}
     try:
         for name in ("alpha", "beta"):
             spec = GuestSpec(
@@ -169,25 +170,20 @@ def pair(state_dir: Path) -> Iterator[tuple[GuestHost, GuestHost, dict[str, floa
                 network_data=None,
                 node="node-1",
             )
-            started = time.monotonic()
             guest = GuestHost(spec, state_dir)
             guest.boot()
-            timings[f"{name}.boot"] = time.monotonic() - started
             wait_for(lambda: guest.cloud_init_status() != "running", 20, "cloud-init")  # noqa: B023
-            timings[f"{name}.cloud-init-done"] = time.monotonic() - started
             guests.append(guest)
-        yield guests[0], guests[1], timings
+        yield guests[0], guests[1]
     finally:
         for guest in guests:
             guest.kill()
 
 
 def test_cloud_init_ran_inside_the_guest_only(
-    pair: tuple[GuestHost, GuestHost, dict[str, float]],
+    pair: tuple[GuestHost, GuestHost],
 ) -> None:
-    alpha, beta, timings = pair
-    print(f"\nboot timings (s): {json.dumps({k: round(v, 3) for k, v in timings.items()})}")
-    assert timings["alpha.boot"] < 2.0
+    alpha, beta = pair
     for guest in (alpha, beta):
         name = guest.spec.hostname
         assert guest.cloud_init_status() == "done", out(guest, "cat", "/var/log/cloud-init.log")
@@ -225,9 +221,9 @@ def test_cloud_init_ran_inside_the_guest_only(
 
 
 def test_guests_have_own_addresses_and_reach_each_other(
-    pair: tuple[GuestHost, GuestHost, dict[str, float]],
+    pair: tuple[GuestHost, GuestHost],
 ) -> None:
-    alpha, beta, _ = pair
+    alpha, beta = pair
     assert alpha.address != beta.address
     assert alpha.address.startswith("10.213.") and beta.address.startswith("10.213.")
     assert alpha.mac != beta.mac
@@ -282,8 +278,8 @@ def test_guests_have_own_addresses_and_reach_each_other(
         receiver.wait()
 
 
-def test_systemctl_units(pair: tuple[GuestHost, GuestHost, dict[str, float]]) -> None:
-    alpha, _, _ = pair
+def test_systemctl_units(pair: tuple[GuestHost, GuestHost]) -> None:
+    alpha, _ = pair
     assert out(alpha, "systemctl", "is-enabled", "web") == "enabled\n"
     assert out(
         alpha, "readlink", "/etc/systemd/system/multi-user.target.wants/web.service"
@@ -322,9 +318,9 @@ def _answers(url: str) -> bool:
 
 
 def test_restart_always_brings_a_killed_service_back(
-    pair: tuple[GuestHost, GuestHost, dict[str, float]],
+    pair: tuple[GuestHost, GuestHost],
 ) -> None:
-    alpha, _, _ = pair
+    alpha, _ = pair
 
     def main_pid() -> int:
         return int(out(alpha, "systemctl", "show", "-P", "MainPID", "sleeper"))
@@ -452,9 +448,9 @@ def test_unit_file_features(state_dir: Path) -> None:
 
 
 def test_transient_service_from_systemd_run(
-    pair: tuple[GuestHost, GuestHost, dict[str, float]],
+    pair: tuple[GuestHost, GuestHost],
 ) -> None:
-    _, beta, _ = pair
+    _, beta = pair
     run = beta.exec(["systemd-run", "--unit=srv", "python3", "-m", "http.server", "8090"])
     assert run.returncode == 0 and b"Running as unit: srv.service" in run.stderr
     wait_for(lambda: _answers(f"http://{beta.address}:8090/"), 15, "transient http.server")
@@ -487,9 +483,9 @@ def test_transient_service_from_systemd_run(
 
 
 def test_guest_commands_run_the_hosts_bundle_from_bytecode(
-    pair: tuple[GuestHost, GuestHost, dict[str, float]],
+    pair: tuple[GuestHost, GuestHost],
 ) -> None:
-    alpha, _, _ = pair
+    alpha, _ = pair
     shipped = bundle.shipped()
     assert (alpha.root / plan.BUNDLE_FILE).read_bytes() == shipped.data
     assert out(alpha, "sha256sum", plan.GUEST_BUNDLE).split()[0] == shipped.sha256
@@ -505,8 +501,8 @@ def test_guest_commands_run_the_hosts_bundle_from_bytecode(
     )
 
 
-def test_guest_agent(pair: tuple[GuestHost, GuestHost, dict[str, float]]) -> None:
-    alpha, _, _ = pair
+def test_guest_agent(pair: tuple[GuestHost, GuestHost]) -> None:
+    alpha, _ = pair
     assert alpha.agent_connected()
     info = alpha.guest_info()
     assert info["hostname"] == "alpha"
@@ -577,15 +573,18 @@ def test_shutdown_stops_services_gracefully(state_dir: Path) -> None:
     wait_for(lambda: guest.cloud_init_status() == "done", 20, "cloud-init")
     wait_for(lambda: guest.exec(["systemctl", "is-active", "graceful"]).returncode == 0, 15)
     pids = guest.host_pids()
-    started = time.monotonic()
     guest.shutdown(10.0)
-    took = time.monotonic() - started
+    # It powered itself off within the grace period (a guest still running after it is
+    # killed: exit -9), each service on its SIGTERM: none had to be killed at its stop
+    # timeout. How long it takes: `shutdown_s` of hack/bench/guestinit.py.
     assert guest.wait_exit(0) == 0
-    assert took < 8.0, f"graceful shutdown took {took:.1f}s"
     assert (guest.root / "upper" / "var" / "lib" / "graceful").read_text() == "stopped-by-term\n"
     assert [p for p in pids if os.path.exists(f"/proc/{p}")] == []
     console = (guest.root / "console.log").read_text()
-    assert "guest powered off" in console
+    assert "stop timed out" not in console, console
+    said = [line.split("] ", 1)[-1] for line in console.splitlines()]  # "[uptime] ..."
+    assert said.index("shutdown requested: stopping services") < len(said) - 1, said
+    assert said[-1] == "guest powered off", said
 
 
 def test_guest_powers_itself_off(state_dir: Path) -> None:
