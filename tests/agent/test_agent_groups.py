@@ -545,6 +545,29 @@ def test_self_fencing_takes_failover_groups_offline_and_cleans(
     assert payload["reason"] == "SelfFence" and payload["message"] == "no quorum for 10 s"
 
 
+def test_self_fencing_while_a_group_is_about_to_start_a_resource(
+        agent: tuple[GroupRunner, Events], tag: str) -> None:
+    """Self-fencing right as a group's worker goes to start a resource (the group is
+    Starting, its resource not yet): the resource must not start after the abort. It
+    did, when the worker's start came just after the abort: its online command re-armed
+    the resource, the start program hung, and the group's offline waited behind it past
+    the self-fencing deadline. Ten times, to meet that moment."""
+    runner, _ = agent
+    runner.configure([group("slow", [resource("s", "Application", {
+        "startProgram": f"python3 -c 'import time; time.sleep(1000)' {tag} slow",
+        "stopProgram": "true", "monitorProgram": "exit 100"})])])
+    wait_group(runner, "slow", "Offline", 5)
+    for attempt in range(10):
+        runner.online("slow")
+        wait_group(runner, "slow", "Starting", 5)
+        fenced = runner.take_failover_groups_offline("no quorum", timeout=5.0)
+        state = runner.snapshot()["groups"]["slow"]["state"]
+        assert fenced and state in ("Offline", "Faulted"), (attempt, state)
+        assert pids_with(tag) == [], attempt
+        runner.clear("slow")
+        wait_group(runner, "slow", "Offline", 5)
+
+
 def in_thread(call: Any, timeout: float) -> dict[str, Any]:
     """Run `call` in a daemon thread; {"result": ...} if it returned within `timeout`,
     {} if it hangs (the thread is left behind, so a deadlock fails the test, not the run)."""

@@ -416,6 +416,13 @@ class ResourceMonitor:
         """Online, then confirm it within OnlineWaitLimit (state is Starting); False: it
         faulted."""
         config = self.config
+        with self._cond:
+            aborted = self._aborting
+        if aborted:
+            # abort() came after this start was asked for (a group's worker may ask just
+            # after an abort): start nothing, as if the online action had been killed.
+            self._fault(online_failed(False).reason, "online aborted before it started")
+            return False
         try:
             self.resource.online(float(config.timeouts.online_seconds))
         except ActionTimeout as e:

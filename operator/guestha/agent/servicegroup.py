@@ -185,6 +185,10 @@ class ServiceGroup:
                         op.done.set()
                     return
                 op = self._queue.popleft()
+                if op.kind == "online":
+                    # Under the lock supersede_online() sets it with: an abort from now
+                    # on stops this online; one before it dropped the op from the queue.
+                    self._abort.clear()
             try:
                 self._run(op)
                 if op.kind not in ("remove",):
@@ -228,7 +232,6 @@ class ServiceGroup:
     # --- operations (in the worker) ------------------------------------------------------
 
     def _online(self) -> None:
-        self._abort.clear()
         self._set_transition(GOING_ONLINE)
         started: dict[str, Pending] = {}
         try:
@@ -248,6 +251,10 @@ class ServiceGroup:
                     ready = ready_to_start(depends, online, [*started, *failed])
                 for name in ready:
                     pending = monitors[name].online()
+                    if self._abort.is_set():
+                        # Aborted after the check above: abort_online() may have aborted
+                        # this resource before its online re-armed it, so once more.
+                        monitors[name].abort()
                     pending.add_done_callback(self._wake)
                     started[name] = pending
                 if not ready and all(p.done for p in started.values()):
