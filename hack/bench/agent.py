@@ -63,11 +63,12 @@ class Operator:
 
     def __init__(self, agents: list[GuestAgent]) -> None:
         self.agents = agents
-        self.clients: dict[str, Client] = {a.member: a.client() for a in agents}
-        self.readers = {
-            a.member: EventReader(a.client(timeout=15.0), poll_seconds=5.0) for a in agents
-        }
         self.epoch = 1
+        self.clients: dict[str, Client] = {a.member: a.client(epoch=self.epoch) for a in agents}
+        self.readers = {
+            a.member: EventReader(a.client(timeout=15.0, epoch=self.epoch), poll_seconds=5.0)
+            for a in agents
+        }
 
     def close(self) -> None:
         for reader in self.readers.values():

@@ -45,6 +45,7 @@ from kubevirtsim.guesthost import (
 from testbed.pki import KeyPair, issue, make_ca
 
 OPERATOR_CN = "guestha-operator"
+EPOCH_HEADER = "Guestha-Epoch"
 AGENT_PORT = 7480
 HEARTBEAT_PORT = 7481
 AGENT_BUNDLE = "/usr/local/lib/guestha/guestha-agent.pyz"
@@ -133,8 +134,13 @@ class Client:
         server_name: str,
         timeout: float = 30.0,
         tls_name: str | None = None,
+        epoch: int | None = None,
     ) -> None:
         self.address, self.port = address, port
+        # The operator's epoch, sent as Guestha-Epoch on every request: what makes a request
+        # count as the operator's quorum vote at the agent (docs/agent-api.md). None: no
+        # header (the request is answered, but is no contact).
+        self.epoch = epoch
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_file))
         if cert is not None:
             ctx.load_cert_chain(str(cert[0]), str(cert[1]))
@@ -171,7 +177,10 @@ class Client:
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        hdrs = {"Content-Type": "application/json"}
+        if self.epoch is not None:
+            hdrs[EPOCH_HEADER] = str(self.epoch)
+        hdrs.update(headers or {})
         for attempt in range(2):
             conn = self.connection()
             try:
@@ -203,7 +212,7 @@ class Client:
         operation_id: str | None = None,
     ) -> tuple[int, Any]:
         payload = {"epoch": epoch, "operationId": operation_id or uuid.uuid4().hex, **(body or {})}
-        return self.request(method, path, payload)
+        return self.request(method, path, payload, {EPOCH_HEADER: str(epoch)})
 
 
 # --------------------------------------------------------------------------- events
@@ -234,8 +243,9 @@ class EventReader:
     """The operator's event long-poll on one agent, in a thread of its own.
 
     Keeps every event with the moment it arrived; after an agent restart (410 with another
-    stream) it reads the new run from its first event. Each poll counts as operator contact
-    at the agent, so a running reader holds the operator's vote there.
+    stream) it reads the new run from its first event. Each poll of a client that carries the
+    operator's epoch counts as operator contact at the agent (when it arrives), so a running
+    reader holds the operator's vote there.
     """
 
     def __init__(self, client: Client, poll_seconds: float = 2.0) -> None:
@@ -432,9 +442,14 @@ class GuestAgent:
         return VETH_PREFIX + self.guest.netns.removeprefix(NETNS_PREFIX)
 
     def client(
-        self, cert: tuple[Path, Path] | None = None, timeout: float = 10.0, anonymous: bool = False
+        self,
+        cert: tuple[Path, Path] | None = None,
+        timeout: float = 10.0,
+        anonymous: bool = False,
+        epoch: int | None = None,
     ) -> Client:
-        """A channel client (the operator's certificate unless `cert`; none if anonymous)."""
+        """A channel client (the operator's certificate unless `cert`; none if anonymous),
+        sending `epoch` as the operator's epoch on every request when given."""
         use = None if anonymous else (cert or self.pki.operator)
         return Client(
             self.address,
@@ -444,6 +459,7 @@ class GuestAgent:
             self.member,
             timeout=timeout,
             tls_name=self.member,
+            epoch=epoch,
         )
 
     def exec(self, *argv: str, timeout: float = 30) -> str:
@@ -592,8 +608,8 @@ def configure(
 def wait_quorum(
     agents: Sequence[GuestAgent], clients: Mapping[str, Client], timeout: float = 15.0
 ) -> None:
-    """Waits until every agent counts all its peers and the operator (an EventReader's
-    polls are the operator's contact)."""
+    """Waits until every agent counts all its peers and the operator (the polls of an
+    EventReader whose client carries the operator's epoch are the operator's contact)."""
     votes = len(agents) + 1
 
     def full(a: GuestAgent) -> bool:

@@ -1,7 +1,7 @@
 """Test tooling for real agent processes: certificates, agent processes, an operator client,
 and network namespaces joined by a bridge (one per guest, so links can be cut).
 
-Used by tests/agent/test_agent_channel.py and test_agent_quorum.py; not a test itself.
+Used by the agent tier's tests (channel, quorum, heartbeats, stop); not a test itself.
 Pki, Client and wait_for live in hack/bench/guestagents.py (shared with the end-to-end
 tests on guest hosts and hack/bench/agent.py) and are re-exported here.
 """
@@ -16,9 +16,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class AgentProc:
     folder: Path
     pki: Pki
     cluster: str = "web"
+    listen: str | None = None  # the identity's listenAddress (default: `address`)
     port: int = 7480
     heartbeat_port: int = 7481
     key: bytes = b"heartbeat key for tests"
@@ -70,7 +72,8 @@ class AgentProc:
         key_file = self.folder / "heartbeat.key"
         key_file.write_bytes(self.key)
         identity: dict[str, Any] = {
-            "cluster": self.cluster, "member": self.member, "listenAddress": self.address,
+            "cluster": self.cluster, "member": self.member,
+            "listenAddress": self.listen or self.address,
             "port": self.port, "heartbeatPort": self.heartbeat_port, "tlsCert": str(cert),
             "tlsKey": str(key), "tlsCA": str(self.pki.ca_file),
             "heartbeatKeyFile": str(key_file), "stateDir": str(self.folder / "state"),
@@ -147,9 +150,16 @@ class AgentProc:
         finally:
             c.close()
 
-    def client(self, cert: tuple[Path, Path] | None = None) -> Client:
+    def client(self, cert: tuple[Path, Path] | None = None, epoch: int | None = None,
+               timeout: float = 30.0) -> Client:
+        """A channel client; with `epoch`, every request carries it as the operator's."""
         return Client(self.address, self.port, self.pki, self.pki.operator if cert is None
-                      else cert, self.member)
+                      else cert, self.member, timeout=timeout, epoch=epoch)
+
+    def netns_run(self, *argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Runs a command in this agent's network namespace (the host's without one)."""
+        cmd = ["ip", "netns", "exec", self.netns, *argv] if self.netns else list(argv)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def unique_sleep() -> list[str]:
@@ -182,7 +192,11 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @dataclass
 class Lan:
-    """`count` guest namespaces on 10.<net>.0.0/24, plus a host-side link for the client."""
+    """`count` guest namespaces on 10.<net>.0.0/24, plus a host-side link for the client.
+
+    Names and the subnet carry this process's id (see `lan`): other checkouts on the same
+    machine run these tests at the same time, and must not take each other's links down.
+    """
 
     prefix: str
     count: int
@@ -238,6 +252,23 @@ class Lan:
     def mend(self, i: int) -> None:
         _ip("-n", self.bridge_ns, "link", "set", f"{self.prefix}-b{i}", "up")
 
+    def _outgoing_rule(self, port: int) -> list[str]:
+        return ["to", f"10.{self.net}.0.0/24", "ipproto", "udp", "dport", str(port),
+                "blackhole"]
+
+    def drop_outgoing_udp(self, i: int, port: int) -> None:
+        """Guest i can no longer send UDP to `port` on the LAN; everything else still
+        flows, inbound datagrams included (a one-way break of its heartbeats).
+
+        A policy-routing rule in the guest's namespace (`ip rule ... blackhole`): this
+        kernel has neither netfilter tools nor tc actions, and the rule is just as real a
+        break of the sending path (the sender's sendto fails, nothing leaves the guest).
+        """
+        _ip("-n", self.node_ns(i), "rule", "add", *self._outgoing_rule(port))
+
+    def allow_outgoing_udp(self, i: int, port: int) -> None:
+        _ip("-n", self.node_ns(i), "rule", "del", *self._outgoing_rule(port), check=False)
+
     def down(self) -> None:
         _ip("link", "del", self.host_link(), check=False)
         for i in range(self.count):
@@ -246,8 +277,10 @@ class Lan:
 
 
 @contextmanager
-def lan(prefix: str, count: int, net: int = 231) -> Iterator[Lan]:
-    network = Lan(prefix, count, net)
+def lan(tag: str, count: int) -> Iterator[Lan]:
+    """A Lan named after `tag` (two letters) and this process, on a subnet of its own."""
+    pid = os.getpid()
+    network = Lan(f"{tag}{pid % 10000}", count, 100 + pid % 100)
     network.up()
     try:
         yield network
@@ -257,3 +290,70 @@ def lan(prefix: str, count: int, net: int = 231) -> Iterator[Lan]:
 
 def can_use_netns() -> bool:
     return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+# -- several agents on a Lan, and an operator that holds its vote at each
+
+class Operator:
+    """Holds the operator's vote: polls every reachable agent twice a second, with the
+    operator's epoch on each request (docs/agent-api.md: what counts as contact)."""
+
+    def __init__(self, agents: list[AgentProc], epoch: int = 1) -> None:
+        def clients() -> dict[str, Client]:
+            return {a.member: a.client(epoch=epoch, timeout=1.5) for a in agents}
+
+        self.epoch = epoch
+        # The test's own requests and the vote-keeping thread each have their connections:
+        # an http.client connection is not for two threads at once.
+        self.clients = clients()
+        self._pollers = clients()
+        self.paused: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for member, client in self._pollers.items():
+                if member in self.paused:
+                    continue
+                try:
+                    client.get("/v1/healthz")
+                except Exception:
+                    client.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for c in [*self.clients.values(), *self._pollers.values()]:
+            c.close()
+
+
+@contextmanager
+def lan_agents(folder: Path, tag: str, members: Sequence[str],
+               options: Mapping[str, Mapping[str, Any]] | None = None,
+               ) -> Iterator[tuple[Lan, list[AgentProc]]]:
+    """One agent per member, each in a network namespace of its own on one Lan; the second
+    runs under Python 3.9 (the oldest guests have) where one is installed. `options` holds
+    AgentProc fields per member. On exit every agent is resumed, reconnected, retired (its
+    groups taken off) and stopped."""
+    pki = Pki(folder / "pki")
+    with lan(tag, len(members)) as network:
+        agents = [AgentProc(m, network.address(i), folder / m, pki, netns=network.node_ns(i),
+                            python=(python39() or sys.executable) if i == 1
+                            else sys.executable, **(options or {}).get(m, {}))
+                  for i, m in enumerate(members)]
+        try:
+            for a in agents:
+                a.start(wait=False)
+            for a in agents:
+                a.wait_listening()
+            yield network, agents
+        finally:
+            for a in agents:
+                if a.proc is not None and a.proc.poll() is None:
+                    os.kill(a.proc.pid, signal.SIGCONT)
+            for i, a in enumerate(agents):
+                network.mend(i)
+                a.retire()
+                a.stop()

@@ -174,8 +174,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         return [{"path": PAGE, "content": page_text(member)}]
 
     with guest_agents(folder / "guests", pki, MEMBERS, cluster="shop", extra_files=files) as agents:
-        clients = {a.member: a.client() for a in agents}
-        readers = {a.member: EventReader(a.client(timeout=8.0), poll_seconds=2.0) for a in agents}
+        clients = {a.member: a.client(epoch=1) for a in agents}
+        readers = {
+            a.member: EventReader(a.client(timeout=8.0, epoch=1), poll_seconds=2.0)
+            for a in agents
+        }
         try:
             configure(agents, clients, 1, lambda a: [shop_group(a)], HEARTBEAT, FENCING)
             wait_quorum(agents, clients)

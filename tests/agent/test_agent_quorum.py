@@ -11,10 +11,7 @@ stand-in file for /dev/watchdog.
 from __future__ import annotations
 
 import calendar
-import os
 import signal
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,11 +23,11 @@ from agentkit import (
     AgentProc,
     Client,
     Lan,
+    Operator,
     Pki,
     can_use_netns,
     kill_command,
-    lan,
-    python39,
+    lan_agents,
     unique_sleep,
     wait_for,
 )
@@ -59,66 +56,15 @@ def event_time(event: dict[str, Any]) -> float:
         stamp[20:23]) / 1000
 
 
-class Operator:
-    """Holds the operator's vote: polls every reachable agent twice a second."""
-
-    def __init__(self, agents: list[AgentProc]) -> None:
-        def clients() -> dict[str, Client]:
-            return {a.member: Client(a.address, a.port, a.pki, a.pki.operator, a.member,
-                                     timeout=1.5) for a in agents}
-
-        # The test's own requests and the vote-keeping thread each have their connections:
-        # an http.client connection is not for two threads at once.
-        self.clients = clients()
-        self._pollers = clients()
-        self.paused: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            for member, client in self._pollers.items():
-                if member in self.paused:
-                    continue
-                try:
-                    client.get("/v1/healthz")
-                except Exception:
-                    client.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for c in [*self.clients.values(), *self._pollers.values()]:
-            c.close()
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[Lan, list[AgentProc]]]:
     if not can_use_netns():
         pytest.skip("needs root and iproute2 for network namespaces")
-    pki = Pki(tmp_path / "pki")
-    with lan("ghq", len(MEMBERS)) as network:
-        # web-b runs under Python 3.9 (the oldest guests have) where one is installed.
-        agents = [AgentProc(m, network.address(i), tmp_path / m, pki,
-                            netns=network.node_ns(i),
-                            python=(python39() or sys.executable) if i == 1 else sys.executable)
-                  for i, m in enumerate(MEMBERS)]
-        try:
-            for a in agents:
-                a.start(wait=False)
-            for a in agents:
-                a.wait_listening()
+    try:
+        with lan_agents(tmp_path, "gq", MEMBERS) as (network, agents):
             yield network, agents
-        finally:
-            for a in agents:
-                if a.proc is not None and a.proc.poll() is None:
-                    os.kill(a.proc.pid, signal.SIGCONT)
-            for i, a in enumerate(agents):
-                network.mend(i)
-                a.retire()
-                a.stop()
-            assert kill_command(SLEEP) == 0, "a resource outlived its agent's groups"
+    finally:
+        assert kill_command(SLEEP) == 0, "a resource outlived its agent's groups"
 
 
 def configure(agents: list[AgentProc], operator: Operator, tmp: Path) -> None:
