@@ -143,6 +143,7 @@ def epoch(c: AgentClient) -> int:
 def configure(c: AgentClient) -> int:
     """The test group on the agent (at the agent's own epoch); that epoch."""
     current = epoch(c)
+    c.epoch = current  # the operator's vote: its reads carry its epoch
     c.put_config(current, CONFIG)
     # the agent counts the operator's vote at its next tick (100 ms)
     wait_for("quorum (this member and the operator)", lambda: c.status()["quorum"]["hasQuorum"], 5)

@@ -23,7 +23,7 @@ from guestha.agent.config import ConfigError, GroupConfig, Identity
 from guestha.agent.desired import Command, DesiredConfig, PeerConfig
 from guestha.agent.events import EventLog
 from guestha.agent.heartbeat import Heartbeat, PeerSpec
-from guestha.agent.http1 import HttpError, Response
+from guestha.agent.http1 import HttpError, Request, Response
 from guestha.agent.listener import open_listener
 from guestha.agent.quorum import FAILED, FENCED, FENCING, Quorum
 from guestha.agent.server import ChannelServer, server_context
@@ -33,6 +33,7 @@ from guestha.agent.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
+EPOCH_HEADER = "Guestha-Epoch"  # the operator's epoch on every request (its vote)
 TICK_SECONDS = 0.1
 GAP_SECONDS = 1.5  # a tick this late means the agent was paused
 Emit = Callable[[str, dict[str, Any]], None]
@@ -101,7 +102,7 @@ class Agent:
                                                      identity.listen_address, identity.port)
         self.server = ChannelServer(
             identity.listen_address, identity.port, context,
-            identity.operator_name, self.api.handle, self.operator_contact, listener=listener)
+            identity.operator_name, self.api.handle, self.operator_request, listener=listener)
 
     # -- life cycle
 
@@ -242,8 +243,24 @@ class Agent:
     def emit(self, kind: str, payload: dict[str, Any]) -> None:
         self.events.emit(kind, payload)
 
-    def operator_contact(self) -> None:
-        self.quorum.operator_contact(time.monotonic())
+    def operator_request(self, request: Request, arrived: float) -> None:
+        """Called by the channel server for each authenticated request, before it is
+        handled, with the moment (monotonic) its first byte arrived.
+
+        The request is the operator's contact (its quorum vote) only when it carries the
+        operator's epoch in the Guestha-Epoch header and that epoch is at least the
+        highest this agent has recorded: an operator deposed by a newer one still holds a
+        valid certificate, and must not keep an isolated agent quorate. It counts from its
+        arrival, so a long-poll gives no more than the lease from when it was sent.
+        """
+        raw = request.headers.get(EPOCH_HEADER.lower())
+        if raw is None:
+            return
+        if not (raw.isdigit() and raw.isascii() and len(raw) <= 19):
+            raise HttpError(400, f"header {EPOCH_HEADER}: must be the operator's epoch, an "
+                            f"integer >= 0, got {raw[:30]!r}", "Invalid")
+        if int(raw) >= self.store.epoch:
+            self.quorum.operator_contact(arrived)
 
     def operator_lease(self) -> float:
         return float(self.desired.fencing.operator_lease_seconds)

@@ -73,8 +73,6 @@ class Api:
             allowed = ", ".join(sorted(methods))
             raise HttpError(405, f"{request.method} is not allowed on {path} "
                             f"(allowed: {allowed})", "MethodNotAllowed")
-        if request.method != "PUT" and request.method != "POST":
-            self.agent.operator_contact()
         return handler(request)
 
     # -- reads
@@ -106,7 +104,8 @@ class Api:
                             f"{raw_timeout[:20]!r}") from e
         if not math.isfinite(timeout) or timeout < 0:
             raise HttpError(400, f"query timeout: must be >= 0 seconds, got {raw_timeout[:20]!r}")
-        # The operator's vote lapses without contact: a poll must end well within the lease.
+        # A poll counts as contact when it arrives (Agent.operator_request): it must end,
+        # and the operator poll again, well within the lease.
         timeout = min(timeout, MAX_POLL_SECONDS, self.agent.operator_lease() / 2)
         try:
             batch = self.agent.events.read(after, timeout, limit, request.query.get("stream"))
@@ -114,7 +113,6 @@ class Api:
             return Response(410, {"status": 410, "reason": "EventsGone", "message": str(e),
                                   "stream": self.agent.events.stream,
                                   "firstSeq": e.first_seq, "lastSeq": e.last_seq})
-        self.agent.operator_contact()  # the poll ended: the operator is still there
         return Response(200, {"stream": batch.stream, "lastSeq": batch.last_seq,
                               "more": batch.more, "events": [e.to_json() for e in batch.events]})
 
@@ -161,7 +159,6 @@ class Api:
                                 f"{store.epoch}, the newest this agent has seen: the "
                                 f"command comes from an operator that is no longer in "
                                 f"charge", "StaleEpoch")
-            self.agent.operator_contact()
             prior = store.operation(command.operation_id)
             if prior is None and command.operation_id in self._inflight:
                 waiting = self._inflight[command.operation_id]

@@ -68,8 +68,12 @@ class Quorum:
         self.self_fence_timeout = self_fence_timeout
         self.recheck_window = recheck_window
 
-    def operator_contact(self, now: float) -> None:
-        self.last_operator_contact = now
+    def operator_contact(self, arrived: float) -> None:
+        """A request of the operator in charge arrived at `arrived` (requests are handled
+        on several threads: an older arrival never moves the contact back)."""
+        last = self.last_operator_contact
+        if last is None or arrived > last:
+            self.last_operator_contact = arrived
 
     def operator_in_contact(self, now: float) -> bool:
         last = self.last_operator_contact

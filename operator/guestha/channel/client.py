@@ -29,6 +29,7 @@ MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
 LONG_POLL_MARGIN = 5.0  # seconds a long-poll may take beyond the wait it asked for
 GROUP_ACTIONS = ("online", "offline", "clear", "probe")
+EPOCH_HEADER = "Guestha-Epoch"
 
 
 def new_operation_id() -> str:
@@ -89,9 +90,13 @@ class AgentClient:
         transport: Transport,
         timeout: float = 10.0,
         connect_timeout: float | None = None,
+        epoch: int | None = None,
     ) -> None:
         self.member = member
         self.transport = transport
+        # The operator's epoch, sent as Guestha-Epoch on every request: a request counts as
+        # the operator's quorum vote at the agent only with it (docs/agent-api.md).
+        self.epoch = epoch
         self.timeout = timeout
         self.connect_timeout = connect_timeout if connect_timeout is not None else timeout
         self._stream: Stream | None = None
@@ -130,10 +135,17 @@ class AgentClient:
     # -- HTTP
 
     def request(
-        self, method: str, path: str, body: Any = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float | None = None,
+        epoch: int | None = None,
     ) -> AgentResponse:
-        """One request and its answer, whatever its status."""
+        """One request and its answer, whatever its status; it carries `epoch` (else the
+        client's) as the operator's epoch."""
         wait = self.timeout if timeout is None else timeout
+        epoch = self.epoch if epoch is None else epoch
         data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         head = [
             f"{method} {path} HTTP/1.1",
@@ -144,6 +156,8 @@ class AgentClient:
         ]
         if body is not None:
             head.append("Content-Type: application/json")
+        if epoch is not None:
+            head.append(f"{EPOCH_HEADER}: {epoch}")
         message = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
         for attempt in (1, 2):
             reused = self._stream is not None and not self._fresh
@@ -257,9 +271,14 @@ class AgentClient:
     # -- the agent's API (docs/agent-api.md)
 
     def _checked(
-        self, method: str, path: str, body: Any = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float | None = None,
+        epoch: int | None = None,
     ) -> AgentResponse:
-        response = self.request(method, path, body, timeout)
+        response = self.request(method, path, body, timeout, epoch)
         if response.status >= 400:
             raise AgentRefusal(self.member, self.transport.name, method, path, response)
         return response
@@ -280,7 +299,7 @@ class AgentClient:
         """PUT /v1/config: the whole desired configuration (groups, peers, heartbeat,
         fencing), under the operator's epoch and an operation id (new unless given)."""
         body = {**config, "epoch": epoch, "operationId": operation_id or new_operation_id()}
-        return self._checked("PUT", "/v1/config", body)
+        return self._checked("PUT", "/v1/config", body, epoch=epoch)
 
     def group_action(
         self,
@@ -296,7 +315,9 @@ class AgentClient:
         body: dict[str, Any] = {"epoch": epoch, "operationId": operation_id or new_operation_id()}
         if reason:
             body["reason"] = reason
-        return self._checked("POST", f"/v1/groups/{quote(group, safe='')}/{action}", body)
+        return self._checked(
+            "POST", f"/v1/groups/{quote(group, safe='')}/{action}", body, epoch=epoch
+        )
 
     def events(
         self,
