@@ -327,7 +327,10 @@ def test_restarted_agent_adopts_what_runs(cluster: Cluster) -> None:
     assert agent_pid is not None
 
     mark = reader.mark()
-    b.exec("systemctl", "restart", "guestha-agent")
+    # The agent crashes and systemd starts it again (Restart=always): KillMode=process
+    # leaves what it started running. (A stop, `systemctl restart` included, takes the
+    # Failover groups offline first: tests/agent/test_agent_stop.py.)
+    b.exec("systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", "guestha-agent")
     started = reader.wait("AgentStarted", 20, mark)
     assert started.stream != before["events"]["stream"]
     assert b.agent_pid() not in (None, agent_pid)

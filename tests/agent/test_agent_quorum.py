@@ -1,11 +1,14 @@
-"""Heartbeats, quorum and self-fencing with real agents (issue 3, items 5 and 6).
+"""Heartbeats, quorum and self-fencing with real agents, end to end.
 
 Three agents, each in a network namespace of its own on a bridge (so one can be cut off
 for real), heartbeat each other over UDP; the test holds the operator's vote by talking
-to the agents it can reach. Cutting one guest's link must make it self-fence after
-selfFenceTimeoutSeconds while the other two keep quorum; pausing an agent (SIGSTOP) must
-not: after the pause it re-checks and hears its peers again. The watchdog tests use a
-stand-in file for /dev/watchdog.
+to the agents it can reach. Cutting one guest's link must make it self-fence while the
+other two keep quorum; pausing an agent (SIGSTOP) must not: after the pause it re-checks
+and hears its peers again. The watchdog tests use a stand-in file for /dev/watchdog.
+
+What is asserted here is behaviour (who fences, who keeps quorum), never how fast: the
+timing rules are a pure function with tables (tests/unit/test_agent_quorum.py), and
+timings belong to hack/bench.
 """
 
 from __future__ import annotations
@@ -155,13 +158,12 @@ def test_an_isolated_agent_self_fences_and_the_others_keep_quorum(
         fenced = next(e for e in events if e["kind"] == "SelfFenced")
         lost = next(e for e in events if e["kind"] == "QuorumLost")
         assert "0 of 2 peers" in fenced["data"]["reason"]
+        assert kinds.index("QuorumLost") < kinds.index("SelfFencing") < kinds.index("SelfFenced")
         took = event_time(fenced) - cut_at
         print(f"\nself-fence after isolation: quorum lost {event_time(lost) - cut_at:.2f} s, "
               f"groups offline {took:.2f} s after the cut (peer timeout "
               f"{HEARTBEAT['peerTimeoutMilliseconds'] / 1000:g} s + selfFenceTimeoutSeconds "
               f"{SELF_FENCE_SECONDS}); offline took {fenced['data']['durationMilliseconds']} ms")
-        limit = HEARTBEAT["peerTimeoutMilliseconds"] / 1000 + SELF_FENCE_SECONDS
-        assert limit - 0.3 <= took <= limit + 1.5
         shop_state = c.status()["groups"]["shop"]
         assert shop_state["state"] in ("Offline", "Faulted"), shop_state
         # Back on the network: quorum returns and the fence is cleared, groups stay down.

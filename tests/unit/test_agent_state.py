@@ -1,8 +1,6 @@
-"""The agent's channel-side state: the event log, the persistent store, heartbeat
-authentication and replay protection, and the quorum / self-fence state machine.
-
-Quorum is pure logic over `now`, so its timing rules (including the pause re-check of
-DESIGN.md "Live migration") are checked here exactly, without sleeping.
+"""The agent's channel-side state: the event log, the persistent store, the boot record,
+heartbeat authentication and replay protection, and the watchdog. Quorum has a file of
+its own (test_agent_quorum.py).
 """
 
 from __future__ import annotations
@@ -17,9 +15,8 @@ import pytest
 
 from guestha.agent.events import EventGone, EventLog
 from guestha.agent.heartbeat import Heartbeat, PeerSpec, sign, verify
-from guestha.agent.quorum import FAILED, FENCED, FENCING, IDLE, PENDING, RECHECKING, Quorum
-from guestha.agent.store import Store, StoreError
-from guestha.agent.watchdog import Watchdog
+from guestha.agent.store import BootRecord, Store, StoreError
+from guestha.agent.watchdog import Watchdog, stall_start
 
 pytestmark = pytest.mark.unit
 
@@ -173,95 +170,6 @@ def _eventually(check: object, timeout: float = 3.0) -> bool:
     return False
 
 
-# -- quorum
-
-MEMBERS = ["a", "b", "c"]
-
-
-def test_votes_include_the_operator() -> None:
-    q = Quorum(0.0, operator_lease=15, self_fence_timeout=10)
-    q.observe(0.0, MEMBERS, ["b"])
-    assert (q.votes, q.present, q.has_quorum) == (4, 2, False)
-    q.operator_contact(0.5)
-    q.observe(1.0, MEMBERS, ["b"])
-    assert (q.present, q.has_quorum) == (3, True)
-    q.observe(15.6, MEMBERS, ["b"])  # the operator's lease lapsed
-    assert (q.present, q.has_quorum) == (2, False)
-
-
-def test_self_fence_after_the_timeout_and_clear_when_quorum_returns() -> None:
-    q = Quorum(0.0, operator_lease=15, self_fence_timeout=10)
-    assert q.observe(0.0, MEMBERS, ["b", "c"]).quorum_changed
-    assert q.observe(1.0, MEMBERS, []).quorum_changed
-    assert q.state == PENDING
-    assert not q.observe(10.9, MEMBERS, []).fence
-    assert q.observe(11.0, MEMBERS, []).fence
-    assert q.state == FENCING
-    assert not q.observe(12.0, MEMBERS, []).fence  # once
-    q.fence_finished(12.5, True, "done")
-    assert q.state == FENCED
-    decision = q.observe(20.0, MEMBERS, ["b"])
-    assert q.state == FENCED  # 2 of 4 is not a majority
-    decision = q.observe(21.0, MEMBERS, ["b", "c"])
-    assert decision.cleared and q.state == IDLE
-
-
-def test_quorum_back_before_the_deadline_cancels() -> None:
-    q = Quorum(0.0, self_fence_timeout=10)
-    q.observe(0.0, MEMBERS, ["b", "c"])
-    q.observe(1.0, MEMBERS, [])
-    q.observe(9.0, MEMBERS, ["c", "b"])
-    assert q.state == IDLE
-    assert not q.observe(12.0, MEMBERS, []).fence  # the clock starts again
-    assert q.observe(22.0, MEMBERS, []).fence
-
-
-def test_a_failed_fence_stays_failed() -> None:
-    q = Quorum(0.0, self_fence_timeout=1)
-    q.observe(0.0, MEMBERS, [])
-    assert q.observe(1.0, MEMBERS, []).fence
-    q.fence_finished(2.0, False, "offline failed")
-    q.observe(3.0, MEMBERS, ["b", "c"])
-    assert q.state == FAILED
-
-
-def test_a_pause_of_the_agent_is_rechecked_before_acting() -> None:
-    q = Quorum(0.0, self_fence_timeout=10, recheck_window=1.5)
-    q.observe(0.0, MEMBERS, ["b", "c"])
-    # Paused for 5 s: every peer looks silent on resume, but that silence was ours.
-    q.resumed(5.0, gap=5.0)
-    q.observe(5.0, MEMBERS, [])
-    assert q.state == RECHECKING
-    q.observe(5.2, MEMBERS, ["b", "c"])  # the peers answered the re-check
-    assert q.state == IDLE and q.has_quorum
-
-
-def test_after_a_short_pause_without_answers_the_full_timeout_still_applies() -> None:
-    q = Quorum(0.0, self_fence_timeout=10, recheck_window=1.5)
-    q.observe(0.0, MEMBERS, ["b", "c"])
-    q.resumed(5.0, gap=5.0)
-    assert not q.observe(5.0, MEMBERS, []).fence
-    assert not q.observe(6.6, MEMBERS, []).fence
-    assert q.state == PENDING
-    assert not q.observe(16.5, MEMBERS, []).fence
-    assert q.observe(16.7, MEMBERS, []).fence
-
-
-def test_after_a_pause_longer_than_the_timeout_without_answers_fence_at_once() -> None:
-    q = Quorum(0.0, self_fence_timeout=10, recheck_window=1.5)
-    q.observe(0.0, MEMBERS, ["b", "c"])
-    q.resumed(30.0, gap=30.0)
-    assert not q.observe(30.0, MEMBERS, []).fence  # re-checking first
-    assert q.observe(31.6, MEMBERS, []).fence
-    assert "pause" in q.reason
-
-
-def test_self_fencing_can_be_disabled() -> None:
-    q = Quorum(0.0, self_fence_timeout=0)
-    q.observe(0.0, MEMBERS, [])
-    assert not q.observe(1000.0, MEMBERS, []).fence and q.state == IDLE
-
-
 # -- watchdog
 
 def test_watchdog_pets_a_stand_in_and_stops_when_the_loop_hangs(tmp_path: Path) -> None:
@@ -303,3 +211,58 @@ def test_a_missing_watchdog_device_is_reported_not_fatal(tmp_path: Path) -> None
     dog.open()
     assert not dog.armed and "cannot open" in dog.status()["error"]
     dog.close()
+
+
+def test_the_boot_record_is_read_back_only_in_the_same_boot(tmp_path: Path) -> None:
+    record = BootRecord(str(tmp_path), boot="boot-1")
+    assert record.load() is None
+    record.save({"quorum": {"lastHeld": 12.5}, "watchdogReleased": ""})
+    assert BootRecord(str(tmp_path), boot="boot-1").load() == {
+        "quorum": {"lastHeld": 12.5}, "watchdogReleased": ""}
+    assert BootRecord(str(tmp_path), boot="boot-2").load() is None  # another boot
+    assert BootRecord(str(tmp_path), boot="").load() is None  # no boot id: never
+    (tmp_path / "boot-record.json").write_text("{half")
+    with pytest.raises(StoreError, match=r"boot-record\.json"):
+        record.load()
+
+
+def test_the_boot_id_is_the_kernels() -> None:
+    from guestha.agent.store import boot_id
+
+    assert len(boot_id()) == 36 and boot_id() == boot_id()
+
+
+# The watchdog checker's count of a stalled main loop: (last tick, last check, now) ->
+# when the stall began. A checker gap over 2 s is a pause of the whole process: it is not
+# the loop's stall, but what was stalled before it still counts.
+STALLS = [
+    ("the loop ticks: nothing stalled", 10.0, 10.0, 10.25, 10.0),
+    ("the loop stalls, no pause", 5.0, 10.0, 10.25, 5.0),
+    ("a 3 s pause of a ticking loop: no stall", 10.0, 10.0, 13.0, 13.0),
+    ("a 3 s pause of a loop stalled 4 s: still 4 s", 6.0, 10.0, 13.0, 9.0),
+    ("a 1.5 s gap is no pause", 6.0, 10.0, 11.5, 6.0),
+]
+
+
+@pytest.mark.parametrize("last_tick,last_check,now,start", [r[1:] for r in STALLS],
+                         ids=[r[0] for r in STALLS])
+def test_a_pause_does_not_restart_the_stall_count(last_tick: float, last_check: float,
+                                                  now: float, start: float) -> None:
+    assert stall_start(last_tick, last_check, now, pause=2.0) == start
+
+
+def test_pauses_every_few_seconds_do_not_hide_a_hung_loop() -> None:
+    """The loop hangs at 0; a 3 s pause every 4 s (1 s of running between): it counts as
+    hung once 10 s of running time have passed, where a reset of the count on each pause
+    never reached 10 s."""
+    last_tick, last_check, now = 0.0, 0.0, 0.0
+    found = None
+    while now < 100 and found is None:
+        now = round(now + 0.25, 2)
+        if now % 4 == 0:
+            now += 3.0  # paused
+        last_tick = max(last_tick, stall_start(last_tick, last_check, now, 2.0))
+        last_check = now
+        if now - last_tick > 10:
+            found = now
+    assert found is not None and found < 45

@@ -5,7 +5,16 @@ quorum, starts self-fencing when quorum has been missing for selfFenceTimeoutSec
 pets the watchdog. Heartbeats and petting both come from this loop on purpose: an agent
 whose loop hangs falls silent to its peers and stops petting, so its guest is reset.
 A tick that comes much later than due means the agent (or the whole guest) was paused;
-quorum is then re-checked before anything is acted on (DESIGN.md "Live migration").
+quorum is then re-checked before anything is acted on (DESIGN.md "Live migration"), with
+the pause counted in the bound (guestha.agent.quorum).
+
+Stopping must not defeat fencing. On stop() the loop goes on ticking while it takes the
+Failover groups offline (within fencing.offlineTimeoutSeconds); the watchdog is disarmed
+only when that finished, else it is closed armed and resets the guest unless an agent
+opens it again in time (a restart: systemd's KillMode=process leaves the resources
+running, and the new run adopts them). What a restart must not forget (when quorum was
+last held, a failed self-fence, a watchdog let go) is in the boot record
+(guestha.agent.store.BootRecord).
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from guestha.agent.http1 import HttpError, Request, Response
 from guestha.agent.listener import open_listener
 from guestha.agent.quorum import FAILED, FENCED, FENCING, Quorum
 from guestha.agent.server import ChannelServer, server_context
-from guestha.agent.store import Store
+from guestha.agent.states import FAULTED, OFFLINE
+from guestha.agent.store import BootRecord, Store, StoreError
 from guestha.agent.version import agent_version
 from guestha.agent.watchdog import Watchdog
 
@@ -35,7 +45,6 @@ log = logging.getLogger(__name__)
 
 EPOCH_HEADER = "Guestha-Epoch"  # the operator's epoch on every request (its vote)
 TICK_SECONDS = 0.1
-GAP_SECONDS = 1.5  # a tick this late means the agent was paused
 Emit = Callable[[str, dict[str, Any]], None]
 
 
@@ -71,6 +80,8 @@ class Agent:
         self.version = agent_version()
         self.store = Store(identity.state_dir)
         self.incarnation = self.store.next_incarnation()
+        self.boot_record = BootRecord(identity.state_dir)
+        self._released = ""  # why a run of this boot let the watchdog go ("": none did)
         self.events = EventLog()
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -80,10 +91,8 @@ class Agent:
         self.started = now
         self.quorum = Quorum(now)
         self._alive: list[str] = []
-        self._fence_thread: threading.Thread | None = None
-        self._fence_deadline = 0.0
-        self._fence_started = 0.0
-        self._fence_result: bool | None = None
+        self._fence: _Offline | None = None
+        self._stopping: _Offline | None = None
         self._freeze_file = os.environ.get("GUESTHA_AGENT_TEST_FREEZE_FILE", "")
         with open(identity.heartbeat_key_file, "rb") as f:
             key = f.read()
@@ -116,8 +125,16 @@ class Agent:
                 self.config_error = f"the stored configuration was not applied: {e}"
                 log.error("%s", self.config_error)
                 self.emit("ConfigRejected", {"message": self.config_error})
+        self._restore()
         self.heartbeat.start()
-        self.watchdog.open()
+        self.heartbeat.send_now(ask=True)  # peers learn this run's incarnation at once
+        if self._released:
+            # An earlier run of this boot let the watchdog go: the guest is due to be reset.
+            # Opening the device would start its countdown again (and petting cancel it).
+            self.watchdog.keep_released(f"let go by an earlier run of the agent in this "
+                                        f"boot: {self._released}")
+        else:
+            self.watchdog.open()
         if self.watchdog.error:
             self.emit("WatchdogUnavailable", {"device": self.identity.watchdog_device,
                                               "message": self.watchdog.error})
@@ -130,7 +147,34 @@ class Agent:
                  *self.heartbeat.address)
 
     def stop(self) -> None:
+        """Asks the main loop to stop: it takes the Failover groups offline first."""
         self._stop.set()
+
+    def _restore(self) -> None:
+        """Continues from the runs before this one in the same boot (the boot record)."""
+        try:
+            saved = self.boot_record.load()
+        except StoreError as e:
+            log.warning("%s; starting afresh", e)
+            saved = None
+        if saved is None:
+            self._save_boot_record()
+            return
+        self._released = str(saved.get("watchdogReleased") or "")
+        quorum = saved.get("quorum")  # None: the last run stopped with nothing running
+        if isinstance(quorum, dict) and isinstance(quorum.get("lastHeld"), (int, float)):
+            self.quorum.restore(quorum, time.monotonic())
+            log.info("continuing this boot's earlier run: quorum last held %.1f s ago, "
+                     "self-fence %s", time.monotonic() - float(quorum["lastHeld"]),
+                     self.quorum.state)
+        self._save_boot_record()
+
+    def _save_boot_record(self, stopped_clean: bool = False) -> None:
+        try:
+            self.boot_record.save({"quorum": None if stopped_clean else self.quorum.record(),
+                                   "watchdogReleased": self._released})
+        except OSError as e:  # the next change tries again; the log says why
+            log.error("cannot write the boot record %s: %s", self.boot_record.path, e)
 
     def reload_tls(self) -> None:
         """Re-reads the certificate, key and CA files (SIGHUP), for new connections."""
@@ -146,32 +190,70 @@ class Agent:
         self.emit("TLSReloaded", {})
 
     def close(self) -> None:
+        """After run() (or a failed start): disarms the watchdog only when the stop took
+        the Failover groups offline and they still are once the channel is closed (no
+        command can start one after that). Then nothing of this run is left to fence, and
+        the next run of this boot starts its quorum bound afresh."""
         self.server.close()
+        stopping = self._stopping
+        groups_down = (stopping is not None and stopping.result is True
+                       and self._failover_groups_down())
+        if groups_down:
+            self._save_boot_record(stopped_clean=True)
         self.events.close()
         self.heartbeat.close()
         try:
             self.runner.close()
         finally:
-            self.watchdog.close(disarm=True)
+            if not groups_down and self.watchdog.armed:
+                log.critical("stopping with the Failover groups perhaps still running: the "
+                             "watchdog stays armed, so the guest is reset unless an agent "
+                             "opens it again in time")
+            self.watchdog.close(disarm=groups_down)
 
     def run(self) -> None:
-        """The main loop, until stop()."""
-        last = time.monotonic()
-        while not self._stop.is_set():
+        """The main loop, until stop() and the Failover groups are offline (or the time to
+        take them offline has run out)."""
+        while True:
             now = time.monotonic()
-            if now - last > GAP_SECONDS:
-                self._resumed(now, now - last)
+            if self._stop.is_set() and self._stopping is None:
+                self._begin_stop(now)
             self._tick(now)
-            last = time.monotonic()
+            if self._stopping is not None and self._stopping.over(now):
+                self._end_stop(now)
+                return
             while self._freeze_file and os.path.exists(self._freeze_file):
                 time.sleep(0.05)  # test hook: the loop hangs
-            self._stop.wait(max(0.0, TICK_SECONDS - (time.monotonic() - now)))
+            time.sleep(max(0.0, TICK_SECONDS - (time.monotonic() - now)))
 
-    def _resumed(self, now: float, gap: float) -> None:
-        log.warning("the agent did not run for %.1f s (paused?): re-checking contact", gap)
-        self.quorum.resumed(now, gap)
-        self.heartbeat.send_now(ask=True)
-        self.emit("AgentResumed", {"gapMilliseconds": int(gap * 1000)})
+    def _failover_groups_down(self) -> bool:
+        try:
+            groups = self.runner.snapshot().get("groups", {})
+        except Exception:
+            log.exception("snapshot failed")
+            return False
+        return all(g.get("state") in (OFFLINE, FAULTED) for g in groups.values()
+                   if g.get("type") == "Failover")
+
+    def _begin_stop(self, now: float) -> None:
+        timeout = float(self.desired.fencing.offline_timeout_seconds)
+        log.info("stopping: taking the Failover groups offline (at most %g s)", timeout)
+        self.emit("AgentStopping", {"offlineTimeoutSeconds": timeout})
+        self._stopping = _Offline(self.runner, "the agent is stopping", timeout, now)
+
+    def _end_stop(self, now: float) -> None:
+        stopping = self._stopping
+        assert stopping is not None
+        done = stopping.result is True
+        took = int((now - stopping.started) * 1000)
+        if done:
+            log.info("Failover groups offline in %d ms", took)
+        else:
+            log.error("the Failover groups were not taken offline (%s) in %d ms",
+                      "failed" if stopping.result is False else "not finished", took)
+        self.emit("AgentStopped", {"failoverGroupsOffline": done, "durationMilliseconds": took,
+                                   "watchdog": "none" if not self.watchdog.armed else
+                                   ("disarmed" if done else "left armed")})
 
     def _tick(self, now: float) -> None:
         self.heartbeat.send_due(now)
@@ -181,8 +263,16 @@ class Agent:
         for member in sorted(set(self._alive) - set(alive)):
             self.emit("PeerDown", {"member": member})
         self._alive = alive
-        decision = self.quorum.observe(now, sorted([self.member, *self.heartbeat.members()]),
-                                       alive)
+        decision = self.quorum.observe(now, tuple(sorted([self.member,
+                                                          *self.heartbeat.members()])),
+                                       tuple(alive))
+        if decision.resumed_after is not None:
+            gap = decision.resumed_after
+            log.warning("the agent did not run for %.1f s (paused?): re-checking contact", gap)
+            self.heartbeat.send_now(ask=True)
+            self.emit("AgentResumed", {"gapMilliseconds": int(gap * 1000)})
+        if decision.persist:
+            self._save_boot_record()
         if decision.quorum_changed:
             self.emit("QuorumGained" if self.quorum.has_quorum else "QuorumLost",
                       {"votes": self.quorum.votes, "present": self.quorum.present,
@@ -201,40 +291,33 @@ class Agent:
         timeout = float(self.desired.fencing.offline_timeout_seconds)
         log.warning("self-fencing: %s", reason)
         self.emit("SelfFencing", {"reason": reason, "timeoutSeconds": timeout})
-        self._fence_started = now
-        self._fence_deadline = now + timeout + 1.0
-        self._fence_result = None
-
-        def fence() -> None:
-            try:
-                ok = self.runner.take_failover_groups_offline(reason, timeout)
-            except Exception:
-                log.exception("self-fencing failed")
-                ok = False
-            self._fence_result = ok
-
-        self._fence_thread = threading.Thread(target=fence, name="self-fence", daemon=True)
-        self._fence_thread.start()
+        self._fence = _Offline(self.runner, reason, timeout, now)
 
     def _check_fence(self, now: float) -> None:
-        if self.quorum.state != FENCING:
+        fence = self._fence
+        if self.quorum.state != FENCING or fence is None:
             return
-        result = self._fence_result
-        took = int((now - self._fence_started) * 1000)
+        result = fence.result
+        took = int((now - fence.started) * 1000)
         if result is True:
             self.quorum.fence_finished(now, True, f"Failover groups taken offline in "
                                        f"{took} ms: {self.quorum.reason}")
+            self._save_boot_record()
             self.emit("SelfFenced", {"reason": self.quorum.reason, "durationMilliseconds": took})
-        elif result is False or now > self._fence_deadline:
+        elif fence.over(now):
             why = ("taking the Failover groups offline failed" if result is False else
                    "taking the Failover groups offline did not finish in time")
             self.quorum.fence_finished(now, False, f"{why}: {self.quorum.reason}")
+            self._save_boot_record()
             self.emit("SelfFenceFailed", {"reason": self.quorum.reason,
                                           "durationMilliseconds": took})
             if self.watchdog.armed:
                 self.watchdog.stop_petting(why)
 
     def _watchdog_stopped(self, reason: str) -> None:
+        """The watchdog is let go for good (any thread): so it stays for this boot."""
+        self._released = reason
+        self._save_boot_record()
         self.emit("WatchdogStopped", {"reason": reason, "device": self.identity.watchdog_device,
                                       "armed": self.watchdog.armed})
 
@@ -363,3 +446,26 @@ class Agent:
                           "counters": dict(self.heartbeat.counters)},
             "channel": {**self.server.counters, **self.server.connection_counts()},
         }
+
+
+class _Offline:
+    """Taking the Failover groups offline, on a thread of its own (self-fencing, or a
+    stop): the main loop goes on ticking, and petting the watchdog, meanwhile."""
+
+    def __init__(self, runner: Runner, reason: str, timeout: float, now: float) -> None:
+        self.started = now
+        self.deadline = now + timeout + 1.0
+        self.result: bool | None = None  # True: all offline; False: failed; None: running
+
+        def run() -> None:
+            try:
+                ok = runner.take_failover_groups_offline(reason, timeout)
+            except Exception:
+                log.exception("taking the Failover groups offline failed")
+                ok = False
+            self.result = ok
+
+        threading.Thread(target=run, name="failover-offline", daemon=True).start()
+
+    def over(self, now: float) -> bool:
+        return self.result is not None or now > self.deadline

@@ -1,7 +1,8 @@
 """`guestha-agent --config /etc/guestha/agent.json`: the agent's command line.
 
 Reads the identity file, starts every part (guestha.agent.agent.Agent), runs the main
-loop until SIGTERM or SIGINT, then stops cleanly (the watchdog is disarmed on a clean stop).
+loop until SIGTERM or SIGINT, then stops: the Failover groups are taken offline first,
+and the watchdog is disarmed only when they are (else it stays armed, to reset the guest).
 SIGHUP re-reads the TLS files (certificate rotation) for new connections.
 Exit codes: 0 after a clean stop, 2 for a bad identity file or state, 1 for other failures
 at start-up.
