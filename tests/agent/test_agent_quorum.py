@@ -3,8 +3,9 @@
 Three agents, each in a network namespace of its own on a bridge (so one can be cut off
 for real), heartbeat each other over UDP; the test holds the operator's vote by talking
 to the agents it can reach. Cutting one guest's link must make it self-fence while the
-other two keep quorum; pausing an agent (SIGSTOP) must not: after the pause it re-checks
-and hears its peers again. The watchdog tests use a stand-in file for /dev/watchdog.
+other two keep quorum; so must a break of its sending path only (a one-way partition);
+pausing an agent (SIGSTOP) must not: after the pause it re-checks and hears its peers
+again. The watchdog tests use a stand-in file for /dev/watchdog.
 
 What is asserted here is behaviour (who fences, who keeps quorum), never how fast: the
 timing rules are a pure function with tables (tests/unit/test_agent_quorum.py), and
@@ -172,6 +173,52 @@ def test_an_isolated_agent_self_fences_and_the_others_keep_quorum(
         assert "SelfFenceCleared" in [e["kind"] for e in _events(c, seq)]
         code, body = c.command("POST", "/v1/groups/shop/online", 1, operation_id=uuid.uuid4().hex)
         assert code == 200, body  # the operator may start it again
+    finally:
+        operator.close()
+
+
+def test_a_member_whose_heartbeats_cannot_leave_self_fences(
+        cluster: tuple[Lan, list[AgentProc]], tmp_path: Path) -> None:
+    """A one-way partition: web-c still hears its peers and the operator still reaches it,
+    but nothing it sends reaches its peers. They count it Down and keep quorum (two members
+    and the operator); the operator will fail its group over once its quorum lease has
+    passed, so web-c must not count peers that do not hear it: 2 of 4 votes, self-fence."""
+    network, agents = cluster
+    operator = Operator(agents)
+    try:
+        configure(agents, operator, tmp_path)
+        mute = agents[2]
+        c = operator.clients[mute.member]
+        code, body = c.command("POST", "/v1/groups/shop/online", 1)
+        assert code == 200, body
+        wait_for(lambda: c.status()["groups"]["shop"]["state"] == "Online", 15,
+                 what="shop online on the member whose heartbeats will not get out")
+        seq = c.status()["events"]["lastSeq"]
+        others_seq = {a.member: operator.clients[a.member].status()["events"]["lastSeq"]
+                      for a in agents[:2]}
+
+        network.drop_outgoing_udp(2, mute.heartbeat_port)
+        try:
+            events = wait_for(lambda: _fence_events(c, seq), 30,
+                              what=f"{mute.member} self-fences")
+            kinds = [e["kind"] for e in events]
+            assert "QuorumLost" in kinds and "SelfFencing" in kinds and "SelfFenced" in kinds
+            status = c.status()
+            assert status["groups"]["shop"]["state"] in ("Offline", "Faulted")
+            assert not status["quorum"]["hasQuorum"]
+            assert status["quorum"]["operatorInContact"], status["quorum"]
+            for a in agents[:2]:
+                s = operator.clients[a.member].status()
+                assert s["quorum"]["hasQuorum"] and s["selfFence"]["state"] == "Idle", s
+                assert {p["member"]: p["state"] for p in s["peers"]}[mute.member] == "Down"
+                kinds = [e["kind"] for e in _events(operator.clients[a.member],
+                                                    others_seq[a.member])]
+                assert "PeerDown" in kinds and "SelfFencing" not in kinds, kinds
+        finally:
+            network.allow_outgoing_udp(2, mute.heartbeat_port)
+        wait_for(lambda: _has_quorum(c, 4) and c.status()["selfFence"]["state"] == "Idle", 15,
+                 what=f"{mute.member} heard both ways again")
+        assert c.status()["groups"]["shop"]["state"] != "Online"
     finally:
         operator.close()
 

@@ -1,6 +1,6 @@
 """The agent's channel-side state: the event log, the persistent store, the boot record,
-heartbeat authentication and replay protection, and the watchdog. Quorum has a file of
-its own (test_agent_quorum.py).
+and the watchdog. Heartbeats and quorum have files of their own (test_agent_heartbeat.py,
+test_agent_quorum.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from guestha.agent.events import EventGone, EventLog
-from guestha.agent.heartbeat import Heartbeat, PeerSpec, sign, verify
 from guestha.agent.store import BootRecord, Store, StoreError
 from guestha.agent.watchdog import Watchdog, stall_start
 
@@ -101,64 +100,6 @@ def test_incarnation_grows_even_when_the_clock_steps_back(tmp_path: Path) -> Non
     (tmp_path / "channel-state.json").write_text(json.dumps(
         {"format": 1, "epoch": 0, "incarnation": 10**15, "config": None, "operations": []}))
     assert Store(str(tmp_path)).next_incarnation() == 10**15 + 1
-
-
-# -- heartbeats
-
-def _pair(key_b: bytes = b"k") -> tuple[Heartbeat, Heartbeat]:
-    a = Heartbeat("web", "a", b"k", "127.0.0.1", 0, 5, lambda: {"alive": []})
-    b = Heartbeat("web", "b", key_b, "127.0.0.1", 0, 7, lambda: {})
-    a.configure([PeerSpec("b", *b.address)], 0.1, 0.3)
-    b.configure([PeerSpec("a", *a.address)], 0.1, 0.3)
-    return a, b
-
-
-def test_heartbeat_mac_and_replay() -> None:
-    a, b = _pair()
-    try:
-        payload = json.dumps({"cluster": "web", "member": "a", "incarnation": 5, "seq": 2,
-                              "view": {}}).encode()
-        datagram = sign(b"k", payload)
-        assert verify(b"k", datagram) == payload
-        assert verify(b"other", datagram) is None
-        assert verify(b"k", datagram[:-2] + b"]}") is None
-        assert b.receive(datagram, "127.0.0.1", 1.0) == "a"
-        assert b.receive(datagram, "127.0.0.1", 1.1) is None  # replayed
-        older = sign(b"k", payload.replace(b'"seq": 2', b'"seq": 1'))
-        assert b.receive(older, "127.0.0.1", 1.2) is None
-        restarted = sign(b"k", payload.replace(b'"incarnation": 5', b'"incarnation": 6')
-                         .replace(b'"seq": 2', b'"seq": 1'))
-        assert b.receive(restarted, "127.0.0.1", 1.3) == "a"  # a new run starts over
-        stranger = sign(b"k", payload.replace(b'"member": "a"', b'"member": "z"'))
-        assert b.receive(stranger, "127.0.0.1", 1.4) is None
-        assert b.counters["replayed"] == 2 and b.counters["unknownSender"] == 1
-        assert b.alive(1.5) == ["a"] and b.alive(1.3 + 0.3) == []
-    finally:
-        a.close()
-        b.close()
-
-
-def test_heartbeats_flow_over_udp_and_a_wrong_key_is_refused() -> None:
-    a, b = _pair()
-    a.start()
-    b.start()
-    try:
-        a.send_now(ask=True)  # b answers an ask at once
-        assert _eventually(lambda: b.alive(time.monotonic()) == ["a"]
-                           and a.alive(time.monotonic()) == ["b"])
-        assert b.status(time.monotonic())[0]["view"] == {"alive": []}
-    finally:
-        a.close()
-        b.close()
-    a, c = _pair(key_b=b"wrong")
-    c.start()
-    try:
-        a.send_now(ask=False)
-        assert _eventually(lambda: c.counters["badMac"] == 1)
-        assert c.alive(time.monotonic()) == []
-    finally:
-        a.close()
-        c.close()
 
 
 def _eventually(check: object, timeout: float = 3.0) -> bool:

@@ -257,7 +257,7 @@ class Agent:
 
     def _tick(self, now: float) -> None:
         self.heartbeat.send_due(now)
-        alive = self.heartbeat.alive(now)
+        alive = self.heartbeat.counted(now)
         for member in sorted(set(alive) - set(self._alive)):
             self.emit("PeerUp", {"member": member})
         for member in sorted(set(self._alive) - set(alive)):
@@ -363,7 +363,8 @@ class Agent:
             self.config_error = None
 
     def _peer_spec(self, peer: PeerConfig) -> PeerSpec:
-        return PeerSpec(peer.member, peer.address, peer.port or self.identity.heartbeat_port)
+        return PeerSpec(peer.member, peer.address, peer.port or self.identity.heartbeat_port,
+                        peer.heartbeat_key)
 
     def apply_config(self, desired: DesiredConfig, raw: dict[str, Any]) -> None:
         """Applies and persists a new desired configuration (ConfigError when invalid)."""
@@ -443,6 +444,7 @@ class Agent:
             "heartbeat": {"intervalMilliseconds": self.desired.heartbeat.interval_milliseconds,
                           "peerTimeoutMilliseconds":
                           self.desired.heartbeat.peer_timeout_milliseconds,
+                          "keys": self.heartbeat.keys,
                           "counters": dict(self.heartbeat.counters)},
             "channel": {**self.server.counters, **self.server.connection_counts()},
         }

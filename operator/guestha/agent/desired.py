@@ -8,10 +8,11 @@ camelCase JSON names are derived from the dataclass fields, so the two cannot dr
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from guestha.agent.config import ConfigError, GroupConfig, Monitor, ResourceConfig, Timeouts
@@ -77,11 +78,32 @@ def parse_group(raw: Any, where: str) -> GroupConfig:
     return GroupConfig.from_dict(group, where)
 
 
+MIN_HEARTBEAT_KEY = 16  # bytes of a pair key (guestha.agent.heartbeat.pair_key gives 32)
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     member: str
     address: str
     port: int | None = None  # None: this agent's own heartbeatPort
+    # The pair key of this member and the peer (heartbeatKey, base64); None: the identity
+    # file's cluster key, until the operator gives pair keys (guestha.agent.heartbeat).
+    heartbeat_key: bytes | None = field(default=None, repr=False)
+
+
+def _heartbeat_key(p: Mapping[str, Any], where: str) -> bytes | None:
+    if "heartbeatKey" not in p:
+        return None
+    raw = p["heartbeatKey"]
+    try:
+        key = base64.b64decode(raw if isinstance(raw, str) else "", validate=True)
+    except ValueError:
+        key = b""
+    if len(key) < MIN_HEARTBEAT_KEY:
+        raise ConfigError(f"{where}.heartbeatKey: must be base64 of at least "
+                          f"{MIN_HEARTBEAT_KEY} bytes (the pair key of this member and the "
+                          f"peer)")
+    return key
 
 
 @dataclass(frozen=True)
@@ -130,7 +152,7 @@ class DesiredConfig:
             if not isinstance(pmember, str) or not pmember:
                 raise ConfigError(f"{where}.peers[{i}].member: required, a non-empty string")
             plabel = f"{where}.peers[{pmember}]"
-            check_keys(p, frozenset({"member", "address", "port"}), plabel)
+            check_keys(p, frozenset({"member", "address", "port", "heartbeatKey"}), plabel)
             address = p.get("address")
             try:
                 ipaddress.ip_address(address if isinstance(address, str) else "")
@@ -138,12 +160,19 @@ class DesiredConfig:
                 raise ConfigError(f"{plabel}.address: must be an IP address, "
                                   f"got {address!r}") from e
             port = _number(p, "port", 1, plabel, 1, 65535) if "port" in p else None
+            key = _heartbeat_key(p, plabel)
             if pmember != member:  # this agent itself may be listed; it is not its own peer
-                peers.append(PeerConfig(pmember, str(address), port))
+                peers.append(PeerConfig(pmember, str(address), port, key))
         members = [p.member for p in peers]
         for name in members:
             if members.count(name) > 1:
                 raise ConfigError(f"{where}.peers[{name}]: duplicate member")
+        keyed = [p.member for p in peers if p.heartbeat_key is not None]
+        if keyed and len(keyed) < len(peers):
+            missing = next(p.member for p in peers if p.heartbeat_key is None)
+            raise ConfigError(f"{where}.peers[{missing}].heartbeatKey: required, as other "
+                              f"peers have one (pair keys replace the cluster key for every "
+                              f"peer at once)")
         hb_raw = _object(body.get("heartbeat", {}), f"{where}.heartbeat")
         check_keys(hb_raw, _keys(HeartbeatConfig), f"{where}.heartbeat")
         interval = _number(hb_raw, "intervalMilliseconds", 500, f"{where}.heartbeat",
