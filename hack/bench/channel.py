@@ -39,8 +39,8 @@ import kubernetes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
 
-from bench.controlplane import percentile
 from bench.guestagents import Pki, agent_python, agent_user_data
+from bench.stats import percentile
 from guestha.channel.client import AgentClient
 from guestha.channel.transport import (
     ChannelError,

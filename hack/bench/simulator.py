@@ -18,7 +18,7 @@ import kubernetes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.controlplane import summary
+from bench.stats import summary
 from testbed.devcluster import DevCluster
 
 VM: dict[str, Any] = {

@@ -1,12 +1,16 @@
 """Simulated VMIs as isolated guest hosts: a network namespace, a private file system view
-and a PID namespace whose PID 1 is ``guestinit.py``.
+and a PID namespace whose PID 1 is ``kubevirtsim.guestinit``.
 
 The KubeVirt simulator "boots" a VMI by starting one of these. Each guest gets its own
-address on a bridge in the root namespace (so the operator on the host reaches it, and
-guests reach each other), its own hostname, overlays over the host's folders (writes
-never leak to the host or to other guests), its cloud-init run and a qemu-guest-agent-like
-socket. Powering it off is one SIGKILL to its PID 1: the kernel then kills every process of
-the guest, which is what a VM that loses power does to its programs.
+address on a bridge in the root namespace (``guestnet``), its own hostname, overlays over
+the host's folders (writes never leak to the host or to other guests), its cloud-init run
+and a qemu-guest-agent-like socket. Powering it off is one SIGKILL to its PID 1: the
+kernel then kills every process of the guest, which is what a VM that loses power does to
+its programs.
+
+A guest's folder (``root``) holds what host and guest exchange (``guestinit.plan`` names
+the files): the plan and the guestinit zipapp going in, the console log, the cloud-init
+state and the guest agent's socket coming out, and the overlays' upper dirs.
 
 Root only (this machine and CI run as root); without root, boot() says so.
 """
@@ -14,12 +18,9 @@ Root only (this machine and CI run as root); without root, boot() says so.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -27,34 +28,34 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubevirtsim import cloudinit
+from kubevirtsim import guestnet
+from kubevirtsim.cloudinit import planner
+from kubevirtsim.guestinit import bundle, plan
+from kubevirtsim.guestinit.env import GUEST_PATH
+from kubevirtsim.guestnet import (
+    BRIDGE,
+    NETNS_PREFIX,
+    VETH_PREFIX,
+    GuestHostError,
+    teardown_network,
+)
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "BRIDGE",
+    "NETNS_PREFIX",
+    "VETH_PREFIX",
+    "GuestHost",
+    "GuestHostError",
+    "GuestSpec",
+    "cleanup_stale",
+    "teardown_network",
+]
 
-BRIDGE = "ghbr0"
-BRIDGE_ADDRESS = "10.213.0.1"
-PREFIX_LENGTH = 16
-NETNS_PREFIX = "gh-"
-VETH_PREFIX = "ghv"
-# Machine-wide, because the bridge and its addresses are: every simulator run on this
-# host (any state_dir) allocates from the same registry, under one lock.
-NETWORK_STATE = Path("/run/kubevirtsim")
-GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-GUESTINIT = Path(__file__).with_name("guestinit.py")
-# Exactly the names this module makes (other tools' "gh..." devices are not ours).
-_OUR_NETNS = re.compile(rf"^{NETNS_PREFIX}[0-9a-f]{{8}}$")
-_OUR_VETH = re.compile(rf"^{VETH_PREFIX}[0-9a-f]{{8}}$")
 _BOOT_WAIT = 15.0
-_RESERVATION_GRACE = 60.0  # seconds an address stays taken before its netns exists
-
-
-class GuestHostError(RuntimeError):
-    """A guest host could not be booted, reached or cleaned up."""
 
 
 @dataclass(frozen=True)
@@ -70,19 +71,7 @@ class GuestSpec:
     node: str  # simulated node name (informational)
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _run(
-    argv: list[str], *, check: bool = True, input: bytes | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    result = subprocess.run(argv, input=input, capture_output=True)
-    if check and result.returncode != 0:
-        raise GuestHostError(
-            f"{' '.join(argv)} failed ({result.returncode}): "
-            f"{result.stderr.decode(errors='replace').strip()}"
-        )
-    return result
+# --------------------------------------------------------------------------- processes
 
 
 def _require_root() -> None:
@@ -94,17 +83,6 @@ def _require_root() -> None:
     for tool in ("ip", "nsenter", "unshare"):
         if shutil.which(tool) is None:
             raise GuestHostError(f"guest hosts need the {tool!r} command (iproute2/util-linux)")
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _start_time(pid: int) -> int | None:
@@ -123,14 +101,6 @@ def _same_process(pid: int | None, start: int | None) -> bool:
     return bool(pid) and start is not None and _start_time(pid or 0) == start
 
 
-def _netns_exists(name: str) -> bool:
-    return os.path.ismount(f"/run/netns/{name}")
-
-
-def _link_exists(name: str) -> bool:
-    return os.path.exists(f"/sys/class/net/{name}")
-
-
 def _pid_namespace(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/pid")
@@ -146,24 +116,6 @@ def _pids_in_pid_namespace(ns: str) -> list[int]:
     return pids
 
 
-def _kill_netns_processes(netns: str) -> None:
-    if not _netns_exists(netns):
-        return
-    for line in _run(["ip", "netns", "pids", netns], check=False).stdout.split():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(line), signal.SIGKILL)
-
-
-def _delete_netns(netns: str) -> None:
-    if _netns_exists(netns) or os.path.lexists(f"/run/netns/{netns}"):
-        _run(["ip", "netns", "delete", netns], check=False)
-
-
-def _delete_link(name: str) -> None:
-    if _link_exists(name):
-        _run(["ip", "link", "delete", name], check=False)
-
-
 def _wait_gone(pid: int, start: int | None, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while _same_process(pid, start):
@@ -173,159 +125,6 @@ def _wait_gone(pid: int, start: int | None, timeout: float) -> bool:
     return True
 
 
-# --------------------------------------------------------------------------- network
-
-
-def _registry_path() -> Path:
-    return NETWORK_STATE / "network.json"
-
-
-def _load_registry() -> dict[str, dict[str, Any]]:
-    try:
-        data = json.loads(_registry_path().read_text())
-        return dict(data.get("addresses", {}))
-    except (OSError, ValueError):
-        return {}
-
-
-def _save_registry(addresses: dict[str, dict[str, Any]]) -> None:
-    path = _registry_path()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"addresses": addresses}, indent=1, sort_keys=True))
-    tmp.replace(path)
-
-
-def _entry_live(entry: dict[str, Any]) -> bool:
-    return _netns_exists(str(entry.get("netns", ""))) or (
-        time.time() - float(entry.get("since", 0)) < _RESERVATION_GRACE
-        and not entry.get("released")
-    )
-
-
-def ensure_bridge() -> None:
-    """The bridge guests hang off, with the host's address on it (idempotent)."""
-    with _locked(NETWORK_STATE / "network.lock"):
-        if not _link_exists(BRIDGE):
-            _run(
-                [
-                    "ip",
-                    "link",
-                    "add",
-                    BRIDGE,
-                    "type",
-                    "bridge",
-                    "stp_state",
-                    "0",
-                    "forward_delay",
-                    "0",
-                ]
-            )
-            # Bridged guest-to-guest traffic skips iptables where the kernel allows it per
-            # bridge; a global bridge-nf-call-iptables=1 still applies (see _check_filter).
-            _run(
-                [
-                    "ip",
-                    "link",
-                    "set",
-                    BRIDGE,
-                    "type",
-                    "bridge",
-                    "nf_call_iptables",
-                    "0",
-                    "nf_call_arptables",
-                    "0",
-                ],
-                check=False,
-            )
-        addresses = _run(["ip", "-4", "-o", "addr", "show", "dev", BRIDGE]).stdout.decode()
-        if f" {BRIDGE_ADDRESS}/" not in addresses:
-            _run(["ip", "addr", "add", f"{BRIDGE_ADDRESS}/{PREFIX_LENGTH}", "dev", BRIDGE])
-        _run(["ip", "link", "set", BRIDGE, "up"])
-    _check_filter()
-
-
-_filter_checked = False
-
-
-def _check_filter() -> None:
-    """Warn once when netfilter may drop bridged traffic (br_netfilter with iptables rules)."""
-    global _filter_checked
-    if _filter_checked:
-        return
-    _filter_checked = True
-    try:
-        calls = Path("/proc/sys/net/bridge/bridge-nf-call-iptables").read_text().strip()
-    except OSError:
-        return  # br_netfilter not loaded: bridged frames never meet iptables
-    try:
-        tables = Path("/proc/net/ip_tables_names").read_text().split()
-    except OSError:
-        tables = []
-    if calls == "1" and "filter" in tables:
-        log.warning(
-            "br_netfilter passes bridged traffic to iptables and a filter table "
-            "exists: a FORWARD DROP policy would cut guests off from each other"
-        )
-
-
-def _allocate_address(key: str, netns: str, state_dir: Path) -> str:
-    """A free 10.213.x.y, starting from a hash of the key (so a VMI tends to keep its
-    address), never one a live guest of any simulator run holds."""
-    span = 254 * 254
-    start = int(hashlib.sha1(key.encode()).hexdigest(), 16) % span
-    with _locked(NETWORK_STATE / "network.lock"):
-        registry = {a: e for a, e in _load_registry().items() if _entry_live(e)}
-        for offset in range(span):
-            index = (start + offset) % span
-            address = f"10.213.{index // 254 + 1}.{index % 254 + 1}"
-            if address not in registry:
-                registry[address] = {
-                    "netns": netns,
-                    "key": key,
-                    "state_dir": str(state_dir),
-                    "since": time.time(),
-                }
-                _save_registry(registry)
-                return address
-    raise GuestHostError("no free guest address left in 10.213.0.0/16")
-
-
-def _release_address(address: str, netns: str) -> None:
-    with _locked(NETWORK_STATE / "network.lock"):
-        registry = _load_registry()
-        entry = registry.get(address)
-        if entry is not None and entry.get("netns") == netns:
-            del registry[address]
-            _save_registry(registry)
-
-
-def mac_for(address: str) -> str:
-    """A locally administered-looking, QEMU-prefixed MAC derived from the address."""
-    third, fourth = (int(p) for p in address.split(".")[2:])
-    return f"52:54:00:d5:{third:02x}:{fourth:02x}"
-
-
-def _create_network(netns: str, veth: str, address: str, mac: str) -> None:
-    _run(["ip", "netns", "add", netns])
-    _run(
-        ["ip", "-batch", "-"],
-        input=(
-            f"link add {veth} type veth peer name eth0 netns {netns}\n"
-            f"link set {veth} master {BRIDGE} up\n"
-        ).encode(),
-    )
-    _run(
-        ["ip", "-n", netns, "-batch", "-"],
-        input=(
-            "link set lo up\n"
-            f"link set eth0 address {mac}\n"
-            f"addr add {address}/{PREFIX_LENGTH} dev eth0\n"
-            "link set eth0 up\n"
-            f"route add default via {BRIDGE_ADDRESS}\n"
-        ).encode(),
-    )
-
-
 # --------------------------------------------------------------------------- guest host
 
 
@@ -333,7 +132,7 @@ def _next_guest_id(state_dir: Path, key: str) -> str:
     guests = state_dir / "guests"
     guests.mkdir(parents=True, exist_ok=True)
     counter_file = guests / ".counter"
-    with _locked(guests / ".counter.lock"):
+    with guestnet.locked(guests / ".counter.lock"):
         try:
             counter = int(counter_file.read_text().strip() or 0)
         except (OSError, ValueError):
@@ -342,7 +141,7 @@ def _next_guest_id(state_dir: Path, key: str) -> str:
             counter += 1
             digest = hashlib.sha1(f"{state_dir}\0{key}\0{counter}".encode()).hexdigest()[:8]
             if not (guests / digest).exists() and not os.path.lexists(
-                f"/run/netns/{NETNS_PREFIX}{digest}"
+                f"/run/netns/{guestnet.netns_name(digest)}"
             ):
                 break
         counter_file.write_text(str(counter))
@@ -353,17 +152,18 @@ class GuestHost:
     """One simulated VMI's guest: boot it, reach it, power it off."""
 
     def __init__(self, spec: GuestSpec, state_dir: Path) -> None:
-        if spec.datasource not in ("NoCloud", "ConfigDrive"):
+        if spec.datasource not in plan.SEED_DIRS:
             raise GuestHostError(
-                f"GuestSpec.datasource: {spec.datasource!r} is not NoCloud or ConfigDrive"
+                f"GuestSpec.datasource: {spec.datasource!r} is not one of "
+                f"{', '.join(plan.SEED_DIRS)}"
             )
         self.spec = spec
         self._state_dir = Path(state_dir).resolve()
         self._id = _next_guest_id(self._state_dir, spec.key)
         self._root = self._state_dir / "guests" / self._id
         self._root.mkdir(parents=True)
-        self._netns = f"{NETNS_PREFIX}{self._id}"
-        self._veth = f"{VETH_PREFIX}{self._id}"
+        self._netns = guestnet.netns_name(self._id)
+        self._veth = guestnet.veth_name(self._id)
         self._address = ""
         self._holder: subprocess.Popen[bytes] | None = None
         self._init_pid = 0
@@ -391,7 +191,7 @@ class GuestHost:
 
     @property
     def mac(self) -> str:
-        return mac_for(self.address)
+        return guestnet.mac_for(self.address)
 
     @property
     def netns(self) -> str:
@@ -435,22 +235,22 @@ class GuestHost:
         with self._lock:
             if self._holder is not None:
                 raise GuestHostError(f"guest {self.spec.key} was already booted")
-            plan = cloudinit.build_plan(
+            the_plan = planner.build_plan(
                 self.spec.uid,
                 self.spec.hostname,
                 self.spec.datasource,
                 self.spec.user_data,
                 self.spec.network_data,
             )
-            (self._root / "plan.json").write_text(json.dumps(plan.to_json()))
-            shutil.copyfile(GUESTINIT, self._root / "guestinit.py")
-            for sub in ("upper", "work"):
+            (self._root / plan.PLAN_FILE).write_text(the_plan.dumps())
+            (self._root / plan.BUNDLE_FILE).write_bytes(bundle.shipped().data)
+            for sub in (plan.UPPER_DIR, plan.WORK_DIR):
                 (self._root / sub).mkdir(exist_ok=True)
-            ensure_bridge()
-            self._address = _allocate_address(self.spec.key, self._netns, self._state_dir)
+            guestnet.ensure_bridge()
+            self._address = guestnet.allocate_address(self.spec.key, self._netns, self._state_dir)
             self._write_record(state="booting", address=self._address, mac=self.mac)
             try:
-                _create_network(self._netns, self._veth, self._address, self.mac)
+                guestnet.create_network(self._netns, self._veth, self._address, self.mac)
                 self._start_init()
             except BaseException:
                 self._abort_boot()
@@ -480,11 +280,12 @@ class GuestHost:
             "private",
             sys.executable,
             "-I",
-            str(self._root / "guestinit.py"),
+            "-S",
+            str(self._root / plan.BUNDLE_FILE),
             "boot",
             str(self._root),
         ]
-        with open(self._root / "console.log", "ab") as console:
+        with open(self._root / plan.CONSOLE_LOG, "ab") as console:
             self._holder = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -524,7 +325,7 @@ class GuestHost:
             time.sleep(0.002)
 
     def _wait_view_ready(self) -> None:
-        status = self._root / cloudinit_status_file()
+        status = self._root / plan.STATUS_FILE
         deadline = time.monotonic() + _BOOT_WAIT
         while not status.exists():
             if self._exited.is_set():
@@ -541,7 +342,7 @@ class GuestHost:
 
     def _console_tail(self) -> str:
         try:
-            return (self._root / "console.log").read_text(errors="replace")[-2000:]
+            return (self._root / plan.CONSOLE_LOG).read_text(errors="replace")[-2000:]
         except OSError:
             return "(no console output)"
 
@@ -558,11 +359,7 @@ class GuestHost:
         self._write_record(state="failed")
 
     def _release_network(self) -> None:
-        _kill_netns_processes(self._netns)
-        _delete_netns(self._netns)
-        _delete_link(self._veth)
-        if self._address:
-            _release_address(self._address, self._netns)
+        guestnet.release(self._netns, self._veth, self._address)
 
     def _watch(self) -> None:
         assert self._holder is not None
@@ -580,9 +377,7 @@ class GuestHost:
         finally:
             self._exit_code = code
             self._write_record(state="exited", exit_code=code)
-            with contextlib.suppress(OSError):
-                status = json.loads((self._root / cloudinit_status_file()).read_text())
-                self._last_status = str(status.get("status", self._last_status))
+            self._read_status()
             self._exited.set()
 
     def alive(self) -> bool:
@@ -641,21 +436,21 @@ class GuestHost:
 
     def cloud_init_status(self) -> str:
         """ "running" | "done" | "error", as `cloud-init status` in the guest says."""
-        try:
-            status = json.loads((self._root / cloudinit_status_file()).read_text())
-            self._last_status = str(status.get("status", "running"))
-        except (OSError, ValueError):
-            pass
+        self._read_status()
         return self._last_status
+
+    def _read_status(self) -> None:
+        with contextlib.suppress(OSError, plan.PlanError):
+            self._last_status = plan.decode_status((self._root / plan.STATUS_FILE).read_bytes())
 
     def _agent(self, requests: list[dict[str, Any]], timeout: float = 2.0) -> list[dict[str, Any]]:
         if not self.alive():
             raise GuestHostError(f"guest {self.spec.key} is not running")
-        path = str(self._root / "qga.sock")
+        path = str(self._root / plan.QGA_SOCKET)
         dir_fd = None
         if len(path) > 100:  # AF_UNIX paths are short: go through a directory descriptor
             dir_fd = os.open(self._root, os.O_PATH | os.O_DIRECTORY)
-            path = f"/proc/self/fd/{dir_fd}/qga.sock"
+            path = f"/proc/self/fd/{dir_fd}/{plan.QGA_SOCKET}"
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(timeout)
@@ -711,10 +506,6 @@ class GuestHost:
         return self._agent([request])[0].get("return")
 
 
-def cloudinit_status_file() -> str:
-    return "cloud-init-status.json"
-
-
 # --------------------------------------------------------------------------- cleanup
 
 
@@ -735,18 +526,8 @@ def cleanup_stale(state_dir: Path) -> None:
         for leftover in guests.iterdir():
             if leftover.is_dir() and not (leftover / "guest.json").exists():
                 shutil.rmtree(leftover, ignore_errors=True)
-    if os.geteuid() != 0:
-        return
-    with _locked(NETWORK_STATE / "network.lock"):
-        registry = _load_registry()
-        stale = {a: e for a, e in registry.items() if e.get("state_dir") == str(state_dir)}
-        for entry in stale.values():
-            netns = str(entry.get("netns", ""))
-            _kill_netns_processes(netns)
-            _delete_netns(netns)
-            _delete_link(VETH_PREFIX + netns.removeprefix(NETNS_PREFIX))
-        if stale:
-            _save_registry({a: e for a, e in registry.items() if a not in stale})
+    if os.geteuid() == 0:
+        guestnet.release_state_dir(state_dir)
 
 
 def _cleanup_record(record: dict[str, Any]) -> None:
@@ -768,63 +549,6 @@ def _cleanup_record(record: dict[str, Any]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(holder_pid, signal.SIGKILL)
             _wait_gone(holder_pid, holder_start, 5.0)
-    netns = record.get("netns")
-    if netns and os.geteuid() == 0:
-        _kill_netns_processes(netns)
-        _delete_netns(netns)
-    veth = record.get("veth")
-    if veth and os.geteuid() == 0:
-        _delete_link(veth)
-    address = record.get("address")
-    if address and netns and os.geteuid() == 0:
-        _release_address(address, netns)
-
-
-def teardown_network(force: bool = False) -> bool:
-    """Remove the guest network: leftover guest namespaces (no process in them), their
-    veths and addresses, and the bridge once no guest uses it. Returns True when the
-    bridge is gone.
-
-    Guests still running (another simulator run or test session on this machine shares
-    the bridge) are left alone, with their namespaces and the bridge, unless ``force``:
-    then every guest namespace of this machine is emptied (SIGKILL) and removed too.
-    """
-    if os.geteuid() != 0:
-        return not _link_exists(BRIDGE)
-    with _locked(NETWORK_STATE / "network.lock"):
-        registry = _load_registry()
-        names = {str(e.get("netns", "")) for e in registry.values()}
-        if os.path.isdir("/run/netns"):
-            names |= {n for n in os.listdir("/run/netns") if _OUR_NETNS.match(n)}
-        # A guest booting in another process has its netns before its first process.
-        young = {
-            str(e.get("netns"))
-            for e in registry.values()
-            if time.time() - float(e.get("since", 0)) < _RESERVATION_GRACE
-        }
-        busy: set[str] = set()
-        for netns in sorted(n for n in names if n):
-            if not force and (netns in young or (_netns_exists(netns) and _netns_pids(netns))):
-                busy.add(netns)
-                continue
-            _kill_netns_processes(netns)
-            _delete_netns(netns)
-            _delete_link(VETH_PREFIX + netns.removeprefix(NETNS_PREFIX))
-        _save_registry({a: e for a, e in registry.items() if e.get("netns") in busy})
-        if busy:
-            log.info(
-                "guest network kept: %d guest(s) still running (%s)",
-                len(busy),
-                ", ".join(sorted(busy)),
-            )
-            return False
-        for link in os.listdir("/sys/class/net"):
-            if _OUR_VETH.match(link):
-                _delete_link(link)
-        _delete_link(BRIDGE)
-        return True
-
-
-def _netns_pids(netns: str) -> list[int]:
-    result = _run(["ip", "netns", "pids", netns], check=False)
-    return [int(p) for p in result.stdout.split() if p.isdigit()]
+    netns, veth = record.get("netns"), record.get("veth")
+    if netns and veth and os.geteuid() == 0:
+        guestnet.release(netns, veth, record.get("address") or "")

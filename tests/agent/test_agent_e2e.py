@@ -51,6 +51,7 @@ FENCING = {
     "selfFenceTimeoutSeconds": SELF_FENCE_SECONDS,
     "operatorLeaseSeconds": 6,
     "offlineTimeoutSeconds": 10,
+    "watchdog": False,  # the guest hosts have no watchdog device
 }
 WEB_PORT = 8080
 PAGE = "/etc/shop/index.html"

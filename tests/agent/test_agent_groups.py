@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -429,6 +430,45 @@ def test_self_fencing_takes_failover_groups_offline_and_cleans(
     _, payload = events.wait("ResourceState", 1, since=began, resource="p", group="fo",
                              state="Stopping")
     assert payload["reason"] == "SelfFence" and payload["message"] == "no quorum for 10 s"
+
+
+def in_thread(call: Any, timeout: float) -> dict[str, Any]:
+    """Run `call` in a daemon thread; {"result": ...} if it returned within `timeout`,
+    {} if it hangs (the thread is left behind, so a deadlock fails the test, not the run)."""
+    out: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: out.setdefault("result", call()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return out
+
+
+def test_self_fencing_while_group_events_are_slow_to_take(tmp_path: Path, tag: str) -> None:
+    """Self-fencing asks each group whether it is down while groups report their states.
+    Taking the runner's and a group's locks in opposite orders there was a deadlock (the
+    member then heartbeats on but never fences); an event consumer that takes its time
+    (half a second for a group's Stopping) makes the interleaving certain."""
+    events = Events()
+
+    def slow_emit(kind: str, payload: dict[str, Any]) -> None:
+        events(kind, payload)
+        if kind == "GroupState" and payload["state"] == "Stopping":
+            time.sleep(0.5)
+
+    runner = GroupRunner(str(tmp_path / "state"), slow_emit)
+    try:
+        runner.configure([group("fo", [resource("p", "Process",
+                                                {"command": sleeper(tag, "fo")})])])
+        wait_group(runner, "fo", "Offline", 5)
+        runner.online("fo")
+        wait_group(runner, "fo", "Online", 10)
+        fenced = in_thread(lambda: runner.take_failover_groups_offline("test", 10.0), 20)
+        assert fenced == {"result": True}, "self-fencing hung (deadlock)"
+        assert pids_with(tag) == []
+        status = in_thread(runner.snapshot, 5)
+        assert status["result"]["groups"]["fo"]["state"] == "Offline"
+    finally:
+        in_thread(runner.close, 10)
+        kill_tagged(tag)
 
 
 @pytest.mark.skipif(not OCF_ANYTHING.exists(), reason="needs resource-agents (hack/setup)")

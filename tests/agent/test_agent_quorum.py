@@ -42,7 +42,7 @@ MEMBERS = ("web-a", "web-b", "web-c")
 HEARTBEAT = {"intervalMilliseconds": 200, "peerTimeoutMilliseconds": 1000}
 SELF_FENCE_SECONDS = 3
 FENCING = {"selfFenceTimeoutSeconds": SELF_FENCE_SECONDS, "operatorLeaseSeconds": 5,
-           "offlineTimeoutSeconds": 10}
+           "offlineTimeoutSeconds": 10, "watchdog": False}  # no watchdog device here
 
 
 SLEEP = unique_sleep()

@@ -33,6 +33,7 @@ from kubevirtsim.guesthost import (
     cleanup_stale,
     teardown_network,
 )
+from kubevirtsim.guestinit import bundle, pid1, plan
 
 pytestmark = [
     pytest.mark.agent,
@@ -462,6 +463,46 @@ def test_transient_service_from_systemd_run(
     again = beta.exec(["systemd-run", "--unit=srv", "true"])
     assert again.returncode == 1
     out(beta, "systemctl", "stop", "srv")
+    # a command given by a relative path is found from the caller's working directory
+    script = "printf '#!/bin/sh\\nexec sleep 1000\\n' > run.sh && chmod +x run.sh"
+    rel = beta.exec(
+        [
+            "sh",
+            "-c",
+            f"mkdir -p /srv/app && cd /srv/app && {script} && systemd-run --unit=rel ./run.sh",
+        ]
+    )
+    assert rel.returncode == 0, rel.stderr
+    assert out(beta, "systemctl", "is-active", "rel") == "active\n"
+    assert 'ExecStart="/srv/app/run.sh"' in out(beta, "systemctl", "cat", "rel")
+    out(beta, "systemctl", "stop", "rel")
+    # arguments reach the service word for word (quotes, $, %, empty ones)
+    words = ["a b", 'c"d', "$HOME", "100%", ""]
+    printf = 'printf "%s|" "$@" > /run/args'
+    waited = beta.exec(
+        ["systemd-run", "--unit=args", "--wait", "-q", "sh", "-c", printf, "_", *words]
+    )
+    assert (waited.returncode, waited.stderr) == (0, b"")
+    assert out(beta, "cat", "/run/args") == 'a b|c"d|$HOME|100%||'
+
+
+def test_guest_commands_run_the_hosts_bundle_from_bytecode(
+    pair: tuple[GuestHost, GuestHost, dict[str, float]],
+) -> None:
+    alpha, _, _ = pair
+    shipped = bundle.shipped()
+    assert (alpha.root / plan.BUNDLE_FILE).read_bytes() == shipped.data
+    assert out(alpha, "sha256sum", plan.GUEST_BUNDLE).split()[0] == shipped.sha256
+    assert out(alpha, "stat", "-c", "%a", plan.GUEST_BUNDLE) == "444\n"
+    for tool in ("systemctl", "systemd-run", "journalctl", "cloud-init"):
+        assert out(alpha, "cat", f"/usr/local/bin/{tool}") == pid1.shim(sys.executable, tool)
+    probe = (
+        f"import sys; sys.path.insert(0, {plan.GUEST_BUNDLE!r}); "
+        "import kubevirtsim.guestinit.client as c; print(c.__file__)"
+    )
+    assert out(alpha, sys.executable, "-I", "-S", "-c", probe) == (
+        f"{plan.GUEST_BUNDLE}/kubevirtsim/guestinit/client.pyc\n"
+    )
 
 
 def test_guest_agent(pair: tuple[GuestHost, GuestHost, dict[str, float]]) -> None:

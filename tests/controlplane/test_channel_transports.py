@@ -57,7 +57,8 @@ GROUP = {
     ],
 }
 # One member and the operator: 2 votes, both present while the test talks to the agent.
-CONFIG = {"groups": [GROUP], "peers": [], "fencing": {"selfFenceTimeoutSeconds": 0}}
+CONFIG = {"groups": [GROUP], "peers": [],  # the guest hosts have no watchdog device
+          "fencing": {"selfFenceTimeoutSeconds": 0, "watchdog": False}}
 
 
 @dataclass

@@ -260,6 +260,20 @@ def test_design_defaults(kind: str, path: str) -> None:
     assert at(kind, path)["default"] == DEFAULTS[kind, path]
 
 
+def test_the_agents_defaults_are_the_crds() -> None:
+    """The agent applies these when the operator leaves them out: one value each."""
+    from guestha.agent.desired import FencingConfig, HeartbeatConfig
+
+    fencing, heartbeat = FencingConfig(), HeartbeatConfig()
+    assert at("InGuestCluster", "spec.fencing.watchdog")["default"] is fencing.watchdog
+    assert at("InGuestCluster", "spec.fencing.selfFenceTimeoutSeconds")["default"] == (
+        fencing.self_fence_timeout_seconds)
+    assert at("InGuestCluster", "spec.heartbeat.intervalMilliseconds")["default"] == (
+        heartbeat.interval_milliseconds)
+    assert at("InGuestCluster", "spec.heartbeat.peerTimeoutMilliseconds")["default"] == (
+        heartbeat.peer_timeout_milliseconds)
+
+
 def test_defaulted_objects_default_to_their_fields_defaults() -> None:
     """A `default` on an object must agree with its fields' own defaults."""
     for kind in KINDS:

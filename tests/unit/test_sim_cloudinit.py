@@ -10,18 +10,13 @@ from typing import Any
 
 import pytest
 
-from kubevirtsim import cloudinit
-from kubevirtsim.cloudinit import (
-    SCRIPTS_DIR,
-    UserDataError,
-    build_plan,
-    decode_write_file,
-    merge_config,
-    parse_mergers,
-    parse_user_data,
-    shellify,
-    split_parts,
-)
+from kubevirtsim.cloudinit.consume import parse_user_data
+from kubevirtsim.cloudinit.merging import merge_config, parse_mergers
+from kubevirtsim.cloudinit.modules import SCRIPTS_DIR, decode_write_file, shellify
+from kubevirtsim.cloudinit.parts import UserDataError, split_parts
+from kubevirtsim.cloudinit.planner import build_plan
+from kubevirtsim.guestinit import plan as guestplan
+from kubevirtsim.guestinit.plan import Fail, Hostname, Log, Run, RunParts, Step, Write
 
 pytestmark = pytest.mark.unit
 
@@ -43,19 +38,15 @@ def multipart(*parts: tuple[str, str] | tuple[str, str, dict[str, str]]) -> byte
     return outer.as_bytes()
 
 
-def steps(plan: cloudinit.Plan, stage: str, module: str) -> list[dict[str, Any]]:
+def steps(plan: guestplan.Plan, stage: str, module: str) -> list[Step]:
     for m in plan.stages[stage]:
         if m.name == module:
             return m.steps
     raise AssertionError(f"no module {module} in {stage}: {plan.module_names(stage)}")
 
 
-def written(plan: cloudinit.Plan, stage: str, module: str) -> dict[str, bytes]:
-    return {
-        s["path"]: base64.b64decode(s["data"])
-        for s in steps(plan, stage, module)
-        if s["op"] == "write"
-    }
+def written(plan: guestplan.Plan, stage: str, module: str) -> dict[str, bytes]:
+    return {s.path: s.data for s in steps(plan, stage, module) if isinstance(s, Write)}
 
 
 # --------------------------------------------------------------------------- parsing
@@ -119,7 +110,7 @@ def test_unsupported_parts_are_reported() -> None:
     assert "jinja" in ud.notes[1] and "unsupported" in ud.notes[1]
     assert ud.config == {"runcmd": ["ok"]}
     plan = build_plan("iid", "h", "NoCloud", data)
-    logged = [s["message"] for s in steps(plan, "init", "consume-user-data") if s["op"] == "log"]
+    logged = [s.message for s in steps(plan, "init", "consume-user-data") if isinstance(s, Log)]
     assert logged == ud.notes
 
 
@@ -138,13 +129,9 @@ def test_boothook_and_per_frequency_parts() -> None:
     plan = build_plan("iid", "h", "NoCloud", data)
     final = plan.module_names("modules-final")
     assert final.index("scripts-per-boot") < final.index("scripts-per-instance")
-    runs = [s for s in steps(plan, "init", "consume-user-data") if s["op"] == "run"]
+    runs = [s for s in steps(plan, "init", "consume-user-data") if isinstance(s, Run)]
     assert runs == [
-        {
-            "op": "run",
-            "argv": ["/var/lib/cloud/instances/iid/boothooks/part-001"],
-            "env": {"INSTANCE_ID": "iid"},
-        }
+        Run(argv=("/var/lib/cloud/instances/iid/boothooks/part-001",), env={"INSTANCE_ID": "iid"})
     ]
 
 
@@ -152,8 +139,8 @@ def test_invalid_yaml_is_an_error_not_a_crash() -> None:
     ud = parse_user_data(b"#cloud-config\nruncmd: [unclosed\n")
     assert ud.config == {} and len(ud.errors) == 1 and "YAML" in ud.errors[0]
     plan = build_plan("iid", "h", "NoCloud", b"#cloud-config\n- a list\n")
-    fails = [s for s in steps(plan, "init", "consume-user-data") if s["op"] == "fail"]
-    assert len(fails) == 1 and "mapping" in fails[0]["message"]
+    fails = [s for s in steps(plan, "init", "consume-user-data") if isinstance(s, Fail)]
+    assert len(fails) == 1 and "mapping" in fails[0].message
 
 
 # --------------------------------------------------------------------------- merging
@@ -280,7 +267,7 @@ def test_write_files_deferred_run_in_final_stage() -> None:
     )
     assert set(written(plan, "init", "write-files")) == {"/now", "/now2"}
     assert written(plan, "modules-final", "write-files-deferred") == {"/later": b"b"}
-    logs = [s["message"] for s in steps(plan, "init", "write-files") if s["op"] == "log"]
+    logs = [s.message for s in steps(plan, "init", "write-files") if isinstance(s, Log)]
     assert logs and "owner" in logs[0]
 
 
@@ -291,7 +278,7 @@ def test_bad_write_files_entry_fails_its_module_after_earlier_entries() -> None:
         "NoCloud",
         b"#cloud-config\nwrite_files:\n  - {path: /ok, content: a}\n  - {content: no path}\n",
     )
-    ops = [s["op"] for s in steps(plan, "init", "write-files")]
+    ops = [s.op for s in steps(plan, "init", "write-files")]
     assert ops == ["write", "fail"]
 
 
@@ -301,7 +288,7 @@ def test_runcmd_forms_are_shellified() -> None:
     with pytest.raises(UserDataError, match=r"runcmd\[1\]"):
         shellify(["ok", 5], "runcmd")
     plan = build_plan("iid", "h", "NoCloud", b"#cloud-config\nruncmd: [[ls, -l], 7]\n")
-    assert steps(plan, "modules-config", "runcmd")[0]["op"] == "fail"
+    assert isinstance(steps(plan, "modules-config", "runcmd")[0], Fail)
 
 
 def test_skipped_modules_are_logged() -> None:
@@ -313,22 +300,22 @@ def test_skipped_modules_are_logged() -> None:
     )
     assert "package-update-upgrade-install" in plan.module_names("modules-final")
     assert "users-groups" in plan.module_names("init")
-    message = steps(plan, "modules-final", "package-update-upgrade-install")[0]["message"]
-    assert "skipped" in message and "packages" in message
+    (step,) = steps(plan, "modules-final", "package-update-upgrade-install")
+    assert isinstance(step, Log) and "skipped" in step.message and "packages" in step.message
 
 
 def test_hostname_and_fqdn() -> None:
-    def host(cfg: bytes) -> dict[str, Any]:
+    def host(cfg: bytes) -> Step:
         return steps(build_plan("iid", "vmi", "NoCloud", cfg), "init", "set_hostname")[0]
 
-    assert host(b"#cloud-config\n") == {"op": "hostname", "hostname": "vmi", "fqdn": "vmi"}
-    assert host(b"#cloud-config\nhostname: web\n")["hostname"] == "web"
-    assert host(b"#cloud-config\nfqdn: web.example.org\n") == {
-        "op": "hostname",
-        "hostname": "web",
-        "fqdn": "web.example.org",
-    }
-    assert host(b"#cloud-config\nhostname: db.example.org\n")["hostname"] == "db"
+    assert host(b"#cloud-config\n") == Hostname(hostname="vmi", fqdn="vmi")
+    assert host(b"#cloud-config\nhostname: web\n") == Hostname(hostname="web", fqdn="web")
+    assert host(b"#cloud-config\nfqdn: web.example.org\n") == Hostname(
+        hostname="web", fqdn="web.example.org"
+    )
+    assert host(b"#cloud-config\nhostname: db.example.org\n") == Hostname(
+        hostname="db", fqdn="db.example.org"
+    )
     plan = build_plan("iid", "vmi", "NoCloud", b"#cloud-config\npreserve_hostname: true\n")
     assert "set_hostname" not in plan.module_names("init")
 
@@ -369,10 +356,7 @@ def test_run_order_follows_cloud_init() -> None:
     # scripts-user is run-parts over the instance's scripts folder: by file name, so the
     # default-named parts run before runcmd, a part named "zz.sh" after it.
     assert steps(plan, "modules-final", "scripts-user") == [
-        {
-            "op": "runparts",
-            "paths": [f"{SCRIPTS_DIR}/part-002", f"{SCRIPTS_DIR}/runcmd", f"{SCRIPTS_DIR}/zz.sh"],
-        }
+        RunParts(paths=(f"{SCRIPTS_DIR}/part-002", f"{SCRIPTS_DIR}/runcmd", f"{SCRIPTS_DIR}/zz.sh"))
     ]
     # the runcmd script is only written in modules-config
     assert written(plan, "modules-config", "runcmd") == {
@@ -403,7 +387,7 @@ def test_datasource_seeds() -> None:
         build_plan("uid", "h", "Azure", None)
 
 
-def test_plan_is_json() -> None:
+def test_plan_is_json_and_reads_back_the_same_in_the_guest() -> None:
     import json
 
     plan = build_plan(
@@ -417,3 +401,5 @@ def test_plan_is_json() -> None:
     text = json.dumps(plan.to_json())
     assert json.loads(text)["instance_id"] == "iid"
     assert written(plan, "init", "write-files") == {"/bin.dat": b"hello"}
+    # the guest's side reads the very plan the host built, through its JSON text
+    assert guestplan.Plan.loads(text) == plan

@@ -51,6 +51,7 @@ Emit = Callable[[str, dict[str, Any]], None]
 class Runner(Protocol):
     """What the agent needs of guestha.agent.groups.GroupRunner."""
 
+    def validate(self, groups: Sequence[GroupConfig]) -> list[str]: ...
     def configure(self, groups: Sequence[GroupConfig]) -> None: ...
     def online(self, group: str) -> None: ...
     def offline(self, group: str) -> None: ...
@@ -367,10 +368,14 @@ class Agent:
                         peer.heartbeat_key)
 
     def apply_config(self, desired: DesiredConfig, raw: dict[str, Any]) -> None:
-        """Applies and persists a new desired configuration (ConfigError when invalid)."""
+        """Validates, saves, then applies a new desired configuration. ConfigError when it
+        is invalid, SaveError when it could not be saved: nothing is applied then."""
         with self._lock:
-            self._configure(desired)
+            errors = self.runner.validate(desired.groups)
+            if errors:
+                raise ConfigError("; ".join(errors))
             self.store.set_config(raw)
+            self._configure(desired)
         self.emit("ConfigApplied", {"groups": [g.name for g in desired.groups],
                                     "peers": [p.member for p in desired.peers]})
 
@@ -389,6 +394,8 @@ class Agent:
             if not self.quorum.has_quorum:
                 raise HttpError(409, f"this agent has no quorum: "
                                 f"{self.quorum.describe(time.monotonic())}", "NoQuorum")
+            if self.desired.fencing.watchdog and not self.watchdog.status()["petting"]:
+                raise HttpError(409, self._watchdog_refusal(), "WatchdogNotArmed")
         call = {"online": self.runner.online, "offline": self.runner.offline,
                 "clear": self.runner.clear, "probe": self.runner.probe}[action]
         try:
@@ -407,6 +414,20 @@ class Agent:
         return Response(200, {"group": group, "action": action, "accepted": True,
                               "operationId": command.operation_id, "epoch": command.epoch,
                               "state": snapshot.get("state")})
+
+    def _watchdog_refusal(self) -> str:
+        """Why a Failover group may not go online here while fencing.watchdog is true."""
+        status = self.watchdog.status()
+        if not self.identity.watchdog_device:
+            why = "this agent has no watchdog device (watchdogDevice in its identity file)"
+        elif status["error"]:
+            why = f"the watchdog is not armed: {status['error']}"
+        elif status["stoppedReason"]:
+            why = f"the watchdog is no longer petted: {status['stoppedReason']}"
+        else:
+            why = "the watchdog is not armed"
+        return (f"fencing.watchdog is true but {why}: a Failover group goes online only "
+                f"where a hung agent is reset by its watchdog")
 
     # -- status
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from guestha.agent.config import ConfigError
 from guestha.agent.desired import Command, DesiredConfig, parse_command
 from guestha.agent.events import EventGone
-from guestha.agent.http1 import HttpError, Request, Response
+from guestha.agent.http1 import HttpError, Request, Response, error_response
+from guestha.agent.store import SaveError
 
 if TYPE_CHECKING:
     from guestha.agent.agent import Agent
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 GROUP_ACTIONS = ("online", "offline", "clear", "probe")
 _GROUP_PATH = re.compile(r"^/v1/groups/([^/]{1,253})/([a-z]+)$")
 MAX_POLL_SECONDS = 60.0
+INFLIGHT_WAIT_SECONDS = 10.0  # a retry of an operation still running waits this long at most
 CONFIG_FIELDS = frozenset({"groups", "peers", "heartbeat", "fencing"})
 
 
@@ -153,12 +155,10 @@ class Api:
         store = self.agent.store
         waiting: _InFlight | None = None
         mine = _InFlight(command_name)
+        # Only the table of operations in flight is guarded here: no disk write, no event
+        # and no wait happens under this lock.
         with self._lock:
-            if command.epoch < store.epoch:
-                raise HttpError(409, f"epoch {command.epoch} is older than epoch "
-                                f"{store.epoch}, the newest this agent has seen: the "
-                                f"command comes from an operator that is no longer in "
-                                f"charge", "StaleEpoch")
+            _check_epoch(command.epoch, store.epoch)
             prior = store.operation(command.operation_id)
             if prior is None and command.operation_id in self._inflight:
                 waiting = self._inflight[command.operation_id]
@@ -174,30 +174,72 @@ class Api:
                 return _replayed(Response(int(prior["status"]), prior["body"]))
             if waiting is None:
                 self._inflight[command.operation_id] = mine
-                if store.record_epoch(command.epoch):
-                    self.agent.emit("EpochChanged", {"epoch": command.epoch})
         if waiting is not None:
-            waiting.done.wait()
-            if waiting.response is None:
-                raise HttpError(409, f"operation {command.operation_id!r} failed; retry it",
-                                "OperationFailed")
-            return _replayed(waiting.response)
+            return _replayed(self._await(command.operation_id, waiting))
         response: Response | None = None
         try:
-            try:
-                response = apply(command, rest)
-            except HttpError as e:
-                response = Response(e.status, {"status": e.status, "reason": e.reason,
-                                               "message": e.message})
-            if response.status < 500:
-                store.record_operation(command.operation_id, command_name, command.epoch,
-                                       response.status, response.body)
+            response = self._apply(command, command_name, rest, apply)
             return response
         finally:
             with self._lock:
                 mine.response = response
                 self._inflight.pop(command.operation_id, None)
                 mine.done.set()
+
+    def _apply(self, command: Command, command_name: str, rest: dict[str, Any],
+               apply: Callable[[Command, dict[str, Any]], Response]) -> Response:
+        """Record the epoch (saved first), apply the command, record its result."""
+        store = self.agent.store
+        try:
+            raised = store.record_epoch(command.epoch)
+            # Another command may have raised the epoch since the check above.
+            _check_epoch(command.epoch, store.epoch)
+        except SaveError as e:
+            return _not_saved(f"{e}; the command was not applied and the epoch is still "
+                              f"{store.epoch}: retry it (the same operationId may be used)")
+        except HttpError as e:
+            return error_response(e)
+        if raised:
+            self.agent.emit("EpochChanged", {"epoch": command.epoch})
+        try:
+            response = apply(command, rest)
+        except SaveError as e:
+            return _not_saved(f"{e}; nothing was applied: retry it (the same operationId "
+                              f"may be used)")
+        except HttpError as e:
+            response = error_response(e)
+        if response.status < 500:
+            try:
+                store.record_operation(command.operation_id, command_name, command.epoch,
+                                       response.status, response.body)
+            except SaveError as e:
+                return _not_saved(f"{e}; the command was applied (status {response.status}) "
+                                  f"but its result could not be recorded, so a retry with "
+                                  f"the same operationId applies it again")
+        return response
+
+    def _await(self, operation_id: str, waiting: _InFlight) -> Response:
+        """The answer of the same operation id running on another connection: waited for
+        at most INFLIGHT_WAIT_SECONDS, so retries cannot take every connection for ever."""
+        if not waiting.done.wait(INFLIGHT_WAIT_SECONDS):
+            raise HttpError(503, f"operation {operation_id!r} is still being applied (for "
+                            f"more than {INFLIGHT_WAIT_SECONDS:g} s): ask again later for "
+                            f"its answer", "OperationInProgress")
+        if waiting.response is None:
+            raise HttpError(409, f"operation {operation_id!r} failed; retry it",
+                            "OperationFailed")
+        return waiting.response
+
+
+def _check_epoch(epoch: int, highest: int) -> None:
+    if epoch < highest:
+        raise HttpError(409, f"epoch {epoch} is older than epoch {highest}, the newest this "
+                        f"agent has seen: the command comes from an operator that is no "
+                        f"longer in charge", "StaleEpoch")
+
+
+def _not_saved(message: str) -> Response:
+    return error_response(HttpError(503, message, "StateNotSaved"))
 
 
 def _replayed(response: Response) -> Response:

@@ -114,9 +114,15 @@ class HeartbeatConfig:
 
 @dataclass(frozen=True)
 class FencingConfig:
+    """How this member fences itself; the defaults here are the only copy in the agent
+    (the InGuestCluster CRD's spec.fencing defaults must equal them: a unit test checks)."""
+
     self_fence_timeout_seconds: int = 10  # 0: never self-fence
     operator_lease_seconds: int = 15
     offline_timeout_seconds: int = 60  # how long taking the Failover groups offline may take
+    # InGuestCluster spec.fencing.watchdog: fencing relies on the guest's watchdog, so a
+    # Failover group may only go online here while it is armed.
+    watchdog: bool = True
 
 
 @dataclass(frozen=True)
@@ -175,19 +181,29 @@ class DesiredConfig:
                               f"peer at once)")
         hb_raw = _object(body.get("heartbeat", {}), f"{where}.heartbeat")
         check_keys(hb_raw, _keys(HeartbeatConfig), f"{where}.heartbeat")
-        interval = _number(hb_raw, "intervalMilliseconds", 500, f"{where}.heartbeat",
-                           50, 60_000)
-        timeout = _number(hb_raw, "peerTimeoutMilliseconds", 3000, f"{where}.heartbeat",
-                          100, 600_000)
+        hb = HeartbeatConfig()  # the defaults
+        interval = _number(hb_raw, "intervalMilliseconds", hb.interval_milliseconds,
+                           f"{where}.heartbeat", 50, 60_000)
+        timeout = _number(hb_raw, "peerTimeoutMilliseconds", hb.peer_timeout_milliseconds,
+                          f"{where}.heartbeat", 100, 600_000)
         if timeout < 2 * interval:
             raise ConfigError(f"{where}.heartbeat.peerTimeoutMilliseconds: must be at least "
                               f"twice intervalMilliseconds ({2 * interval}), got {timeout}")
         f_raw = _object(body.get("fencing", {}), f"{where}.fencing")
         check_keys(f_raw, _keys(FencingConfig), f"{where}.fencing")
+        fd = FencingConfig()  # the defaults
+        watchdog = f_raw.get("watchdog", fd.watchdog)
+        if not isinstance(watchdog, bool):
+            raise ConfigError(f"{where}.fencing.watchdog: must be true or false, "
+                              f"got {watchdog!r}")
         fencing = FencingConfig(
-            _number(f_raw, "selfFenceTimeoutSeconds", 10, f"{where}.fencing", 0, 3600),
-            _number(f_raw, "operatorLeaseSeconds", 15, f"{where}.fencing", 1, 3600),
-            _number(f_raw, "offlineTimeoutSeconds", 60, f"{where}.fencing", 1, 3600),
+            _number(f_raw, "selfFenceTimeoutSeconds", fd.self_fence_timeout_seconds,
+                    f"{where}.fencing", 0, 3600),
+            _number(f_raw, "operatorLeaseSeconds", fd.operator_lease_seconds,
+                    f"{where}.fencing", 1, 3600),
+            _number(f_raw, "offlineTimeoutSeconds", fd.offline_timeout_seconds,
+                    f"{where}.fencing", 1, 3600),
+            watchdog,
         )
         return cls(groups, tuple(peers), HeartbeatConfig(interval, timeout), fencing)
 

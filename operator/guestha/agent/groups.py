@@ -1,48 +1,59 @@
 """The service groups this agent runs: the local half of VCS's HAD.
 
-A GroupRunner holds every configured group. Each group has a worker thread that runs its
-operations one after the other: probe (monitor every resource once), online (children
-first, independent branches in parallel), offline (parents first, in parallel where
-possible, clean when offline fails), clear. Each resource has its own thread
-(agent/monitor.py) for monitoring and restarts in place. When a critical resource faults,
-the worker takes the rest of the group offline, so a Faulted group is one that is fully
-stopped and may be started on another member.
+A GroupRunner holds every configured group (agent/servicegroup.py). Each group has a
+worker thread that runs its operations one after the other: probe (monitor every
+resource once), online (children first, independent branches in parallel), offline
+(parents first, in parallel where possible, clean when offline fails), clear. Each
+resource has its own thread (agent/monitor.py) for monitoring and restarts in place.
+When a critical resource faults, the worker takes the rest of the group offline, so a
+Faulted group is one that is fully stopped and may be started on another member.
 
 The runner never starts a group by itself: new groups, and every group when the agent
 starts, are probed only; a Process still running from before an agent restart is adopted.
 Resources keep their files (pid files, output logs) under STATE_DIR/resources/GROUP/NAME.
+
+Locks: the one order. The agent is a safety component: a deadlock leaves a member that
+heartbeats and pets its watchdog (so it looks healthy) but can neither monitor nor fence.
+A thread may take a lock only while every lock it already holds comes earlier here:
+
+1. Serialization locks: Agent._lock, then GroupRunner._configuring. They make a whole
+   configuration change run one at a time, from its start to its end. Nothing but a
+   configuration change takes them (no event, callback, monitor, status or fencing path),
+   so they may be held while calling anything below.
+2. GroupRunner._lock: the table of groups. Held only to read or change the table.
+3. ServiceGroup._lock (its Condition _cond): one group's state, queue and monitors.
+4. ResourceMonitor._cond and ResourceMonitor._data (never nested in each other).
+5. Leaves, which take no other lock: Pending._lock, GroupRunner._changed, EventLog._cond,
+   Resource._running_lock, ExitWatcher._lock, Store._lock (held across its file write).
+Beside the groups: Api._lock (the operations in flight) is held only to check a command's
+epoch and operation id (Store._lock inside it) and record it as in flight; never across
+a disk write, an event or a wait.
+
+No event is emitted and no callback runs while a lock of levels 2-5 is held: a group
+decides its GroupState events under its lock, queues them in its outbox, and emits them
+once the lock is released (one thread emits a group's events at a time, so they keep
+their order). Every wait is bounded: idle workers wake up at least every few seconds,
+a wait for a resource's command ends after the longest that command may take
+(ResourceMonitor.command_bound), and waits for group progress end at their deadline.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import shutil
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from . import resources
-from .config import ConfigError, GroupConfig, ResourceConfig
-from .dependencies import find_cycle, ready_to_start, ready_to_stop
-from .monitor import Pending, ResourceMonitor
-from .states import (
-    FAULTED,
-    GOING_OFFLINE,
-    GOING_ONLINE,
-    OFFLINE,
-    ONLINE,
-    UNKNOWN,
-    group_state,
-)
+from .config import ConfigError, GroupConfig
+from .dependencies import find_cycle
+from .servicegroup import WAIT_STEP, Op, ServiceGroup
 
 Emit = Callable[[str, dict[str, Any]], None]
-WAIT_STEP = 0.5  # seconds between progress checks when no notification arrives
 
 
 class GroupError(ValueError):
@@ -72,329 +83,6 @@ def validate_groups(groups: Sequence[GroupConfig]) -> list[str]:
     return errors
 
 
-@dataclass
-class _Op:
-    kind: str  # probe, online, offline, clear, check, reconfigure, remove
-    reason: str = ""
-    note: str = ""
-    deadline: float | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-
-
-class _Group:
-    """One service group: its resources' monitors and its worker."""
-
-    def __init__(self, runner: GroupRunner, config: GroupConfig) -> None:
-        self.runner = runner
-        self.config = config
-        self.name = config.name
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._queue: collections.deque[_Op] = collections.deque()
-        self._abort = threading.Event()
-        self.transition: str | None = None
-        self.state = UNKNOWN
-        self.removing = False
-        self.removed = False
-        self._closed = False
-        self._retired: dict[str, ResourceMonitor] = {}  # removed from config, not yet stopped
-        self.monitors: dict[str, ResourceMonitor] = {}
-        for resource in config.resources:
-            self.monitors[resource.name] = self._monitor(resource)
-        self._thread = threading.Thread(target=self._loop, daemon=True,
-                                        name=f"group-{self.name}")
-        self._thread.start()
-
-    # --- plumbing -----------------------------------------------------------------------
-
-    def _monitor(self, config: ResourceConfig) -> ResourceMonitor:
-        return ResourceMonitor(self.name, config, self._make, self.runner.emit,
-                               self._resource_changed)
-
-    def resource_dir(self, resource: str) -> str:
-        return os.path.join(self.runner.group_dir(self.name), quote(resource, safe=""))
-
-    def _make(self, config: ResourceConfig, notify: Callable[[], None]) -> resources.Resource:
-        context = resources.ResourceContext(self.name, config.name,
-                                            self.resource_dir(config.name),
-                                            self.runner.watcher, notify)
-        return resources.create(config.type, context, config.attributes)
-
-    def _depends(self) -> dict[str, tuple[str, ...]]:
-        return {r.name: r.depends_on for r in self.config.resources}
-
-    def _critical(self, name: str) -> bool:
-        monitor = self.monitors.get(name)
-        return monitor.config.critical if monitor is not None else False
-
-    def _derive(self) -> None:
-        """Recompute the group state (lock held) and report a change."""
-        pairs = [(m.state, m.config.critical) for m in self.monitors.values()]
-        pairs += [(m.state, False) for m in self._retired.values()]
-        state = group_state(pairs, self.transition)
-        if state != self.state:
-            previous, self.state = self.state, state
-            self.runner.emit("GroupState", {"group": self.name, "state": state,
-                                            "previous": previous})
-
-    def _resource_changed(self, monitor: ResourceMonitor) -> None:
-        with self._cond:
-            if monitor.state == FAULTED and monitor.config.critical \
-                    and self.transition is None and not any(
-                        op.kind == "check" for op in self._queue):
-                # The worker stops the rest of the group next; until it does, the group is
-                # already on its way down (never reported as Partial in between).
-                if self._needs_take_down():
-                    self.transition = GOING_OFFLINE
-                self._queue.appendleft(_Op("check", reason="Fault"))
-            self._derive()
-            self._cond.notify_all()
-
-    def _needs_take_down(self) -> bool:
-        """A critical resource is faulted while others still run (lock held)."""
-        states = [(m.state, m.config.critical) for m in self.monitors.values()]
-        return any(s == FAULTED and c for s, c in states) and any(
-            s not in (OFFLINE, FAULTED) for s, _ in states)
-
-    def _wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
-    def submit(self, op: _Op, front: bool = False) -> _Op:
-        with self._cond:
-            if self._closed:
-                op.done.set()
-                return op
-            if front:
-                self._queue.appendleft(op)
-            else:
-                self._queue.append(op)
-            self._cond.notify_all()
-        return op
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    pending = list(self._queue)
-                    self._queue.clear()
-                    for op in pending:
-                        op.done.set()
-                    return
-                op = self._queue.popleft()
-            try:
-                self._run(op)
-                if op.kind not in ("remove",):
-                    self._take_down_after_critical_fault()
-            except Exception:  # an agent bug must not stop the group's worker
-                self.runner.emit("AgentError", {"group": self.name, "operation": op.kind,
-                                                "message": traceback.format_exc(limit=5)})
-            finally:
-                op.done.set()
-
-    def _run(self, op: _Op) -> None:
-        if op.kind == "probe":
-            self._wait_all([m.probe() for m in list(self.monitors.values())])
-        elif op.kind == "online":
-            self._online()
-        elif op.kind == "offline":
-            self._offline(op.reason or "Offline", op.deadline, op.note)
-        elif op.kind == "clear":
-            self._wait_all([m.clear() for m in list(self.monitors.values())])
-        elif op.kind == "reconfigure":
-            self._stop_retired()
-        elif op.kind == "remove":
-            self._remove()
-
-    def _wait_all(self, pendings: Sequence[Pending], deadline: float | None = None) -> bool:
-        for pending in pendings:
-            left = None if deadline is None else max(deadline - time.monotonic(), 0)
-            if not pending.wait(left):
-                return False
-        return True
-
-    def _set_transition(self, transition: str | None) -> None:
-        with self._cond:
-            self.transition = transition
-            self._derive()
-
-    def _wait_progress(self) -> None:
-        with self._cond:
-            self._cond.wait(WAIT_STEP)
-
-    # --- operations (in the worker) ------------------------------------------------------
-
-    def _online(self) -> None:
-        self._abort.clear()
-        self._set_transition(GOING_ONLINE)
-        started: dict[str, Pending] = {}
-        try:
-            while True:
-                with self._cond:
-                    depends = self._depends()
-                    monitors = dict(self.monitors)
-                critical_fault = any(m.state == FAULTED and m.config.critical
-                                     for m in monitors.values())
-                failed = {name for name, p in started.items() if p.done and not p.ok}
-                failed |= {n for n, m in monitors.items() if m.state == FAULTED}
-                if self._abort.is_set() or critical_fault or \
-                        any(self._critical(n) for n in failed):
-                    ready: list[str] = []
-                else:
-                    online = [n for n, m in monitors.items() if m.state == ONLINE]
-                    ready = ready_to_start(depends, online, [*started, *failed])
-                for name in ready:
-                    pending = monitors[name].online()
-                    pending.add_done_callback(self._wake)
-                    started[name] = pending
-                if not ready and all(p.done for p in started.values()):
-                    return
-                if not ready:
-                    self._wait_progress()
-        finally:
-            with self._cond:
-                # Straight on to stopping the rest if a critical resource faulted.
-                self.transition = GOING_OFFLINE if self._needs_take_down() else None
-                self._derive()
-
-    def _offline(self, reason: str, deadline: float | None = None, note: str = "") -> bool:
-        self._set_transition(GOING_OFFLINE)
-        stopping: dict[str, Pending] = {}
-        try:
-            while True:
-                with self._cond:
-                    depends = self._depends()
-                    monitors = dict(self.monitors)
-                down = [n for n, p in stopping.items() if p.done and p.ok]
-                ready = ready_to_stop(depends, down, stopping)
-                for name in ready:
-                    pending = monitors[name].offline(reason, deadline, note)
-                    pending.add_done_callback(self._wake)
-                    stopping[name] = pending
-                if not ready and all(p.done for p in stopping.values()):
-                    return len(down) == len(depends)
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                if not ready:
-                    self._wait_progress()
-        finally:
-            self._set_transition(None)
-
-    def _take_down_after_critical_fault(self) -> None:
-        """A critical resource faulted: stop the rest of the group (VCS faults the group)."""
-        with self._cond:
-            needed = self._needs_take_down()
-            faulted = [m.name for m in self.monitors.values()
-                       if m.state == FAULTED and m.config.critical]
-            if not needed and self.transition is not None:
-                self.transition = None
-                self._derive()
-        if needed:
-            self._offline("Fault", note=f"critical resource {', '.join(faulted)} faulted")
-
-    def _stop_retired(self) -> None:
-        with self._cond:
-            retired = dict(self._retired)
-        for name, monitor in retired.items():
-            if monitor.offline("Removed").wait() and monitor.state in (OFFLINE, FAULTED):
-                monitor.close()
-                shutil.rmtree(self.resource_dir(name), ignore_errors=True)
-                with self._cond:
-                    self._retired.pop(name, None)
-                    self._derive()
-
-    def _remove(self) -> None:
-        stopped = self._offline("Removed")
-        with self._cond:
-            if not self.removing:
-                return  # configured again meanwhile: it stays (offline)
-            if not stopped:
-                self.removing = False  # could not stop everything: keep it and report it
-                self._derive()
-                return
-            self.removed = True
-        self.runner._drop(self)
-
-    # --- commands (any thread) -------------------------------------------------------------
-
-    def reconfigure(self, config: GroupConfig) -> None:
-        with self._cond:
-            self.config = config
-            self.removing = False
-            for op in [op for op in self._queue if op.kind == "remove"]:
-                self._queue.remove(op)
-                op.done.set()
-            wanted = {r.name: r for r in config.resources}
-            for name, monitor in self.monitors.items():
-                if name not in wanted:
-                    self._retired[name] = monitor
-            monitors: dict[str, ResourceMonitor] = {}
-            new: list[ResourceMonitor] = []
-            for name, resource in wanted.items():
-                existing = self.monitors.get(name) or self._retired.pop(name, None)
-                if existing is None:
-                    existing = self._monitor(resource)
-                    new.append(existing)
-                monitors[name] = existing
-            self.monitors = monitors
-            retired = bool(self._retired)
-            self._derive()
-        for name, resource in wanted.items():
-            if monitors[name] not in new:
-                monitors[name].update(resource)
-        for monitor in new:
-            monitor.probe()
-        if retired:
-            self.submit(_Op("reconfigure"))
-
-    def supersede_online(self) -> None:
-        """An offline was asked for: drop queued onlines, start no further resources."""
-        with self._cond:
-            self._abort.set()
-            for op in [op for op in self._queue if op.kind == "online"]:
-                self._queue.remove(op)
-                op.done.set()
-
-    def abort_online(self) -> None:
-        """Stop bringing the group online at once: as supersede_online, and running online
-        actions are killed and no resource restarts in place until the next online."""
-        self.supersede_online()
-        with self._cond:
-            monitors = list(self.monitors.values())
-        for monitor in monitors:
-            monitor.abort()
-
-    def faulted_critical(self) -> list[str]:
-        with self._cond:
-            return [m.name for m in self.monitors.values()
-                    if m.state == FAULTED and m.config.critical]
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._abort.set()
-        self._thread.join(2.0)
-        for monitor in [*self.monitors.values(), *self._retired.values()]:
-            monitor.close(wait=1.0)
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._cond:
-            monitors = [*self.monitors.values(), *self._retired.values()]
-            data: dict[str, Any] = {"state": self.state, "type": self.config.type}
-            if self.removing:
-                data["removing"] = True
-        data["resources"] = [m.snapshot() for m in monitors]
-        return data
-
-    def is_down(self) -> bool:
-        with self._cond:
-            return self.transition is None and not self._queue and all(
-                m.state in (OFFLINE, FAULTED) for m in self.monitors.values())
-
-
 class GroupRunner:
     """Every service group on this member (the interface the channel server drives)."""
 
@@ -402,19 +90,38 @@ class GroupRunner:
         self.state_dir = state_dir
         self._emit = emit
         self.watcher = resources.ExitWatcher()
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._groups: dict[str, _Group] = {}
+        self._configuring = threading.Lock()  # one configuration change at a time
+        self._lock = threading.Lock()  # the table of groups
+        self._changed = threading.Condition(threading.Lock())  # a leaf: notification only
+        self._generation = 0  # counts emitted events, under _changed
+        self._groups: dict[str, ServiceGroup] = {}
         self._closed = False
 
     def emit(self, kind: str, payload: dict[str, Any]) -> None:
+        """Report an event (called with no lock held) and wake whoever waits for a change."""
         with contextlib.suppress(Exception):  # reporting must never stop the work
             self._emit(kind, payload)
         with self._changed:
+            self._generation += 1
             self._changed.notify_all()
+
+    def _seen(self) -> int:
+        with self._changed:
+            return self._generation
+
+    def _wait_change(self, seen: int, timeout: float) -> int:
+        """Wait (at most `timeout`) for an event after the one numbered `seen`."""
+        with self._changed:
+            if self._generation == seen and timeout > 0:
+                self._changed.wait(timeout)
+            return self._generation
 
     def group_dir(self, group: str) -> str:
         return os.path.join(self.state_dir, "resources", quote(group, safe=""))
+
+    def validate(self, groups: Sequence[GroupConfig]) -> list[str]:
+        """Every error in a desired set of groups, each naming the field."""
+        return validate_groups(groups)
 
     def configure(self, groups: Sequence[GroupConfig]) -> None:
         """Make the desired groups the running ones (validated as a whole first)."""
@@ -422,32 +129,41 @@ class GroupRunner:
         if errors:
             raise ConfigError("; ".join(errors))
         wanted = {g.name: g for g in groups}
-        with self._lock:
-            if self._closed:
+        with self._configuring:
+            with self._lock:
+                if self._closed:
+                    raise GroupError("Conflict", "the agent is shutting down")
+                current = dict(self._groups)
+            created = {name: ServiceGroup(self, config) for name, config in wanted.items()
+                       if current.get(name) is None or current[name].removed}
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._groups.update(created)
+            if closed:
+                for group in created.values():
+                    group.close()
                 raise GroupError("Conflict", "the agent is shutting down")
-            current = dict(self._groups)
+            for new in created.values():
+                new.submit(Op("probe"))
             for name, config in wanted.items():
-                group = current.get(name)
-                if group is None or group.removed:
-                    group = _Group(self, config)
-                    self._groups[name] = group
-                    group.submit(_Op("probe"))
-                elif group.config != config or group.removing:
-                    group.reconfigure(config)
-            for name, group in current.items():
-                if name not in wanted and not group.removing:
-                    group.removing = True
-                    group.abort_online()
-                    group.submit(_Op("remove"))
+                old = current.get(name)
+                if name not in created and old is not None \
+                        and (old.config != config or old.removing):
+                    old.reconfigure(config)
+            for name, old in current.items():
+                if name not in wanted:
+                    old.retire()
 
-    def _drop(self, group: _Group) -> None:
+    def drop(self, group: ServiceGroup) -> None:
+        """A removed group is stopped: forget it and its files (called by the group)."""
         shutil.rmtree(self.group_dir(group.name), ignore_errors=True)
         with self._lock:
             if self._groups.get(group.name) is group:
                 del self._groups[group.name]
         threading.Thread(target=group.close, daemon=True).start()
 
-    def _group(self, name: str) -> _Group:
+    def _group(self, name: str) -> ServiceGroup:
         with self._lock:
             group = self._groups.get(name)
         if group is None or group.removing:
@@ -461,18 +177,18 @@ class GroupRunner:
         if faulted:
             raise GroupError("Conflict", f"service group {group!r} has faulted critical "
                              f"resource(s) {', '.join(faulted)} here: clear them first")
-        target.submit(_Op("online"))
+        target.submit(Op("online"))
 
     def offline(self, group: str) -> None:
         target = self._group(group)
         target.supersede_online()
-        target.submit(_Op("offline"))
+        target.submit(Op("offline"))
 
     def clear(self, group: str) -> None:
-        self._group(group).submit(_Op("clear"))
+        self._group(group).submit(Op("clear"))
 
     def probe(self, group: str) -> None:
-        self._group(group).submit(_Op("probe"))
+        self._group(group).submit(Op("probe"))
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -487,28 +203,29 @@ class GroupRunner:
             targets = [g for g in self._groups.values() if g.config.type == "Failover"]
         for group in targets:
             group.abort_online()
-            group.submit(_Op("offline", reason="SelfFence", note=reason, deadline=deadline),
+            group.submit(Op("offline", reason="SelfFence", note=reason, deadline=deadline),
                          front=True)
-        with self._changed:
-            while not all(g.is_down() for g in targets):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(min(left, WAIT_STEP))
+        # No lock is held while a group is asked whether it is down (it takes its own).
+        seen = self._seen()
+        while not all(g.is_down() for g in targets):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            seen = self._wait_change(seen, min(left, WAIT_STEP))
         return True
 
     def wait_until(self, predicate: Callable[[Mapping[str, Any]], bool],
                    timeout: float) -> bool:
         """Wait until predicate(snapshot()) holds (for tests and the agent's own use)."""
         deadline = time.monotonic() + timeout
+        seen = self._seen()
         while True:
             if predicate(self.snapshot()):
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            with self._changed:
-                self._changed.wait(min(left, 0.05))
+            seen = self._wait_change(seen, min(left, 0.05))
 
     def close(self) -> None:
         """Stop monitoring (resources keep running: a new agent process adopts them)."""

@@ -15,7 +15,10 @@ or at once when the resource itself reports a change (a Process's exit). The thr
   (0: never);
 - a fault always runs clean: the resource is Faulted only once clean has stopped it, so
   Faulted means "not running". ResourceFaulted is pushed the moment the fault is seen,
-  before clean. A clean that fails leaves the resource Unknown (it may still run).
+  before clean. A clean that fails leaves the resource Unknown (it may still run);
+- a monitor that fails, times out or finds the resource in transition never makes it
+  Offline: only a monitor that confirms it stopped does (agent/verdicts.py has the rules
+  as one pure function). A resource in doubt is stopped (clean) before it is started.
 """
 
 from __future__ import annotations
@@ -30,15 +33,18 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .config import ResourceConfig
-from .resources import ActionError, ActionTimeout, MonitorResult, Resource
+from .resources import ActionAborted, ActionError, ActionTimeout, MonitorResult, Resource
 from .states import FAULTED, OFFLINE, ONLINE, STARTING, STOPPING, UNKNOWN
+from .verdicts import NOTE, RECOVER, SET, TOLERATE, Limits, Seen, judge
 
 Emit = Callable[[str, dict[str, Any]], None]
 Make = Callable[[ResourceConfig, Callable[[], None]], Resource]
 
 CONFIRM_POLL_SECONDS = 1.0  # longest pause between monitors while confirming online/offline
+IDLE_WAKE_SECONDS = 5.0  # an idle resource thread looks at its queue at least this often
+COMMAND_MARGIN_SECONDS = 5  # added to the sum of a resource's timeouts (command_bound)
 # What an entry point may raise when it fails (an OSError is a failure of the action too).
-FAILED = (ActionError, OSError)
+ACTION_FAILURES = (ActionError, OSError)
 
 
 def rfc3339(when: float) -> str:
@@ -48,13 +54,18 @@ def rfc3339(when: float) -> str:
 
 
 class Pending:
-    """The outcome of a command that a resource's thread runs; wait() for it."""
+    """The outcome of a command that a resource's thread runs; wait() for it.
 
-    def __init__(self) -> None:
+    `bound` is the longest the command may take, queue included (seconds): waiting longer
+    than that means something is wrong, and a waiter gives up rather than hang with it.
+    """
+
+    def __init__(self, bound: float = 0.0) -> None:
         self._event = threading.Event()
         self.ok = False
         self.state = ""
         self.message = ""
+        self.bound = bound
         self._callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
@@ -77,8 +88,9 @@ class Pending:
     def done(self) -> bool:
         return self._event.is_set()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._event.wait(timeout)
+    def wait(self, timeout: float) -> bool:
+        """True when the command finished within `timeout` seconds."""
+        return self._event.wait(max(timeout, 0.0))
 
 
 @dataclass
@@ -111,6 +123,7 @@ class ResourceMonitor:
         self._tolerated = 0
         self._online_since: float | None = None
         self._was_online = False
+        self._faulted = False  # Faulted, or Unknown since it was (cleared by clear/online)
         self._cond = threading.Condition()
         self._queue: collections.deque[_Command] = collections.deque()
         self._triggered = False
@@ -127,13 +140,26 @@ class ResourceMonitor:
 
     # --- what other threads call ------------------------------------------------------
 
+    def command_bound(self) -> float:
+        """The longest one command may take with this resource's timeouts (seconds): its
+        monitors, its action, the wait for a monitor to confirm it, and a clean after it."""
+        config = self.config
+        monitor, timeouts = config.monitor, config.timeouts
+        confirm = config.online_wait_limit * monitor.interval_seconds
+        return float(4 * monitor.timeout_seconds + timeouts.online_seconds + confirm
+                     + 2 * timeouts.offline_seconds + timeouts.clean_seconds
+                     + COMMAND_MARGIN_SECONDS)
+
     def _submit(self, command: _Command) -> Pending:
         with self._cond:
-            if self._closed:
-                command.pending.finish(False, self.state, "the agent is shutting down")
-            else:
+            closed = self._closed
+            if not closed:
+                # Queued behind the command running now and those queued before it.
+                command.pending.bound = self.command_bound() * (len(self._queue) + 2)
                 self._queue.append(command)
                 self._cond.notify_all()
+        if closed:  # finished (its callbacks run) with no lock held
+            command.pending.finish(False, self.state, "the agent is shutting down")
         return command.pending
 
     def probe(self) -> Pending:
@@ -226,7 +252,8 @@ class ResourceMonitor:
                                            and now >= self._next_monitor):
                         self._triggered = False
                         break
-                    wait = None if self._next_monitor is None else self._next_monitor - now
+                    wait = IDLE_WAKE_SECONDS if self._next_monitor is None else \
+                        min(self._next_monitor - now, IDLE_WAKE_SECONDS)
                     self._cond.wait(wait)
             try:
                 if command is None:
@@ -258,6 +285,10 @@ class ResourceMonitor:
                                            max(seconds, 0))
 
     def _set(self, state: str, reason: str, message: str) -> None:
+        if state == FAULTED:
+            self._faulted = True
+        elif state in (ONLINE, OFFLINE, STARTING):
+            self._faulted = False
         with self._data:
             previous = self.state
             self.state = state
@@ -278,14 +309,15 @@ class ResourceMonitor:
         self._on_change(self)
 
     def _monitor(self) -> tuple[MonitorResult, bool]:
-        """One monitor: (result, timed out)."""
+        """One monitor: (result, timed out). A monitor that abort() cut short (self-fencing
+        does not wait for a monitor that hangs) gave no answer, as one that timed out."""
         timeout = float(self.config.monitor.timeout_seconds)
         start = time.monotonic()
         try:
             result = self.resource.monitor(timeout)
-        except ActionTimeout as e:
+        except (ActionTimeout, ActionAborted) as e:
             return MonitorResult.unknown(str(e)), True
-        except FAILED as e:
+        except ACTION_FAILURES as e:
             return MonitorResult.unknown(str(e)), False
         if time.monotonic() - start > timeout:
             return MonitorResult.unknown(f"monitor took longer than {timeout:g} s"), True
@@ -293,55 +325,44 @@ class ResourceMonitor:
 
     # --- the VCS rules for a monitor result ------------------------------------------
 
-    def _handle(self, result: MonitorResult, timed_out: bool) -> None:
-        state = self.state
+    def _handle(self, result: MonitorResult, timed_out: bool, reason: str = "") -> None:
+        """Carry out the verdict on one monitor result (`reason` names a state change)."""
         if timed_out:
             with self._data:
                 self.monitor_timeouts += 1
                 count = self.monitor_timeouts
-            limit = self.config.fault_on_monitor_timeouts
-            text = f"monitor timed out ({count} in a row): {result.message}"
-            if (state == ONLINE or (state == UNKNOWN and self._was_online)) and limit \
-                    and count >= limit:
-                self._fault_or_restart("MonitorTimeout", text)
-            else:
-                self._note(text)
-            return
-        with self._data:
-            self.monitor_timeouts = 0
-        if state == ONLINE:
-            if result.state == ONLINE:
+        else:
+            with self._data:
+                self.monitor_timeouts = count = 0
+        verdict = judge(Seen(self.state, self._was_online, self._faulted, self._tolerated,
+                             count),
+                        result.state, timed_out,
+                        Limits(self.config.tolerance_limit,
+                               self.config.fault_on_monitor_timeouts))
+        message = result.message
+        if timed_out:
+            message = f"monitor timed out ({count} in a row): {result.message}"
+        if verdict.action == NOTE:
+            if self.state == ONLINE and result.state == ONLINE and not timed_out:
                 self._tolerated = 0
                 self._reset_counters_after_conf_interval()
-                self._note(result.message)
-            elif result.state == OFFLINE:
-                self._unexpected_offline(result.message)
-            else:
-                self._was_online = True
-                self._set(UNKNOWN, "MonitorUnknown", result.message)
-        elif state == UNKNOWN:
-            if result.state == ONLINE:
+            self._note(message)
+        elif verdict.action == TOLERATE:
+            self._tolerated += 1
+            self._note(f"monitor found it offline ({self._tolerated} of "
+                       f"{self.config.tolerance_limit} tolerated): {message}")
+        elif verdict.action == RECOVER:
+            self._tolerated = 0
+            self._fault_or_restart(verdict.reason, message or "found offline")
+        elif verdict.action == SET:
+            if verdict.state == ONLINE:
                 if not self._was_online:
                     self._online_since = time.monotonic()
                 self._was_online = True
-                self._set(ONLINE, "Monitor", result.message)
-            elif result.state == OFFLINE and self._was_online:
-                self._unexpected_offline(result.message)
-            elif result.state == OFFLINE:
-                self._set(OFFLINE, "Monitor", result.message)
-            else:
-                self._note(result.message)
-        elif state in (OFFLINE, FAULTED):
-            if result.state == ONLINE:
-                self._online_since = time.monotonic()
-                self._was_online = True
                 self._tolerated = 0
-                self._set(ONLINE, "FoundOnline", f"found online (not started by this agent "
-                          f"run): {result.message}")
-            elif result.state == UNKNOWN and state == OFFLINE:
-                self._set(UNKNOWN, "MonitorUnknown", result.message)
-            elif state == OFFLINE:
-                self._note(result.message)
+                if verdict.reason == "FoundOnline" and not reason:
+                    message = f"found online (not started by this agent run): {message}"
+            self._set(verdict.state, reason or verdict.reason, message)
 
     def _reset_counters_after_conf_interval(self) -> None:
         conf = self.config.conf_interval_seconds
@@ -349,16 +370,6 @@ class ResourceMonitor:
                 and time.monotonic() - self._online_since >= conf:
             with self._data:
                 self.restarts = 0
-
-    def _unexpected_offline(self, message: str) -> None:
-        self._tolerated += 1
-        limit = self.config.tolerance_limit
-        if self._tolerated <= limit:
-            self._note(f"monitor found it offline ({self._tolerated} of {limit} tolerated): "
-                       f"{message}")
-            return
-        self._tolerated = 0
-        self._fault_or_restart("MonitorOffline", message or "found offline")
 
     def _fault_or_restart(self, reason: str, message: str) -> None:
         self._reset_counters_after_conf_interval()
@@ -394,12 +405,15 @@ class ResourceMonitor:
         problem = ""
         try:
             self.resource.clean(float(self.config.timeouts.clean_seconds))
-        except FAILED as e:
+        except ACTION_FAILURES as e:
             problem = f"clean failed: {e}"
         if not problem:
-            result, _ = self._monitor()
-            if result.state == ONLINE:
-                problem = f"still online after clean: {result.message}"
+            # Only a monitor that confirms it stopped will do: a failed or timed-out one
+            # leaves it in doubt.
+            result, timed_out = self._monitor()
+            if timed_out or result.state != OFFLINE:
+                problem = f"not confirmed stopped after clean ({result.state.lower()}): " \
+                          f"{result.message}"
         if not problem:
             return True
         text = f"{problem} (after: {message})" if message else problem
@@ -426,7 +440,7 @@ class ResourceMonitor:
         except ActionTimeout as e:
             self._fault("OnlineTimeout", f"online timed out: {e}")
             return False
-        except FAILED as e:
+        except ACTION_FAILURES as e:
             self._fault("OnlineFailed", f"online failed: {e}")
             return False
         interval = float(config.monitor.interval_seconds)
@@ -460,20 +474,12 @@ class ResourceMonitor:
 
     def _do_probe(self, command: _Command) -> None:
         result, timed_out = self._monitor()
-        if self.state in (UNKNOWN, OFFLINE) and not self._was_online:
-            if timed_out:
-                self._set(UNKNOWN, "Probe", f"probe timed out: {result.message}")
-            else:
-                if result.state == ONLINE:
-                    self._online_since = time.monotonic()
-                    self._was_online = True
-                self._set(result.state, "Probe", result.message)
-        else:
-            self._handle(result, timed_out)
+        fresh = self.state in (UNKNOWN, OFFLINE) and not self._was_online
+        self._handle(result, timed_out, "Probe" if fresh else "")
         self._finish(command, self.state != UNKNOWN)
 
     def _do_online(self, command: _Command) -> None:
-        if self.state == FAULTED:
+        if self.state == FAULTED or self._faulted:
             self._finish(command, False)  # faults are cleared first (hagrp -clear)
             return
         result, timed_out = self._monitor()
@@ -489,6 +495,13 @@ class ResourceMonitor:
             self._handle(result, timed_out)
             self._finish(command, self.state == ONLINE)
             return
+        if timed_out or result.state != OFFLINE:
+            # In doubt (a failed or timed-out monitor): it may run, so it is stopped, and
+            # that confirmed, before it is started (as Pacemaker recovers a failed one).
+            self._set(STARTING, command.reason, f"cleaning first: {result.message}")
+            if not self._clean(result.message, fault_event=False):
+                self._finish(command, False)
+                return
         self._apply_pending()
         self._set(STARTING, command.reason, "")
         self._finish(command, self._start(command.reason))
@@ -511,7 +524,7 @@ class ResourceMonitor:
         problem = ""
         try:
             self.resource.offline(offline_timeout)
-        except FAILED as e:
+        except ACTION_FAILURES as e:
             problem = f"offline failed: {e}"
         if not problem:
             deadline = time.monotonic() + offline_timeout
@@ -526,7 +539,7 @@ class ResourceMonitor:
         if problem:
             try:
                 self.resource.clean(clean_timeout)
-            except FAILED as e:
+            except ACTION_FAILURES as e:
                 problem = f"{problem}; clean failed: {e}"
             result, _ = self._monitor()
             if result.state != OFFLINE:
@@ -549,6 +562,7 @@ class ResourceMonitor:
             self.restarts = 0
             self.monitor_timeouts = 0
         self._tolerated = 0
+        self._faulted = False
         if self.state in (FAULTED, UNKNOWN):
             result, timed_out = self._monitor()
             if result.state == ONLINE and not timed_out:
@@ -563,9 +577,5 @@ class ResourceMonitor:
         if self.state in (OFFLINE, FAULTED) and self.pending_change:
             self._apply_pending()
             result, timed_out = self._monitor()
-            if result.state == ONLINE and not timed_out:
-                self._handle(result, timed_out)
-            elif self.state == OFFLINE:
-                self._set(UNKNOWN if timed_out else result.state, "Reconfigured",
-                          result.message)
+            self._handle(result, timed_out)
         self._finish(command, True)

@@ -4,6 +4,16 @@ One pure function decides a group's state, so the agent, its tests and anyone re
 code agree on what "Faulted" or "Partial" means. The rule that matters for safety: a group
 is Faulted or Offline only when none of its resources is online or in doubt, so the
 operator may start it elsewhere as soon as it reads either state.
+
+That rests on the resource states meaning this:
+- Offline: a monitor confirmed that nothing of the resource runs (OCF 7, a unit inactive
+  or failed, no process). Never set from a monitor that failed, timed out or found the
+  resource in transition (OCF 1-6 and 9, systemd activating or deactivating, a process
+  partly running): those make it Unknown (agent/verdicts.py).
+- Faulted: it failed and a clean stopped it, confirmed by a monitor as for Offline.
+- Unknown: it may be running (not probed yet, a monitor failed or timed out, a clean
+  failed). Only a successful stop (offline or clean, confirmed) takes it out of doubt.
+- Online, Starting, Stopping: it runs, or may.
 """
 
 from __future__ import annotations

@@ -4,11 +4,15 @@ repeated operation id is answered, not applied again), and the agent's incarnati
 
 Every write goes to a temporary file that is fsynced and renamed over the old one, and the
 folder is fsynced after, so a crash leaves either the old state or the new, never half.
+Saved first, then set: each change is written before the agent's memory takes it, so a
+write that fails (a full disk) leaves memory as the disk is, and the caller gets a
+SaveError that names the file and the cause (nothing half-done stays in memory).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import threading
@@ -23,23 +27,31 @@ class StoreError(Exception):
     """The state file exists but cannot be used; the message says why and where."""
 
 
+class SaveError(Exception):
+    """The state could not be written (the disk is full, read-only, failing...); nothing
+    of the change was kept. The message names the file and the cause."""
+
+
 def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Replaces `path` with `data`: tmp + fsync + rename + fsync of the folder."""
+    """Replaces `path` with `data`: tmp + fsync + rename + fsync of the folder. On failure
+    the temporary file is removed (a full disk must not fill up further) and `path` is
+    unchanged; the OSError is raised."""
     folder = os.path.dirname(path) or "."
     tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except OSError:
-        os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     dfd = os.open(folder, os.O_RDONLY)
     try:
@@ -87,10 +99,22 @@ class Store:
             self._operations.append(op)
             self._by_id[op["id"]] = op
 
-    def _save(self) -> None:
+    def _save(self, **change: Any) -> None:
+        """Write the state with `change` applied, then apply it to memory (lock held)."""
         state = {"format": FORMAT, "epoch": self.epoch, "incarnation": self.incarnation,
                  "config": self.config, "operations": list(self._operations)}
-        write_atomically(self.path, json.dumps(state, sort_keys=True).encode("utf-8"))
+        state.update(change)
+        try:
+            write_atomically(self.path, json.dumps(state, sort_keys=True).encode("utf-8"))
+        except OSError as e:
+            raise SaveError(f"{self.path}: the agent's state could not be saved: "
+                            f"{e.strerror or e}") from e
+        for key, value in change.items():
+            if key == "operations":
+                self._operations = collections.deque(value)
+                self._by_id = {op["id"]: op for op in value}
+            else:
+                setattr(self, key, value)
 
     def next_incarnation(self) -> int:
         """A number larger than every earlier run's, persisted before it is used.
@@ -99,23 +123,22 @@ class Store:
         when it is not (stepped back, or the state was lost and the clock is behind).
         """
         with self._lock:
-            self.incarnation = max(self.incarnation + 1, int(time.time() * 1000))
-            self._save()
+            self._save(incarnation=max(self.incarnation + 1, int(time.time() * 1000)))
             return self.incarnation
 
     def record_epoch(self, epoch: int) -> bool:
-        """Records a higher epoch; False (and nothing written) when it is not higher."""
+        """Records a higher epoch; False (and nothing written) when it is not higher.
+        SaveError when it could not be saved: then the epoch stays as it was."""
         with self._lock:
             if epoch <= self.epoch:
                 return False
-            self.epoch = epoch
-            self._save()
+            self._save(epoch=epoch)
             return True
 
     def set_config(self, config: dict[str, Any]) -> None:
+        """Saves a new desired configuration (SaveError: it was not saved, nor taken)."""
         with self._lock:
-            self.config = config
-            self._save()
+            self._save(config=config)
 
     def operation(self, operation_id: str) -> dict[str, Any] | None:
         """The recorded result of an operation id, if it was applied."""
@@ -125,19 +148,14 @@ class Store:
 
     def record_operation(self, operation_id: str, command: str, epoch: int, status: int,
                          body: Any) -> None:
-        """Keeps an operation's result (the newest `max_operations` are kept)."""
+        """Keeps an operation's result (the newest `max_operations` are kept); SaveError
+        when it could not be saved (then it is not kept either)."""
         with self._lock:
             op = {"id": operation_id, "command": command, "epoch": epoch, "status": status,
                   "body": body, "time": time.time()}
-            if operation_id in self._by_id:
-                self._operations = collections.deque(
-                    o for o in self._operations if o["id"] != operation_id)
-            self._operations.append(op)
-            self._by_id[operation_id] = op
-            while len(self._operations) > self._max_operations:
-                old = self._operations.popleft()
-                self._by_id.pop(old["id"], None)
-            self._save()
+            kept = [o for o in self._operations if o["id"] != operation_id]
+            kept.append(op)
+            self._save(operations=kept[-self._max_operations:])
 
 
 BOOT_RECORD_FILE = "boot-record.json"

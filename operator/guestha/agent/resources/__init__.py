@@ -7,6 +7,7 @@ from typing import Any
 
 from .application import Application
 from .base import (
+    ActionAborted,
     ActionError,
     ActionTimeout,
     MonitorResult,
@@ -42,6 +43,7 @@ __all__ = [
     "IP",
     "OCF",
     "TYPES",
+    "ActionAborted",
     "ActionError",
     "ActionTimeout",
     "Application",

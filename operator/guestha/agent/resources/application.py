@@ -2,21 +2,24 @@
 
 startProgram and stopProgram are shell command lines that start and stop the application
 and return. Its state comes from monitorProgram's exit status (VCS: 110 online, 100
-offline; OCF style: 0 online, 7 offline), or, without one, from pidFiles (every recorded
-process runs) and monitorProcesses (every listed command line runs). clean runs
-cleanProgram and then kills whatever pidFiles and monitorProcesses still find.
+offline; OCF style: 0 online, 7 offline; anything else: failed, Unknown), or, without
+one, from pidFiles (every recorded process runs) and monitorProcesses (every listed
+command line runs); some running and some not is a failure (Unknown), not Offline. clean runs
+cleanProgram and then kills whatever pidFiles and monitorProcesses still find, but only
+processes that are the application's (pidfiles.py: its user's, started before its pid
+file was written, never init or the agent): a pid file names what its writer wants.
+Pid files are read by a child process (fsprobe.py), as they may be on a dead mount.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from . import procfs
+from . import fsprobe, pidfiles, procfs
 from .base import (
     ActionError,
     ActionTimeout,
@@ -89,9 +92,9 @@ class Application(Resource):
         return errors
 
     def _run(self, program: str, what: str, timeout: float) -> Completed:
+        # The working directory is entered in the child (programs.entering), never looked
+        # at by the agent itself: it may be on a dead mount.
         user: Account | None = account(self.user) if self.user else None
-        if not os.path.isdir(self.cwd):
-            raise ActionError(f"attributes.workingDirectory: {self.cwd} is not a directory")
         return shell(program, timeout, f"attributes.{what}", env=environment(self.env, user),
                      cwd=self.cwd, user=user, owner=self)
 
@@ -117,36 +120,60 @@ class Application(Resource):
             return MonitorResult.unknown(
                 f"monitorProgram exited with status {done.returncode} (110 or 0: online, "
                 f"100 or 7: offline): {done.tail(200)}")
-        running, missing = self._processes()
-        if not missing:
-            return MonitorResult.online(f"pids {', '.join(map(str, sorted(running)))}")
-        text = "; ".join(missing)
-        return MonitorResult.offline(text if not running else f"partly running: {text}")
+        found = self._processes(timeout)
+        if found.wrong:  # a pid file names a process that is not the application's
+            return MonitorResult.unknown("; ".join(found.wrong + found.missing))
+        if not found.missing:
+            return MonitorResult.online(f"pids {', '.join(map(str, sorted(found.ours)))}")
+        text = "; ".join(found.missing)
+        if found.ours:  # some of it still runs: failed, not stopped
+            return MonitorResult.unknown(f"partly running: {text}")
+        return MonitorResult.offline(text)
 
-    def _processes(self) -> tuple[set[int], list[str]]:
-        """The pids found running, and what was expected but is not running."""
-        running: set[int] = set()
-        missing: list[str] = []
-        for path in self.pid_files:
-            try:
-                with open(path, encoding="ascii", errors="replace") as f:
-                    pid = int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                missing.append(f"no pid in {path}")
-                continue
-            if procfs.is_running(pid):
-                running.add(pid)
-            else:
-                missing.append(f"pid {pid} from {path} is not running")
+    def _expected_uid(self) -> int:
+        """The uid the application's processes run as: its user's, else the agent's."""
+        return account(self.user).uid if self.user else os.geteuid()
+
+    def _processes(self, timeout: float) -> _Found:
+        """The application's processes that run, what is expected but does not run, and
+        pids that name processes which are not the application's (see pidfiles.py)."""
+        found = _Found()
+        expected, agent = self._expected_uid(), os.getpid()
+        if self.pid_files:
+            # Read by a child: a pid file may be on a dead mount (fsprobe.py).
+            for facts in fsprobe.look(self.pid_files, timeout, "attributes.pidFiles",
+                                      read=True, owner=self):
+                try:
+                    pid = int((facts.content or "").split()[0])
+                except (ValueError, IndexError):
+                    found.missing.append(f"no pid in {facts.path}"
+                                         + (f" ({facts.error})" if facts.error else ""))
+                    continue
+                seen = pidfiles.look(pid)
+                verdict, why = pidfiles.judge(pid, seen, expected, agent, facts.mtime,
+                                              facts.uid)
+                if verdict == pidfiles.OURS:
+                    found.ours[pid] = seen
+                elif verdict == pidfiles.GONE:
+                    found.missing.append(f"{why} (from {facts.path})")
+                else:
+                    found.wrong.append(f"{facts.path} names a process that is not the "
+                                       f"application's: {why}")
         if self.monitor_processes:
             lines = list(procfs.command_lines())
             for wanted in self.monitor_processes:
-                pids = [pid for pid, line in lines if line.strip() == wanted.strip()]
-                if pids:
-                    running.update(pids)
+                mine = {}
+                for pid, line in lines:
+                    if line.strip() != wanted.strip():
+                        continue
+                    seen = pidfiles.look(pid)
+                    if pidfiles.judge(pid, seen, expected, agent)[0] == pidfiles.OURS:
+                        mine[pid] = seen  # others' processes of that name are not counted
+                if mine:
+                    found.ours.update(mine)
                 else:
-                    missing.append(f"no process {wanted!r}")
-        return running, missing
+                    found.missing.append(f"no process {wanted!r} of the application's user")
+        return found
 
     def clean(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -156,14 +183,22 @@ class Application(Resource):
             if done.returncode != 0:
                 failure = f"cleanProgram exited with status {done.returncode}: {done.tail()}"
         if self.pid_files or self.monitor_processes:
-            running, _ = self._processes()
-            for pid in running:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            while any(procfs.is_running(pid) for pid in running):
+            found = self._processes(max(deadline - time.monotonic(), 1.0))
+            for pid, seen in found.ours.items():  # only the application's own
+                pidfiles.kill(pid, seen)
+            while any(procfs.is_running(pid, seen.ticks) for pid, seen in found.ours.items()):
                 if time.monotonic() >= deadline:
-                    raise ActionTimeout(f"processes {sorted(running)} survive SIGKILL")
+                    raise ActionTimeout(f"processes {sorted(found.ours)} survive SIGKILL")
                 time.sleep(0.02)
+            if found.wrong:
+                raise ActionError("; ".join(found.wrong) + " (not signalled)")
             return
         if failure:
             raise ActionError(failure)
+
+
+@dataclass
+class _Found:
+    ours: dict[int, pidfiles.Seen] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)

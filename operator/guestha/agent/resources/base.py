@@ -4,7 +4,8 @@ A resource type (Process, Mount, OCF, ...) validates its attributes against a sm
 declarative schema, then implements online, offline, monitor and clean, each bounded by a
 timeout. Entry points report failure by raising ActionError (ActionTimeout when the time
 ran out) with a message a person can act on; monitor returns Online, Offline or Unknown
-with a message. The monitor loop (agent/monitor.py) adds the VCS policy on top.
+with a message, and returns Offline only when it knows nothing of the resource runs.
+The monitor loop (agent/monitor.py) adds the VCS policy on top.
 """
 
 from __future__ import annotations
@@ -30,9 +31,15 @@ class ActionTimeout(ActionError):
     """An entry point did not finish within its timeout."""
 
 
+class ActionAborted(ActionError):
+    """An entry point's program was killed by abort() (self-fencing): it gave no answer."""
+
+
 @dataclass(frozen=True)
 class MonitorResult:
-    """What one monitor found: Online, Offline or Unknown, and why."""
+    """What one monitor found, and why: Online (it runs), Offline (confirmed stopped), or
+    Unknown (anything else: the monitor failed, the resource failed or is in transition;
+    it may be running, so it must never be read as stopped)."""
 
     state: str
     message: str = ""

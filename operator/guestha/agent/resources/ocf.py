@@ -4,7 +4,8 @@
 with the action as its argument and the parameters as OCF_RESKEY_name. The agent's own
 meta-data is read to validate the parameters (unknown and missing required ones are refused
 by name). Exit codes follow the OCF specification: 0 success/running, 7 not running,
-8 running promoted, 9 failed promoted, 1-6 errors.
+8 running promoted, 9 failed promoted, 1-6 errors; a monitor's code other than 0, 7 and 8
+means "failed, may still run" (monitor_result).
 """
 
 from __future__ import annotations
@@ -56,17 +57,22 @@ def agent_path(provider: str, kind: str) -> str:
 
 
 def monitor_result(code: int, output: str) -> MonitorResult:
-    """The state an OCF monitor exit code means."""
+    """The state an OCF monitor exit code means, as Pacemaker reads it.
+
+    0 running, 8 running promoted: Online. 7 not running: Offline, the only code that says
+    the resource is stopped. Every other code (1 generic error, 2 arguments, 3
+    unimplemented, 4 permissions, 5 not installed, 6 not configured, 9 failed promoted,
+    anything else) means the resource failed and may still run: Unknown, so that it is
+    stopped, and the stop confirmed, before it runs anywhere again.
+    """
     text = exit_text(code)
     detail = f"{text}: {output}" if output else text
     if code in (SUCCESS, RUNNING_PROMOTED):
         return MonitorResult.online(output if code == SUCCESS else detail)
     if code == NOT_RUNNING:
         return MonitorResult.offline(output)
-    if code in (1, 2, 4, 5, 6, FAILED_PROMOTED):
-        # A failed resource is handled as not running: clean (stop) then start, as
-        # Pacemaker recovers it.
-        return MonitorResult.offline(f"failed: {detail}")
+    if code in EXIT_TEXT:
+        return MonitorResult.unknown(f"failed: {detail}")
     return MonitorResult.unknown(f"monitor returned {detail}")
 
 

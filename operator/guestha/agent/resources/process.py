@@ -6,6 +6,15 @@ exit watcher's pidfd becomes readable the moment it exits and asks for an immedi
 monitor. The pid, the start time from /proc/PID/stat and the boot id are written to the
 resource's directory, so a new agent process (after an agent restart) adopts a program
 still running instead of starting a second copy, and watches it by pidfd as well.
+
+The program's output (stdout and stderr) goes to output.log in that directory, opened for
+appending. It is rotated by size, since it lives in the agent's state folder and a full
+disk there stops the agent from saving its state: at each monitor, an output.log larger
+than LOG_MAX_BYTES is copied to output.log.1 (older copies move up to .2 ... .LOG_KEEP,
+the oldest is dropped) and emptied in place (the program keeps writing to it; appending,
+its next line lands at the start). Each start moves the previous run's log to .1 the same
+way. At most LOG_KEEP + 1 files of about LOG_MAX_BYTES each are kept, plus what the
+program writes between two monitors. Lines written while a copy is being made may be lost.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import procfs
+from . import fsprobe, procfs
 from .base import (
     ActionError,
     ActionTimeout,
@@ -32,13 +41,16 @@ from .base import (
     signal_name,
     signal_number,
 )
-from .programs import account, credentials, environment
+from .programs import ENTER, Account, account, credentials, environment
 
 DEFAULT_STOP_SIGNAL = "SIGTERM"
 DEFAULT_STOP_TIMEOUT = 10
 PID_FILE = "process.json"
 LOG_FILE = "output.log"
+LOG_MAX_BYTES = 4 << 20  # output.log is rotated when a monitor finds it larger
+LOG_KEEP = 3  # rotated copies kept: output.log.1 (newest) .. output.log.3
 POLL_SECONDS = 0.02
+COPY_CHUNK = 1 << 20
 
 
 def _non_negative(value: Any) -> str | None:
@@ -63,6 +75,40 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+    return True
+
+
+def rotate_log(path: str, new_run: bool = False) -> bool:
+    """Rotate a program's output log when it is larger than LOG_MAX_BYTES (always, if it is
+    not empty, for `new_run`); True if it was. See the module docstring."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return False
+    if size == 0 or (size <= LOG_MAX_BYTES and not new_run):
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{path}.{LOG_KEEP}")
+    for i in range(LOG_KEEP - 1, 0, -1):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}.{i}", f"{path}.{i + 1}")
+    if new_run:
+        os.replace(path, f"{path}.1")  # nothing writes to it any more
+        return True
+    try:  # the program still writes to it: copy, then empty it in place
+        with open(path, "rb") as src, open(f"{path}.1", "wb") as dst:
+            src.seek(max(0, size - LOG_MAX_BYTES))
+            left = min(size, LOG_MAX_BYTES)
+            while left > 0:
+                chunk = src.read(min(COPY_CHUNK, left))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                left -= len(chunk)
+    except OSError:  # e.g. the disk is full: emptying the log matters more than its copy
+        with contextlib.suppress(OSError):
+            os.unlink(f"{path}.1")
+    os.truncate(path, 0)
     return True
 
 
@@ -118,6 +164,9 @@ class Process(Resource):
             return
         if boot != procfs.boot_id():
             self._remove_pid_file()  # from an earlier boot: nothing of it runs
+            return
+        if pid <= 1 or pid in (os.getpid(), os.getpgid(0)):
+            self._remove_pid_file()  # never init's or the agent's own group to signal
             return
         self._pid, self._started = pid, started
 
@@ -188,6 +237,8 @@ class Process(Resource):
             return MonitorResult.offline(self._last_exit or "not running")
         if self._leader_running():
             self._ensure_watched()
+            with contextlib.suppress(OSError):  # a log problem is not the program's
+                rotate_log(os.path.join(self.context.state_dir, LOG_FILE))
             adopted = "" if self._child is not None else " (adopted)"
             return MonitorResult.online(f"pid {self._pid}{adopted}")
         self._reap()
@@ -203,21 +254,20 @@ class Process(Resource):
             self._stop_group(signal.SIGKILL, 0, min(timeout, 5.0))  # leftovers of a last run
         self._forget()
         user = account(self.user) if self.user else None
-        if not os.path.isdir(self.cwd):
-            raise ActionError(f"attributes.workingDirectory: {self.cwd} is not a directory")
+        env = environment(self.env, user)
+        self._check_start(user, env["PATH"], timeout)
         directory = self.program_dir()
         log_path = os.path.join(directory, LOG_FILE)
-        if os.path.exists(log_path):
-            os.replace(log_path, log_path + ".1")
-        with open(log_path, "ab") as log:
+        rotate_log(log_path, new_run=True)
+        with open(log_path, "ab") as log:  # appending: see the module docstring
             try:
+                # A shell enters the directory and execs the command in the child: see
+                # programs.py (Popen would wait, in this thread, for a chdir or exec that
+                # hangs on a dead mount). The shell's exec keeps its pid, session and group.
                 child = subprocess.Popen(
-                    self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    cwd=self.cwd, env=environment(self.env, user), start_new_session=True,
+                    [*ENTER, self.cwd, *self.command], stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, cwd="/", env=env, start_new_session=True,
                     close_fds=True, **credentials(user))
-            except FileNotFoundError:
-                raise ActionError(f"attributes.command: {self.command[0]}: not found "
-                                  f"(PATH={environment(self.env, user)['PATH']})") from None
             except PermissionError as e:
                 if user is not None and e.filename is None:
                     raise ActionError(f"attributes.user: cannot run as {self.user}: "
@@ -233,6 +283,24 @@ class Process(Resource):
         self._last_exit = ""
         self._save()
         self._ensure_watched()
+
+    def _check_start(self, user: Account | None, search_path: str, timeout: float) -> None:
+        """The working directory and the command, looked at by a child as `user` (see
+        fsprobe.py), so that a start that cannot work says why, naming the attribute."""
+        name = self.command[0]
+        found = fsprobe.check_start(self.cwd, name, search_path, timeout, f"starting {name}",
+                                    user=user, owner=self)
+        if found == fsprobe.CANNOT_ENTER:
+            raise ActionError(f"attributes.workingDirectory: {self.cwd} is not a directory"
+                              + (f" that {self.user} may enter" if self.user else ""))
+        if found == fsprobe.NOT_FOUND:
+            raise ActionError(f"attributes.command: {name}: not found"
+                              + ("" if "/" in name else f" (PATH={search_path})"))
+        if found == fsprobe.NOT_EXECUTABLE:
+            raise ActionError(f"attributes.command: {name}: permission denied")
+        if found != 0:
+            raise ActionError(f"attributes.command: {name}: cannot be started here "
+                              f"(check status {found})")
 
     def offline(self, timeout: float) -> None:
         if self._pid is None:

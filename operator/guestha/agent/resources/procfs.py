@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 PROC = "/proc"
@@ -58,6 +59,29 @@ def is_running(pid: int, started: int | None = None) -> bool:
     return started is None or int(fields[19]) == started
 
 
+def uids(pid: int) -> tuple[int, int] | None:
+    """(real, effective) uid of a process, or None if it does not exist."""
+    try:
+        with open(f"{PROC}/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    fields = line.split()
+                    return int(fields[1]), int(fields[2])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def started_at(pid: int) -> float | None:
+    """When a process started, in wall-clock seconds (its start time after boot, placed
+    on the wall clock through CLOCK_BOOTTIME), or None if it does not exist."""
+    ticks = start_time(pid)
+    if ticks is None:
+        return None
+    since = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - since
+
+
 def all_pids() -> list[int]:
     """The pids of every process visible in /proc."""
     try:
@@ -98,7 +122,7 @@ def pids_using(top: str) -> list[int]:
     found: list[int] = []
     own = os.getpid()
     for pid in all_pids():
-        if pid == own:
+        if pid in (own, 1):  # never the agent itself, never init
             continue
         base = f"{PROC}/{pid}"
         links = [f"{base}/cwd", f"{base}/root", f"{base}/exe"]

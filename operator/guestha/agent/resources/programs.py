@@ -2,8 +2,14 @@
 
 Every program runs in a session of its own with its output in a temporary file, not a
 pipe: a start script that leaves a daemon behind would otherwise hold the pipe open and
-hang the agent. On timeout the whole process group is killed. Programs run as the
-resource's `user` when one is given, with a small predictable environment.
+hang the agent. On timeout the whole process group is killed, and the agent waits for it
+to go for KILL_WAIT_SECONDS at most (a process stuck in the kernel on a dead mount may
+never go: it is left behind, not waited for). Programs run as the resource's `user` when
+one is given, with a small predictable environment.
+
+A working directory other than / is entered by /bin/sh in the child (`cd`, then `exec`),
+not by Popen: Popen waits until its child has run exec, and a chdir or exec on a dead
+mount would make that wait, in the agent's thread, last for ever (see fsprobe.py).
 """
 
 from __future__ import annotations
@@ -18,13 +24,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .base import ActionError, ActionTimeout
+from .base import ActionAborted, ActionError, ActionTimeout
 
 if TYPE_CHECKING:
     from .base import Resource
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_LIMIT = 2000  # characters of a program's output kept for messages
+KILL_WAIT_SECONDS = 2.0  # how long a killed program's end is waited for
+SHELL = "/bin/sh"
+# argv prefix that enters a working directory in the child, then runs the program there
+ENTER_FAILED = "guestha: cannot enter the working directory"
+ENTER = [SHELL, "-c", f'cd -- "$1" 2>/dev/null || {{ echo "{ENTER_FAILED} $1" >&2; exit 126; }}'
+         '; shift; exec "$@"', "sh"]
+
+
+def entering(cwd: str | None, argv: Sequence[str]) -> list[str]:
+    """`argv` run in `cwd` by a shell in the child (see the module docstring)."""
+    if not cwd or cwd == "/":
+        return list(argv)
+    return [*ENTER, cwd, *argv]
 
 
 @dataclass(frozen=True)
@@ -109,14 +128,11 @@ def run(argv: Sequence[str], timeout: float, what: str, *, env: Mapping[str, str
     with tempfile.TemporaryFile() as out:
         try:
             proc = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=out,
+                entering(cwd, argv), stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT if stderr else subprocess.DEVNULL,
-                env=dict(env) if env is not None else environment(), cwd=cwd or "/",
+                env=dict(env) if env is not None else environment(), cwd="/",
                 start_new_session=True, close_fds=True, **credentials(user))
-        except FileNotFoundError as e:
-            missing = e.filename if isinstance(e.filename, str) else argv[0]
-            if cwd and missing == cwd:
-                raise ActionError(f"{what}: working directory {cwd} does not exist") from None
+        except FileNotFoundError:
             raise ActionError(f"{what}: {argv[0]}: not found") from None
         except PermissionError:
             raise ActionError(f"{what}: {argv[0]}: permission denied") from None
@@ -129,22 +145,34 @@ def run(argv: Sequence[str], timeout: float, what: str, *, env: Mapping[str, str
             try:
                 returncode = proc.wait(timeout=max(timeout, 0.001))
             except subprocess.TimeoutExpired:
-                _kill_group(proc)
+                ended = _kill_group(proc)
                 raise ActionTimeout(f"{what} did not finish within {timeout:g} s "
-                                    f"(killed): {Completed(-9, _read_tail(out)).tail()}"
-                                    ) from None
+                                    f"({'killed' if ended else 'killed, and still there'}):"
+                                    f" {Completed(-9, _read_tail(out)).tail()}") from None
         finally:
             if owner is not None:
                 aborted = owner.untrack(proc.pid)
         if aborted:
-            raise ActionError(f"{what} was aborted")
-        return Completed(returncode, _read_tail(out, keep))
+            raise ActionAborted(f"{what} was aborted")
+        done = Completed(returncode, _read_tail(out, keep))
+        if cwd and cwd != "/" and returncode == 126 and ENTER_FAILED in done.output:
+            raise ActionError(f"{what}: cannot enter the working directory {cwd} (attributes."
+                              f"workingDirectory): it is not a directory it may enter")
+        return done
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes]) -> bool:
+    """SIGKILL the program's process group; True if it ended within KILL_WAIT_SECONDS.
+
+    One that did not (stuck in the kernel, e.g. on a dead mount) is left behind: the
+    subprocess module reaps it later, whenever it ends."""
     with contextlib.suppress(OSError):
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        proc.wait(timeout=KILL_WAIT_SECONDS)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def shell(command: str, timeout: float, what: str, **kwargs: Any) -> Completed:

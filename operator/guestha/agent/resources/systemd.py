@@ -1,11 +1,12 @@
 """Systemd: a unit the guest's systemd runs; the agent starts, stops and watches it.
 
 online = `systemctl start`, offline = `systemctl stop`, monitor reads the unit's
-LoadState/ActiveState/SubState/Result with `systemctl show`: active (or reloading) is
-Online; inactive, failed, activating and deactivating are Offline with a message that
-says which; a unit systemd does not know is Offline with "not found". clean =
-`systemctl kill --signal=SIGKILL` + `systemctl stop` + `systemctl reset-failed`, so a
-failed unit can be started again.
+LoadState/ActiveState/SubState/Result with `systemctl show`: active and reloading are
+Online; inactive and failed are Offline with a message that says which; activating and
+deactivating (starting, stopping, or waiting to be restarted) are Unknown: processes of
+the unit may run, so it is not Offline; a unit systemd does not know is Offline with
+"not found". clean = `systemctl kill --signal=SIGKILL` + `systemctl stop` +
+`systemctl reset-failed`, so a failed unit can be started again.
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ def unit_status(props: Mapping[str, str]) -> MonitorResult:
                                     else detail)
     if active == "failed":
         return MonitorResult.offline(f"failed: {result or sub}")
-    if active in ("inactive", "activating", "deactivating", "maintenance"):
+    if active in ("inactive", "maintenance"):
         return MonitorResult.offline(detail)
+    if active in ("activating", "deactivating"):
+        return MonitorResult.unknown(f"{detail}: in transition, not known to be stopped")
     return MonitorResult.unknown(f"unexpected unit state {detail or '(none)'}")
 
 

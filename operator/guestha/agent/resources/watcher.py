@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from . import procfs
 
 FALLBACK_POLL_SECONDS = 0.1
+IDLE_WAKE_SECONDS = 5.0  # the thread looks at its watches at least this often
 
 
 @dataclass
@@ -122,7 +123,7 @@ class ExitWatcher:
             # Anything without a pidfd is checked right away and then every 100 ms.
             ended = [t for t in polled if not procfs.is_running(watches[t].pid,
                                                                 watches[t].started)]
-            timeout_ms = int(FALLBACK_POLL_SECONDS * 1000) if polled else None
+            timeout_ms = int((FALLBACK_POLL_SECONDS if polled else IDLE_WAKE_SECONDS) * 1000)
             if not ended:
                 for fd, _ in poller.poll(timeout_ms):
                     if fd == self._wake_r:
