@@ -213,6 +213,12 @@ class BootRecord:
                           sort_keys=True).encode("utf-8")
         with self._lock:
             tmp = f"{self.path}.tmp.{os.getpid()}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self.path)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, self.path)
+            except OSError:
+                # A full disk must not also fill it with half-written copies.
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
