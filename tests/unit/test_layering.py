@@ -15,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "guestha"
-STDLIB_ONLY = ("model", "engine", "agent")
+STDLIB_ONLY = ("protocol", "model", "engine", "agent")
 
 
 def imports(path: Path) -> set[str]:
