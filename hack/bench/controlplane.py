@@ -4,7 +4,7 @@ Warm start = binaries cached: etcd + kube-apiserver started, /readyz ok, the CRD
 (KubeVirt's and guestha's) installed and Established. Cold = the first build too, measured
 with empty Go and guestha caches in a scratch folder (`--cold`, several minutes).
 
-    python3 hack/bench/controlplane.py --trials 10 [--cold]
+    hack/bench/run controlplane --trials 10 [--cold]
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.stats import summary
 from testbed.devcluster import DevCluster
@@ -57,7 +55,8 @@ def cold() -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hack/bench/run controlplane",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--cold", action="store_true", help="also time a build from nothing")
     args = parser.parse_args()

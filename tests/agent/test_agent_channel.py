@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkit import AgentProc, Client, Pki, python39, unique_sleep, wait_for
 from cryptography import x509
 
 from guestha.cloudinit import bundle
+from kits.agentproc import AgentProc, unique_sleep
+from kits.client import Client
+from kits.interpreters import python39
+from kits.pki import Pki
+from kits.waiting import wait_for
 
 pytestmark = pytest.mark.agent
 

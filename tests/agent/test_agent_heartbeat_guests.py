@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkit import AgentProc, Operator, can_use_netns, lan_agents, wait_for
 
 from guestha.agent.heartbeat import encode, pair_key
+from kits.agentproc import AgentProc
+from kits.lan import can_use_netns
+from kits.lanagents import Operator, lan_agents
+from kits.waiting import wait_for
 
 pytestmark = pytest.mark.agent
 

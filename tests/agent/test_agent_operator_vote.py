@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agentkit import AgentProc, Pki, wait_for
+
+from kits.agentproc import AgentProc
+from kits.pki import Pki
+from kits.waiting import wait_for
 
 pytestmark = pytest.mark.agent
 

@@ -23,18 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkit import (
-    AgentProc,
-    Client,
-    Lan,
-    Operator,
-    Pki,
-    can_use_netns,
-    kill_command,
-    lan_agents,
-    unique_sleep,
-    wait_for,
-)
+
+from kits.agentproc import AgentProc, kill_command, unique_sleep
+from kits.client import Client
+from kits.lan import Lan, can_use_netns
+from kits.lanagents import Operator, lan_agents
+from kits.pki import Pki
+from kits.waiting import wait_for
 
 pytestmark = pytest.mark.agent
 

@@ -15,7 +15,6 @@ import errno
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,11 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkit import AgentProc, Client, Pki, wait_for
 from resource_helpers import kill_tagged, new_tag
 
 from guestha.agent.resources import ExitWatcher, ResourceContext, create
 from guestha.agent.resources import process as process_module
+from kits.agentproc import AgentProc
+from kits.client import Client
+from kits.interpreters import agent_python
+from kits.pki import Pki
+from kits.waiting import wait_for
 
 pytestmark = pytest.mark.agent
 
@@ -164,7 +167,7 @@ def test_a_retry_of_an_operation_still_running_waits_a_bounded_time(tmp_path: Pa
         script.parent.mkdir(parents=True, exist_ok=True)
         script.write_text(SLOW_META)
         script.chmod(0o755)
-    python = os.environ.get("GUESTHA_AGENT_PYTHON", sys.executable)
+    python = agent_python()
     wrapper = tmp_path / "python-with-slow-agents"
     wrapper.write_text(
         "#!/bin/sh\n"

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from resource_helpers import running
 
-from bench.guestagents import wait_for as poll
+from kits.waiting import wait_for as poll
 from kubevirtsim.guesthost import (
     BRIDGE,
     GuestHost,

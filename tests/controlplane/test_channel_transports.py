@@ -1,10 +1,10 @@
 """The guest agent channel over both transports, Network and VSOCK, end to end.
 
 Two runStrategy Always VMs with `autoattachVSOCK`, each booted by the KubeVirt simulator
-from a cloud-init Secret shaped like the operator's injection (the agent zipapp of
-guestha.cloudinit.bundle, agent.json, TLS files, heartbeat key, a systemd unit; made by
-hack/bench/channel.py, which benchmarks the same set-up): one agent
-with `transport: Network`, one with `transport: VSOCK`. The same channel tests run over
+from a cloud-init Secret made by the operator's injection recipe (guestha.cloudinit.recipe:
+the agent zipapp, agent.json, TLS files, heartbeat key, a systemd unit; through
+tests/kits/agentvms.py, as hack/bench/channel.py, which benchmarks the same set-up): one
+agent with `transport: Network`, one with `transport: VSOCK`. The same channel tests run over
 guestha.channel's NetworkTransport to the first (the VMI's address) and its VsockTransport
 to the second (KubeVirt's vsock websocket through the kube-apiserver, with the operator
 ServiceAccount's own token and RBAC from manifests/operator/rbac.yaml, and guestha's
@@ -24,8 +24,6 @@ from typing import Any
 import pytest
 from kubevirtkit import Namespace, wait_for
 
-from bench.channel import kube_access, user_data, userdata_secret, vm
-from bench.guestagents import Pki
 from guestha.channel.client import AgentClient, AgentRefusal, new_operation_id
 from guestha.channel.transport import (
     ChannelError,
@@ -37,6 +35,8 @@ from guestha.channel.transport import (
     operator_context,
 )
 from guestha.cloudinit import bundle
+from kits.agentvms import kube_access, user_data, userdata_secret, vm
+from kits.pki import Pki
 
 pytestmark = pytest.mark.controlplane
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import ast
-import glob
 import os
 import shutil
 import subprocess
@@ -16,18 +15,9 @@ import pytest
 
 from guestha.agent.version import agent_version
 from guestha.cloudinit import bundle
+from kits.interpreters import python39
 
 pytestmark = pytest.mark.unit
-
-
-def python39() -> str | None:
-    """A working Python 3.9 (pyenv's shims exist even where they cannot run one)."""
-    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python")))
-    candidates += [c for c in [shutil.which("python3.9")] if c]
-    for candidate in candidates:
-        if subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
-            return candidate
-    return None
 
 
 def copy_sources(to: Path) -> Path:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.guestagents import Pki
 from guestha.agent.config import ConfigError, Identity
 from guestha.agent.listener import open_listener
 from guestha.channel.tlsstream import TLSStream
@@ -24,6 +23,7 @@ from guestha.channel.transport import (
     channel_settings,
     operator_context,
 )
+from kits.pki import Pki
 
 pytestmark = pytest.mark.unit
 
