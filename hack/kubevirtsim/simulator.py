@@ -19,7 +19,7 @@ from kubevirtsim.api import NODES, SECRETS, VMIS, VMS, Api, Obj, split_key
 from kubevirtsim.events import Recorder
 from kubevirtsim.guests import Guests
 from kubevirtsim.informer import Informer
-from kubevirtsim.nodes import Nodes, NodeState, node_state
+from kubevirtsim.nodes import KUBELET_LEASE_SECONDS, Nodes, NodeState, node_state
 from kubevirtsim.subresources import Subresources
 from kubevirtsim.userdata import referenced_secrets
 from kubevirtsim.virtapi import VirtApi
@@ -49,7 +49,7 @@ class Simulator:
         state_dir: Path,
         node_names: list[str],
         heartbeat_seconds: float = 15.0,
-        monitor_grace_seconds: float = 40.0,
+        lease_seconds: int = KUBELET_LEASE_SECONDS,
         resync_seconds: float = 30.0,
         workers: int = 4,
         namespace: str | None = None,
@@ -68,7 +68,7 @@ class Simulator:
             self.node_informer,
             node_names,
             heartbeat_seconds,
-            monitor_grace_seconds,
+            lease_seconds,
             self.stop,
         )
         self.vmi_queue = WorkQueue("vmi", self._reconcile_vmi, workers, self.stop)
@@ -170,7 +170,7 @@ class Simulator:
             for thread in threads:
                 thread.join(timeout=30)
         if state is NodeState.READY and before is not None and before is not NodeState.READY:
-            self.nodes.beat(name)  # back: heartbeat at once
+            self.nodes.wake(name)  # back: Lease, status and heartbeat at once
         for key in self._vmis_on(name):
             self.vmi_queue.add(key)
         for guest in self.guests.on_node(name):
