@@ -79,6 +79,17 @@ def test_devcluster_up_then_down_leaves_nothing_running(tmp_path: Path) -> None:
     cluster = DevCluster(tmp_path / "whole")
     cluster.up()
     try:
+        # up returned: what it started answers now, not seconds later (fence_kubevirt run
+        # right after up used to get a 404 from the aggregated API)
+        discovery = json.loads(cluster.control_plane.get("/apis/subresources.kubevirt.io/v1"))
+        assert {"virtualmachines/stop", "virtualmachineinstances/vsock"} <= {
+            r["name"] for r in discovery["resources"]}
+        nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        assert nodes and all(
+            any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+            for n in nodes)
+        status, health = cluster.control_plane.controller_manager_health()
+        assert status == 200 and "[+]garbage-collector-controller ok" in health
         example = KUBEVIRT_DIR / "examples" / "vm-cirros.yaml"
         vm = yaml.safe_load(example.read_text())
         vm["spec"].pop("running", None)
