@@ -29,6 +29,9 @@ from kubevirtsim.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
+# logged when the shared guest bridge stays at shutdown, because another run uses it
+NETWORK_KEPT = "guest network kept"
+
 
 def _other_guest_networks() -> list[str]:
     """Guest network namespaces left on this machine once ours are gone: another
@@ -268,9 +271,9 @@ class Simulator:
             log.exception("cleaning the state dir failed")
         try:
             if _other_guest_networks():
-                log.info("guest network kept: guests of another simulator run still use it")
-            else:
-                guesthost.teardown_network()
+                log.info(NETWORK_KEPT + ": guests of another simulator run still use it")
+            elif not guesthost.teardown_network():
+                log.info(NETWORK_KEPT + ": a guest of another simulator run is booting")
         except Exception:
             log.exception("tearing down the guest network failed")
         self.api.close()
