@@ -21,6 +21,9 @@ import pytest
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
+# This file spells out the patterns it looks for (and needs the folder that holds the
+# checkout to look for it): it is the one file not scanned.
+SELF = Path(__file__).resolve().relative_to(REPO).as_posix()
 
 URL = re.compile(r"[a-zA-Z][\w+.-]*://\S+")
 UP = re.compile(r"(?<![\w.])((?:\.\./)+)[\w.-]*")  # ../../x, not .../x
@@ -67,6 +70,8 @@ def escapes(path: str, text: str, holder: str) -> list[str]:
 def test_no_tracked_file_refers_to_a_path_outside_the_checkout() -> None:
     found = []
     for path in tracked():
+        if path == SELF:
+            continue
         full = REPO / path
         if full.is_symlink():
             target = (full.parent / os.readlink(full)).resolve()
