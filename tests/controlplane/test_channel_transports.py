@@ -88,7 +88,7 @@ def guests(kube: Any, simulator: Any, tmp_path_factory: pytest.TempPathFactory) 
         }
         yield Guests(ns, pki, members, kube_access(kube.local.operator_kubeconfig()))
     finally:
-        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+        kube.kubectl("delete", "namespace", name, "--timeout=120s")
 
 
 @dataclass
