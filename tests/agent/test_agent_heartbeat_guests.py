@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 from agentkit import AgentProc, Operator, can_use_netns, lan_agents, wait_for
 
-from guestha.agent.heartbeat import encode, pair_key
+from guestha.agent.heartbeat import encode
+from guestha.protocol.keys import pair_key
 
 pytestmark = pytest.mark.agent
 

@@ -262,7 +262,7 @@ def test_design_defaults(kind: str, path: str) -> None:
 
 def test_the_agents_defaults_are_the_crds() -> None:
     """The agent applies these when the operator leaves them out: one value each."""
-    from guestha.agent.desired import FencingConfig, HeartbeatConfig
+    from guestha.protocol.desired import FencingConfig, HeartbeatConfig
 
     fencing, heartbeat = FencingConfig(), HeartbeatConfig()
     assert at("InGuestCluster", "spec.fencing.watchdog")["default"] is fencing.watchdog
