@@ -37,6 +37,7 @@ from guestha.channel.transport import (
     operator_context,
 )
 from guestha.cloudinit import bundle
+from guestha.protocol.constants import AGENT_PORT
 from guestha.protocol.desired import DesiredConfig
 from guestha.protocol.events import COMMAND_APPLIED
 from guestha.protocol.status import StatusReport
@@ -44,7 +45,7 @@ from guestha.protocol.status import StatusReport
 pytestmark = pytest.mark.controlplane
 
 CLUSTER = "chan"
-PORT = 7480
+PORT = AGENT_PORT
 VMS = {"Network": "chan-net", "VSOCK": "chan-vsock"}
 MONITOR = {"intervalSeconds": 1, "offlineIntervalSeconds": 1, "timeoutSeconds": 5}
 GROUP = {

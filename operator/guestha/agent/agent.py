@@ -32,7 +32,7 @@ from guestha.agent.events import EventLog
 from guestha.agent.heartbeat import Heartbeat, PeerSpec
 from guestha.agent.http1 import HttpError, Request, Response
 from guestha.agent.listener import open_listener
-from guestha.agent.quorum import Quorum
+from guestha.agent.quorum import Quorum, recheck_seconds
 from guestha.agent.server import ChannelServer, server_context
 from guestha.agent.store import BootRecord, Store, StoreError
 from guestha.agent.version import agent_version
@@ -374,7 +374,7 @@ class Agent:
             interval = desired.heartbeat.interval_milliseconds / 1000
             self.quorum.configure(float(desired.fencing.operator_lease_seconds),
                                   float(desired.fencing.self_fence_timeout_seconds),
-                                  max(1.0, 3 * interval))
+                                  recheck_seconds(interval))
             self.config_error = None
 
     def _peer_spec(self, peer: PeerConfig) -> PeerSpec:

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from guestha.agent.sockets import SocketThread, bound
+from guestha.protocol.desired import HeartbeatConfig
 from guestha.protocol.keys import CLUSTER_KEY, PAIR_KEYS
 from guestha.protocol.states import PEER_DOWN, PEER_UNKNOWN, PEER_UP
 from guestha.protocol.status import PeerStatus
@@ -158,8 +159,9 @@ class Heartbeat(SocketThread):
         self._view = view
         self._lock = threading.Lock()
         self._peers: dict[str, PeerState] = {}
-        self.interval = 0.5
-        self.timeout = 3.0
+        defaults = HeartbeatConfig()  # until the configuration says otherwise
+        self.interval = defaults.interval_milliseconds / 1000
+        self.timeout = defaults.peer_timeout_milliseconds / 1000
         self._seq = 0
         self._rounds: list[int] = []  # the first seq of each round of sends ...
         self._round_times: list[float] = []  # ... and when it was sent (monotonic)

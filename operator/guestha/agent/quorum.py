@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from guestha.agent.events import rfc3339 as _rfc3339
+from guestha.protocol.desired import FencingConfig, HeartbeatConfig
 from guestha.protocol.states import FAILED, FENCED, FENCING, IDLE, PENDING, RECHECKING
 from guestha.protocol.status import QuorumStatus, SelfFenceStatus
 
@@ -47,13 +48,24 @@ PERSIST_SECONDS = 1.0  # how stale the persisted last_held may get while quorum 
 EPSILON = 1e-6  # times are floats: a microsecond of rounding is no time
 
 
+def recheck_seconds(interval: float) -> float:
+    """How long a re-check listens for the peers' answers (running seconds): three
+    heartbeat intervals, and at least a second."""
+    return max(1.0, 3 * interval)
+
+
+_FENCING, _HEARTBEAT = FencingConfig(), HeartbeatConfig()  # the protocol's defaults
+
+
 @dataclass(frozen=True)
 class Settings:
-    """The rule's parameters (from the desired configuration's fencing and heartbeat)."""
+    """The rule's parameters (from the desired configuration's fencing and heartbeat;
+    until one arrives, from the protocol's defaults)."""
 
-    self_fence_timeout: float = 10.0  # 0: never self-fence
-    operator_lease: float = 15.0
-    recheck_window: float = 1.5  # seconds of running time to hear answers after a pause
+    self_fence_timeout: float = float(_FENCING.self_fence_timeout_seconds)  # 0: never
+    operator_lease: float = float(_FENCING.operator_lease_seconds)
+    # seconds of running time to hear answers after a pause
+    recheck_window: float = recheck_seconds(_HEARTBEAT.interval_milliseconds / 1000)
     gap: float = GAP_SECONDS
 
 
