@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from guestha.protocol.config import GroupConfig
+from guestha.protocol.config import FAILOVER, GroupConfig
 from guestha.protocol.fields import FieldError
 
 from . import resources
@@ -202,7 +202,7 @@ class GroupRunner:
         fails); running online actions are killed. True when all are offline in time."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            targets = [g for g in self._groups.values() if g.config.type == "Failover"]
+            targets = [g for g in self._groups.values() if g.config.type == FAILOVER]
         for group in targets:
             group.abort_online()
             group.submit(Op("offline", reason="SelfFence", note=reason, deadline=deadline),
