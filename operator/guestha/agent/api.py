@@ -8,7 +8,7 @@ ids are persisted, so this holds across agent restarts too). docs/agent-api.md i
 reference for the wire format; docs/agent-openapi.yaml describes the same endpoints, and
 guestha.protocol defines the bodies.
 
-The API sees the agent only through `Host`, the few things it asks of it, so the agent
+The API sees the agent only through `Backend`, the few things it asks of it, so the agent
 (guestha.agent.agent), which builds the API, is not imported here: no import circle.
 """
 
@@ -39,7 +39,7 @@ MAX_POLL_SECONDS = 60.0
 INFLIGHT_WAIT_SECONDS = 10.0  # a retry of an operation still running waits this long at most
 
 
-class Host(Protocol):
+class Backend(Protocol):
     """What the API needs of the agent (guestha.agent.agent.Agent is one)."""
 
     member: str
@@ -70,7 +70,7 @@ class _InFlight:
 class Api:
     """Turns requests into calls on the agent."""
 
-    def __init__(self, agent: Host) -> None:
+    def __init__(self, agent: Backend) -> None:
         self.agent = agent
         self._lock = threading.Lock()
         self._inflight: dict[str, _InFlight] = {}
