@@ -21,8 +21,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from guestha.agent.config import GroupConfig
 from guestha.agent.groups import GroupRunner
+from guestha.protocol.config import GroupConfig
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

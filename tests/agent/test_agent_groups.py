@@ -40,8 +40,8 @@ from resource_helpers import (
     wait_group,
 )
 
-from guestha.agent.config import ConfigError
 from guestha.agent.groups import GroupError, GroupRunner
+from guestha.protocol.fields import FieldError
 
 pytestmark = pytest.mark.agent
 
@@ -340,7 +340,7 @@ def test_bad_configuration_is_refused_and_changes_nothing(agent: tuple[GroupRunn
     wait_group(runner, "g", "Offline", 5)
     bad = group("g", [resource("p", "Process", {"command": sleeper(tag), "stopSignal": "NOPE"}),
                       resource("m", "Mount", {"device": "/dev/vdb"})])
-    with pytest.raises(ConfigError) as refused:
+    with pytest.raises(FieldError) as refused:
         runner.configure([bad, group("h", [])])
     message = str(refused.value)
     assert "groups[g].resources[p].attributes.stopSignal: not a signal name" in message

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from guestha.agent.heartbeat import encode, pair_key
+from guestha.agent.heartbeat import encode
+from guestha.protocol.keys import pair_key
 from kits.agentproc import AgentProc
 from kits.lan import can_use_netns
 from kits.lanagents import Operator, lan_agents

@@ -22,10 +22,10 @@ from guestha.agent.heartbeat import (
     Heartbeat,
     PeerSpec,
     encode,
-    pair_key,
     sender_of,
     verify,
 )
+from guestha.protocol.keys import pair_key
 
 pytestmark = pytest.mark.unit
 
@@ -113,7 +113,7 @@ def test_a_peer_counts_only_when_it_hears_this_run(pair: tuple[Heartbeat, Heartb
     [to_a] = _datagrams(b, a)
     assert a.receive(to_a, "127.0.0.1", now) == "b"
     assert a.counted(now) == ["b"] and b.counted(now) == ["a"]
-    assert a.status(now)[0]["state"] == "Up" and a.status(now)[0]["hearsUs"]
+    assert a.status(now)[0].state == "Up" and a.status(now)[0].hears_us
 
 
 def test_a_one_way_partition_loses_the_peer_on_both_sides(
@@ -132,8 +132,8 @@ def test_a_one_way_partition_loses_the_peer_on_both_sides(
         _datagrams(a, b)  # lost
         a.receive(_datagrams(b, a)[0], "127.0.0.1", now)
     late = t0 + 1.4
-    assert a.status(late)[0]["lastHeardMilliseconds"] < 200  # a hears b ...
-    assert a.counted(late) == [] and not a.status(late)[0]["hearsUs"]  # ... but b not a
+    assert (a.status(late)[0].last_heard_milliseconds or 0) < 200  # a hears b ...
+    assert a.counted(late) == [] and not a.status(late)[0].hears_us  # ... but b not a
     assert b.counted(late) == []
 
 
@@ -221,7 +221,7 @@ def test_heartbeats_flow_over_udp_and_a_wrong_key_is_refused() -> None:
     b.start()
     try:
         assert _eventually(lambda: _exchange(a, b))
-        assert b.status(time.monotonic())[0]["view"] == {"alive": [], "hasQuorum": False}
+        assert b.status(time.monotonic())[0].view == {"alive": [], "hasQuorum": False}
     finally:
         a.close()
         b.close()
@@ -255,8 +255,8 @@ def _eventually(check: object, timeout: float = 3.0) -> bool:
 
 
 def test_pair_keys_in_the_configuration_are_checked_and_all_or_none() -> None:
-    from guestha.agent.config import ConfigError
-    from guestha.agent.desired import DesiredConfig
+    from guestha.protocol.desired import DesiredConfig
+    from guestha.protocol.fields import FieldError
 
     key = base64.b64encode(pair_key(SECRET, "web", "a", "b")).decode()
     config = DesiredConfig.from_dict({"peers": [
@@ -266,10 +266,10 @@ def test_pair_keys_in_the_configuration_are_checked_and_all_or_none() -> None:
     assert "heartbeat_key" not in repr(config)  # keys stay out of logs and errors
     for bad, words in (("not base64!", "base64"), (base64.b64encode(b"short").decode(),
                                                     "at least 16 bytes"), (7, "base64")):
-        with pytest.raises(ConfigError, match=rf"config\.peers\[b\]\.heartbeatKey: .*{words}"):
+        with pytest.raises(FieldError, match=rf"config\.peers\[b\]\.heartbeatKey: .*{words}"):
             DesiredConfig.from_dict({"peers": [
                 {"member": "b", "address": "10.0.0.2", "heartbeatKey": bad}]}, "a")
-    with pytest.raises(ConfigError, match=r"config\.peers\[c\]\.heartbeatKey: required"):
+    with pytest.raises(FieldError, match=r"config\.peers\[c\]\.heartbeatKey: required"):
         DesiredConfig.from_dict({"peers": [
             {"member": "b", "address": "10.0.0.2", "heartbeatKey": key},
             {"member": "c", "address": "10.0.0.3"}]}, "a")

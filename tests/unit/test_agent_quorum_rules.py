@@ -18,16 +18,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from guestha.agent import quorum
-from guestha.agent.quorum import (
-    FAILED,
-    FENCED,
-    FENCING,
-    IDLE,
-    PENDING,
-    RECHECKING,
-    Observation,
-    Settings,
-)
+from guestha.agent.quorum import Observation, Settings
+from guestha.protocol.states import FAILED, FENCED, FENCING, IDLE, PENDING, RECHECKING
 
 pytestmark = pytest.mark.unit
 
@@ -199,9 +191,9 @@ def test_seconds_left_counts_from_the_last_hold() -> None:
     state = _judge(state, 0.2)
     assert state.phase == PENDING
     assert quorum.seconds_left(state, SETTINGS, 4.1) == pytest.approx(6.0)
-    status = quorum.status(state, SETTINGS, 4.1, 1_000_000.0)
-    assert status["selfFence"]["secondsLeft"] == 6.0
-    assert status["quorum"]["lastHeld"] == "1970-01-12T13:46:36.000Z"
+    held, fence = quorum.status(state, SETTINGS, 4.1, 1_000_000.0)
+    assert fence.seconds_left == 6.0
+    assert held.last_held == "1970-01-12T13:46:36.000Z"
 
 
 def dataclass_replace(state: quorum.State, **changes: object) -> quorum.State:

@@ -10,7 +10,6 @@ import itertools
 
 import pytest
 
-from guestha.agent.states import FAULTED, OFFLINE, ONLINE, UNKNOWN
 from guestha.agent.verdicts import (
     NOTE,
     RECOVER,
@@ -21,6 +20,7 @@ from guestha.agent.verdicts import (
     Verdict,
     judge,
 )
+from guestha.protocol.states import FAULTED, OFFLINE, ONLINE, UNKNOWN
 
 pytestmark = pytest.mark.unit
 

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
-from guestha.agent.config import ConfigError, Identity
-from guestha.agent.desired import FencingConfig
 from guestha.cloudinit import recipe
 from guestha.protocol.constants import AGENT_PORT, HEARTBEAT_PORT, OPERATOR_NAME
+from guestha.protocol.desired import FencingConfig
+from guestha.protocol.fields import FieldError
+from guestha.protocol.identity import Identity
 from kubevirtsim.cloudinit.modules import SCRIPTS_DIR
 from kubevirtsim.cloudinit.planner import build_plan
 from kubevirtsim.guestinit.plan import Write
@@ -168,7 +169,7 @@ def test_the_guest_paths_are_where_the_agent_looks_by_default() -> None:
 ])
 def test_the_identity_refuses_what_the_agent_would(
         cluster: str, member: str, options: dict[str, Any], field: str) -> None:
-    with pytest.raises(ConfigError, match=field):
+    with pytest.raises(FieldError, match=field):
         recipe.identity(cluster, member, **options)
 
 

@@ -28,22 +28,33 @@ from collections.abc import Sequence
 from typing import Any, Callable, Protocol
 
 from guestha.agent.api import Api
-from guestha.agent.config import ConfigError, GroupConfig, Identity
-from guestha.agent.desired import Command, DesiredConfig, PeerConfig
 from guestha.agent.events import EventLog
 from guestha.agent.heartbeat import Heartbeat, PeerSpec
 from guestha.agent.http1 import HttpError, Request, Response
 from guestha.agent.listener import open_listener
-from guestha.agent.quorum import FAILED, FENCED, FENCING, Quorum
+from guestha.agent.quorum import Quorum, recheck_seconds
 from guestha.agent.server import ChannelServer, server_context
-from guestha.agent.states import FAULTED, OFFLINE
 from guestha.agent.store import BootRecord, Store, StoreError
 from guestha.agent.version import agent_version
 from guestha.agent.watchdog import Watchdog
+from guestha.protocol import events as kinds
+from guestha.protocol.commands import Command
+from guestha.protocol.config import FAILOVER, GroupConfig
+from guestha.protocol.constants import EPOCH_HEADER
+from guestha.protocol.desired import DesiredConfig, PeerConfig
+from guestha.protocol.fields import FieldError
+from guestha.protocol.identity import Identity
+from guestha.protocol.states import FAILED, FAULTED, FENCED, FENCING, OFFLINE
+from guestha.protocol.status import (
+    EventCursor,
+    GroupStatus,
+    Health,
+    HeartbeatStatus,
+    StatusReport,
+)
 
 log = logging.getLogger(__name__)
 
-EPOCH_HEADER = "Guestha-Epoch"  # the operator's epoch on every request (its vote)
 TICK_SECONDS = 0.1
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -98,7 +109,7 @@ class Agent:
         with open(identity.heartbeat_key_file, "rb") as f:
             key = f.read()
         if not key:
-            raise ConfigError(f"{identity.heartbeat_key_file}: the heartbeat key is empty")
+            raise FieldError(f"{identity.heartbeat_key_file}: the heartbeat key is empty")
         self.runner = runner_factory(identity.state_dir, self.emit)
         self.heartbeat = Heartbeat(identity.cluster, identity.member, key,
                                    identity.listen_address, identity.heartbeat_port,
@@ -122,10 +133,10 @@ class Agent:
                 desired = DesiredConfig.from_dict(self.store.config, self.member,
                                                   self.store.path)
                 self._configure(desired)
-            except ConfigError as e:
+            except FieldError as e:
                 self.config_error = f"the stored configuration was not applied: {e}"
                 log.error("%s", self.config_error)
-                self.emit("ConfigRejected", {"message": self.config_error})
+                self.emit(kinds.CONFIG_REJECTED, {"message": self.config_error})
         self._restore()
         self.heartbeat.start()
         self.heartbeat.send_now(ask=True)  # peers learn this run's incarnation at once
@@ -137,12 +148,12 @@ class Agent:
         else:
             self.watchdog.open()
         if self.watchdog.error:
-            self.emit("WatchdogUnavailable", {"device": self.identity.watchdog_device,
-                                              "message": self.watchdog.error})
+            self.emit(kinds.WATCHDOG_UNAVAILABLE, {"device": self.identity.watchdog_device,
+                                                   "message": self.watchdog.error})
         self.server.start()
-        self.emit("AgentStarted", {"member": self.member, "agentVersion": self.version,
-                                   "incarnation": self.incarnation,
-                                   "groups": [g.name for g in self.desired.groups]})
+        self.emit(kinds.AGENT_STARTED, {"member": self.member, "agentVersion": self.version,
+                                        "incarnation": self.incarnation,
+                                        "groups": [g.name for g in self.desired.groups]})
         log.info("agent %s/%s %s: channel on %s, heartbeats on %s:%d",
                  self.identity.cluster, self.member, self.version, self.channel_where,
                  *self.heartbeat.address)
@@ -184,11 +195,11 @@ class Agent:
             context = server_context(identity.tls_cert, identity.tls_key, identity.tls_ca)
         except (OSError, ValueError) as e:
             log.error("TLS files not reloaded, the previous ones stay in use: %s", e)
-            self.emit("TLSReloadFailed", {"message": str(e)})
+            self.emit(kinds.TLS_RELOAD_FAILED, {"message": str(e)})
             return
         self.server.reload(context)
         log.info("TLS files reloaded")
-        self.emit("TLSReloaded", {})
+        self.emit(kinds.TLS_RELOADED, {})
 
     def close(self) -> None:
         """After run() (or a failed start): disarms the watchdog only when the stop took
@@ -234,12 +245,12 @@ class Agent:
             log.exception("snapshot failed")
             return False
         return all(g.get("state") in (OFFLINE, FAULTED) for g in groups.values()
-                   if g.get("type") == "Failover")
+                   if g.get("type") == FAILOVER)
 
     def _begin_stop(self, now: float) -> None:
         timeout = float(self.desired.fencing.offline_timeout_seconds)
         log.info("stopping: taking the Failover groups offline (at most %g s)", timeout)
-        self.emit("AgentStopping", {"offlineTimeoutSeconds": timeout})
+        self.emit(kinds.AGENT_STOPPING, {"offlineTimeoutSeconds": timeout})
         self._stopping = _Offline(self.runner, "the agent is stopping", timeout, now)
 
     def _end_stop(self, now: float) -> None:
@@ -252,17 +263,18 @@ class Agent:
         else:
             log.error("the Failover groups were not taken offline (%s) in %d ms",
                       "failed" if stopping.result is False else "not finished", took)
-        self.emit("AgentStopped", {"failoverGroupsOffline": done, "durationMilliseconds": took,
-                                   "watchdog": "none" if not self.watchdog.armed else
-                                   ("disarmed" if done else "left armed")})
+        self.emit(kinds.AGENT_STOPPED, {"failoverGroupsOffline": done,
+                                        "durationMilliseconds": took,
+                                        "watchdog": "none" if not self.watchdog.armed else
+                                        ("disarmed" if done else "left armed")})
 
     def _tick(self, now: float) -> None:
         self.heartbeat.send_due(now)
         alive = self.heartbeat.counted(now)
         for member in sorted(set(alive) - set(self._alive)):
-            self.emit("PeerUp", {"member": member})
+            self.emit(kinds.PEER_UP, {"member": member})
         for member in sorted(set(self._alive) - set(alive)):
-            self.emit("PeerDown", {"member": member})
+            self.emit(kinds.PEER_DOWN, {"member": member})
         self._alive = alive
         decision = self.quorum.observe(now, tuple(sorted([self.member,
                                                           *self.heartbeat.members()])),
@@ -271,15 +283,15 @@ class Agent:
             gap = decision.resumed_after
             log.warning("the agent did not run for %.1f s (paused?): re-checking contact", gap)
             self.heartbeat.send_now(ask=True)
-            self.emit("AgentResumed", {"gapMilliseconds": int(gap * 1000)})
+            self.emit(kinds.AGENT_RESUMED, {"gapMilliseconds": int(gap * 1000)})
         if decision.persist:
             self._save_boot_record()
         if decision.quorum_changed:
-            self.emit("QuorumGained" if self.quorum.has_quorum else "QuorumLost",
+            self.emit(kinds.QUORUM_GAINED if self.quorum.has_quorum else kinds.QUORUM_LOST,
                       {"votes": self.quorum.votes, "present": self.quorum.present,
                        "reason": self.quorum.describe(now)})
         if decision.cleared:
-            self.emit("SelfFenceCleared", {"reason": self.quorum.reason})
+            self.emit(kinds.SELF_FENCE_CLEARED, {"reason": self.quorum.reason})
         if decision.fence:
             self._start_fence(now)
         self._check_fence(now)
@@ -291,7 +303,7 @@ class Agent:
         reason = self.quorum.reason
         timeout = float(self.desired.fencing.offline_timeout_seconds)
         log.warning("self-fencing: %s", reason)
-        self.emit("SelfFencing", {"reason": reason, "timeoutSeconds": timeout})
+        self.emit(kinds.SELF_FENCING, {"reason": reason, "timeoutSeconds": timeout})
         self._fence = _Offline(self.runner, reason, timeout, now)
 
     def _check_fence(self, now: float) -> None:
@@ -304,14 +316,15 @@ class Agent:
             self.quorum.fence_finished(now, True, f"Failover groups taken offline in "
                                        f"{took} ms: {self.quorum.reason}")
             self._save_boot_record()
-            self.emit("SelfFenced", {"reason": self.quorum.reason, "durationMilliseconds": took})
+            self.emit(kinds.SELF_FENCED, {"reason": self.quorum.reason,
+                                          "durationMilliseconds": took})
         elif fence.over(now):
             why = ("taking the Failover groups offline failed" if result is False else
                    "taking the Failover groups offline did not finish in time")
             self.quorum.fence_finished(now, False, f"{why}: {self.quorum.reason}")
             self._save_boot_record()
-            self.emit("SelfFenceFailed", {"reason": self.quorum.reason,
-                                          "durationMilliseconds": took})
+            self.emit(kinds.SELF_FENCE_FAILED, {"reason": self.quorum.reason,
+                                                "durationMilliseconds": took})
             if self.watchdog.armed:
                 self.watchdog.stop_petting(why)
 
@@ -319,8 +332,9 @@ class Agent:
         """The watchdog is let go for good (any thread): so it stays for this boot."""
         self._released = reason
         self._save_boot_record()
-        self.emit("WatchdogStopped", {"reason": reason, "device": self.identity.watchdog_device,
-                                      "armed": self.watchdog.armed})
+        self.emit(kinds.WATCHDOG_STOPPED, {"reason": reason,
+                                           "device": self.identity.watchdog_device,
+                                           "armed": self.watchdog.armed})
 
     # -- what the channel calls
 
@@ -360,7 +374,7 @@ class Agent:
             interval = desired.heartbeat.interval_milliseconds / 1000
             self.quorum.configure(float(desired.fencing.operator_lease_seconds),
                                   float(desired.fencing.self_fence_timeout_seconds),
-                                  max(1.0, 3 * interval))
+                                  recheck_seconds(interval))
             self.config_error = None
 
     def _peer_spec(self, peer: PeerConfig) -> PeerSpec:
@@ -368,16 +382,16 @@ class Agent:
                         peer.heartbeat_key)
 
     def apply_config(self, desired: DesiredConfig, raw: dict[str, Any]) -> None:
-        """Validates, saves, then applies a new desired configuration. ConfigError when it
+        """Validates, saves, then applies a new desired configuration. FieldError when it
         is invalid, SaveError when it could not be saved: nothing is applied then."""
         with self._lock:
             errors = self.runner.validate(desired.groups)
             if errors:
-                raise ConfigError("; ".join(errors))
+                raise FieldError("; ".join(errors))
             self.store.set_config(raw)
             self._configure(desired)
-        self.emit("ConfigApplied", {"groups": [g.name for g in desired.groups],
-                                    "peers": [p.member for p in desired.peers]})
+        self.emit(kinds.CONFIG_APPLIED, {"groups": [g.name for g in desired.groups],
+                                         "peers": [p.member for p in desired.peers]})
 
     def group_action(self, group: str, action: str, command: Command,
                      reason: str | None) -> Response:
@@ -386,7 +400,7 @@ class Agent:
             raise HttpError(404, f"group {group!r} is not configured on this agent "
                             f"(configured: {', '.join(g.name for g in self.desired.groups)})",
                             "GroupNotFound")
-        if action == "online" and config.type == "Failover":
+        if action == "online" and config.type == FAILOVER:
             state = self.quorum.state
             if state in (FENCING, FENCED, FAILED):
                 raise HttpError(409, f"this agent has self-fenced ({state}): "
@@ -394,7 +408,7 @@ class Agent:
             if not self.quorum.has_quorum:
                 raise HttpError(409, f"this agent has no quorum: "
                                 f"{self.quorum.describe(time.monotonic())}", "NoQuorum")
-            if self.desired.fencing.watchdog and not self.watchdog.status()["petting"]:
+            if self.desired.fencing.watchdog and not self.watchdog.status().petting:
                 raise HttpError(409, self._watchdog_refusal(), "WatchdogNotArmed")
         call = {"online": self.runner.online, "offline": self.runner.offline,
                 "clear": self.runner.clear, "probe": self.runner.probe}[action]
@@ -407,9 +421,9 @@ class Agent:
                 raise HttpError(404, f"{action}: {e}", "GroupNotFound") from e
             raise HttpError(409, f"{action}: {e}", str(getattr(e, "code", "") or "Conflict")
                             ) from e
-        self.emit("CommandApplied", {"group": group, "action": action,
-                                     "operationId": command.operation_id,
-                                     "epoch": command.epoch, "reason": reason or ""})
+        self.emit(kinds.COMMAND_APPLIED, {"group": group, "action": action,
+                                          "operationId": command.operation_id,
+                                          "epoch": command.epoch, "reason": reason or ""})
         snapshot = self.runner.snapshot().get("groups", {}).get(group, {})
         return Response(200, {"group": group, "action": action, "accepted": True,
                               "operationId": command.operation_id, "epoch": command.epoch,
@@ -420,10 +434,10 @@ class Agent:
         status = self.watchdog.status()
         if not self.identity.watchdog_device:
             why = "this agent has no watchdog device (watchdogDevice in its identity file)"
-        elif status["error"]:
-            why = f"the watchdog is not armed: {status['error']}"
-        elif status["stoppedReason"]:
-            why = f"the watchdog is no longer petted: {status['stoppedReason']}"
+        elif status.error:
+            why = f"the watchdog is not armed: {status.error}"
+        elif status.stopped_reason:
+            why = f"the watchdog is no longer petted: {status.stopped_reason}"
         else:
             why = "the watchdog is not armed"
         return (f"fencing.watchdog is true but {why}: a Failover group goes online only "
@@ -439,36 +453,40 @@ class Agent:
         return {"epoch": self.store.epoch, "config": self.store.config,
                 "error": self.config_error}
 
-    def health(self) -> dict[str, Any]:
-        return {"status": "ok", "member": self.member, "agentVersion": self.version,
-                "selfFence": self.quorum.state, "watchdogPetting":
-                self.watchdog.status()["petting"]}
+    def health(self) -> Health:
+        return Health(self.member, self.version, self.quorum.state,
+                      self.watchdog.status().petting)
 
-    def status(self) -> dict[str, Any]:
-        now, wall = time.monotonic(), time.time()
+    def _groups(self) -> tuple[dict[str, GroupStatus], str | None]:
+        """The runner's groups, and why they could not be read (None: they could)."""
         try:
             groups = self.runner.snapshot().get("groups", {})
+            return {name: GroupStatus.from_dict(g, f"groups[{name}]")
+                    for name, g in groups.items()}, None
         except Exception as e:  # status must answer even when the runner is broken
             log.exception("snapshot failed")
-            groups = {"error": str(e)}
-        quorum = self.quorum.status(now, wall)
-        return {
-            "cluster": self.identity.cluster, "member": self.member,
-            "agentVersion": self.version, "incarnation": self.incarnation,
-            "hostname": socket.gethostname(), "uptimeSeconds": round(now - self.started, 3),
-            "epoch": self.store.epoch, "configError": self.config_error,
-            "groups": groups,
-            "peers": self.heartbeat.status(now),
-            "quorum": quorum["quorum"], "selfFence": quorum["selfFence"],
-            "watchdog": self.watchdog.status(),
-            "events": {"stream": self.events.stream, "lastSeq": self.events.last_seq},
-            "heartbeat": {"intervalMilliseconds": self.desired.heartbeat.interval_milliseconds,
-                          "peerTimeoutMilliseconds":
-                          self.desired.heartbeat.peer_timeout_milliseconds,
-                          "keys": self.heartbeat.keys,
-                          "counters": dict(self.heartbeat.counters)},
-            "channel": {**self.server.counters, **self.server.connection_counts()},
-        }
+            return {}, f"{type(e).__name__}: {e}"
+
+    def status(self) -> StatusReport:
+        now, wall = time.monotonic(), time.time()
+        groups, groups_error = self._groups()
+        quorum, self_fence = self.quorum.status(now, wall)
+        heartbeat = self.desired.heartbeat
+        return StatusReport(
+            cluster=self.identity.cluster, member=self.member,
+            agent_version=self.version, incarnation=self.incarnation,
+            hostname=socket.gethostname(), uptime_seconds=round(now - self.started, 3),
+            epoch=self.store.epoch, config_error=self.config_error,
+            groups=groups, groups_error=groups_error,
+            peers=tuple(self.heartbeat.status(now)),
+            quorum=quorum, self_fence=self_fence,
+            watchdog=self.watchdog.status(),
+            events=EventCursor(self.events.stream, self.events.last_seq),
+            heartbeat=HeartbeatStatus(heartbeat.interval_milliseconds,
+                                      heartbeat.peer_timeout_milliseconds,
+                                      self.heartbeat.keys, dict(self.heartbeat.counters)),
+            channel={**self.server.counters, **self.server.connection_counts()},
+        )
 
 
 class _Offline:

@@ -30,18 +30,14 @@ its echo names the receiver's current incarnation: a datagram captured before th
 receiver restarted, and replayed after, proves nothing (replay protection that survives a
 restart of the receiver, which keeps nothing of its peers).
 
-Keys. Each pair of members has its own key, so member C cannot forge A's datagrams to B:
-
-    pair_key(secret, cluster, A, B) = HMAC-SHA256(secret, "guestha heartbeat pair key v1"
-                                        | 0x00 | cluster | 0x00 | first | 0x00 | second)
-
-where first and second are A and B sorted (by code point; member names are Kubernetes
-names) and `secret` is the cluster's heartbeat secret, which only the operator holds. The
-operator gives each member only its own pair keys, over the mutual-TLS channel
-(`PUT /v1/config` `peers[].heartbeatKey`, base64). Until a configuration with pair keys
-arrives, the agent signs and checks with the identity file's heartbeat key (the cluster
-key of the user-data Secret), so a cluster is up before its operator speaks; with that
-bootstrap key any member can still speak for any other, which pair keys end.
+Keys. Each pair of members has its own key (guestha.protocol.keys.pair_key derives it
+from the cluster's secret, which only the operator holds), so member C cannot forge A's
+datagrams to B. The operator gives each member only its own pair keys, over the
+mutual-TLS channel (`PUT /v1/config` `peers[].heartbeatKey`, base64). Until a
+configuration with pair keys arrives, the agent signs and checks with the identity file's
+heartbeat key (the cluster key of the user-data Secret), so a cluster is up before its
+operator speaks; with that bootstrap key any member can still speak for any other, which
+pair keys end.
 """
 
 from __future__ import annotations
@@ -60,6 +56,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from guestha.agent.sockets import SocketThread, bound
+from guestha.protocol.desired import HeartbeatConfig
+from guestha.protocol.keys import CLUSTER_KEY, PAIR_KEYS
+from guestha.protocol.states import PEER_DOWN, PEER_UNKNOWN, PEER_UP
+from guestha.protocol.status import PeerStatus
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +67,7 @@ MAGIC = b"GHB2"
 MAC_BYTES = 32
 MAX_DATAGRAM = 8192
 MAX_SENDER = 253
-PAIR_KEY_LABEL = b"guestha heartbeat pair key v1"
 ANSWER_EVERY = 0.05  # at most one immediate answer per peer in this many seconds
-
-
-def pair_key(secret: bytes, cluster: str, a: str, b: str) -> bytes:
-    """The heartbeat key of the members `a` and `b` of `cluster` (the same either way
-    round), derived from the cluster's heartbeat secret; see the module docstring."""
-    if not secret:
-        raise ValueError("the cluster's heartbeat secret is empty")
-    if a == b:
-        raise ValueError(f"a pair key needs two members, got {a!r} twice")
-    first, second = sorted((a, b))
-    message = b"\0".join((PAIR_KEY_LABEL, cluster.encode("utf-8"), first.encode("utf-8"),
-                          second.encode("utf-8")))
-    return hmac.new(secret, message, hashlib.sha256).digest()
 
 
 def encode(key: bytes, sender: str, payload: bytes) -> bytes:
@@ -173,8 +159,9 @@ class Heartbeat(SocketThread):
         self._view = view
         self._lock = threading.Lock()
         self._peers: dict[str, PeerState] = {}
-        self.interval = 0.5
-        self.timeout = 3.0
+        defaults = HeartbeatConfig()  # until the configuration says otherwise
+        self.interval = defaults.interval_milliseconds / 1000
+        self.timeout = defaults.peer_timeout_milliseconds / 1000
         self._seq = 0
         self._rounds: list[int] = []  # the first seq of each round of sends ...
         self._round_times: list[float] = []  # ... and when it was sent (monotonic)
@@ -188,9 +175,9 @@ class Heartbeat(SocketThread):
 
     @property
     def keys(self) -> str:
-        """"pair" when the configuration gave pair keys, else "cluster" (bootstrap)."""
+        """PAIR_KEYS when the configuration gave pair keys, else CLUSTER_KEY (bootstrap)."""
         with self._lock:
-            return "pair" if any(p.spec.key for p in self._peers.values()) else "cluster"
+            return PAIR_KEYS if any(p.spec.key for p in self._peers.values()) else CLUSTER_KEY
 
     def configure(self, peers: Sequence[PeerSpec], interval: float, timeout: float) -> None:
         """The peers to send to and hear from; state of peers that stay is kept."""
@@ -221,20 +208,19 @@ class Heartbeat(SocketThread):
         with self._lock:
             return sorted(name for name, p in self._peers.items() if self._counts(p, now))
 
-    def status(self, now: float) -> list[dict[str, Any]]:
+    def status(self, now: float) -> list[PeerStatus]:
         with self._lock:
             out = []
             for name in sorted(self._peers):
                 p = self._peers[name]
                 age = None if p.last_heard is None else now - p.last_heard
-                out.append({
-                    "member": name, "address": p.spec.address, "port": p.spec.port,
-                    "state": "Unknown" if age is None else
-                    ("Up" if self._counts(p, now) else "Down"),
-                    "lastHeardMilliseconds": None if age is None else int(age * 1000),
-                    "hearsUs": p.hears_us is not None and now - p.hears_us < self.timeout,
-                    "incarnation": p.incarnation, "seq": p.seq, "view": p.view,
-                })
+                out.append(PeerStatus(
+                    member=name, address=p.spec.address, port=p.spec.port,
+                    state=PEER_UNKNOWN if age is None else
+                    (PEER_UP if self._counts(p, now) else PEER_DOWN),
+                    last_heard_milliseconds=None if age is None else int(age * 1000),
+                    hears_us=p.hears_us is not None and now - p.hears_us < self.timeout,
+                    incarnation=p.incarnation, seq=p.seq, view=dict(p.view)))
             return out
 
     # -- sending

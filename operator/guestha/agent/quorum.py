@@ -37,13 +37,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from guestha.agent.events import rfc3339 as _rfc3339
+from guestha.protocol.desired import FencingConfig, HeartbeatConfig
+from guestha.protocol.states import FAILED, FENCED, FENCING, IDLE, PENDING, RECHECKING
+from guestha.protocol.status import QuorumStatus, SelfFenceStatus
 
-IDLE = "Idle"  # quorum, or self-fencing disabled
-PENDING = "Pending"  # no quorum; fencing when the bound passes
-RECHECKING = "Rechecking"  # after a pause or a restart of this agent: judging again first
-FENCING = "Fencing"  # taking the Failover groups offline
-FENCED = "Fenced"  # done; cleared when quorum returns
-FAILED = "Failed"  # could not finish (the watchdog, when there is one, stops being petted)
 KEPT_ACROSS_RESTARTS = (FENCED, FAILED)
 
 GAP_SECONDS = 1.5  # a judgement this much later than the one before: the agent was paused
@@ -51,13 +48,24 @@ PERSIST_SECONDS = 1.0  # how stale the persisted last_held may get while quorum 
 EPSILON = 1e-6  # times are floats: a microsecond of rounding is no time
 
 
+def recheck_seconds(interval: float) -> float:
+    """How long a re-check listens for the peers' answers (running seconds): three
+    heartbeat intervals, and at least a second."""
+    return max(1.0, 3 * interval)
+
+
+_FENCING, _HEARTBEAT = FencingConfig(), HeartbeatConfig()  # the protocol's defaults
+
+
 @dataclass(frozen=True)
 class Settings:
-    """The rule's parameters (from the desired configuration's fencing and heartbeat)."""
+    """The rule's parameters (from the desired configuration's fencing and heartbeat;
+    until one arrives, from the protocol's defaults)."""
 
-    self_fence_timeout: float = 10.0  # 0: never self-fence
-    operator_lease: float = 15.0
-    recheck_window: float = 1.5  # seconds of running time to hear answers after a pause
+    self_fence_timeout: float = float(_FENCING.self_fence_timeout_seconds)  # 0: never
+    operator_lease: float = float(_FENCING.operator_lease_seconds)
+    # seconds of running time to hear answers after a pause
+    recheck_window: float = recheck_seconds(_HEARTBEAT.interval_milliseconds / 1000)
     gap: float = GAP_SECONDS
 
 
@@ -221,30 +229,31 @@ def seconds_left(state: State, settings: Settings, now: float) -> float | None:
     return max(0.0, state.last_held + settings.self_fence_timeout - now)
 
 
-def status(state: State, settings: Settings, now: float, wall: float) -> dict[str, Any]:
-    """The quorum and selfFence objects of /v1/status."""
+def status(state: State, settings: Settings, now: float, wall: float
+           ) -> tuple[QuorumStatus, SelfFenceStatus]:
+    """The quorum and selfFence parts of /v1/status."""
 
     def stamp(mono: float) -> str:
         return _rfc3339(wall - (now - mono))
 
     left = seconds_left(state, settings, now)
     contact = state.operator_contact
-    return {
-        "quorum": {
-            "votes": state.votes, "present": state.present,
-            "operatorInContact": state.operator_present,
-            "operatorLastContactMilliseconds": None if contact is None
+    return (
+        QuorumStatus(
+            votes=state.votes, present=state.present,
+            operator_in_contact=state.operator_present,
+            operator_last_contact_milliseconds=None if contact is None
             else max(0, int((now - contact) * 1000)),
-            "hasQuorum": state.has_quorum, "since": stamp(state.since),
-            "lastHeld": stamp(state.last_held),
-            "members": list(state.members), "alivePeers": list(state.peers),
-        },
-        "selfFence": {
-            "state": state.phase, "reason": state.reason, "since": stamp(state.phase_since),
-            "secondsLeft": None if left is None else round(left, 3),
-            "timeoutSeconds": settings.self_fence_timeout,
-        },
-    }
+            has_quorum=state.has_quorum, since=stamp(state.since),
+            last_held=stamp(state.last_held),
+            members=tuple(state.members), alive_peers=tuple(state.peers),
+        ),
+        SelfFenceStatus(
+            state=state.phase, reason=state.reason, since=stamp(state.phase_since),
+            seconds_left=None if left is None else round(left, 3),
+            timeout_seconds=settings.self_fence_timeout,
+        ),
+    )
 
 
 class Quorum:
@@ -313,5 +322,5 @@ class Quorum:
     def record(self) -> dict[str, Any]:
         return record(self.current)
 
-    def status(self, now: float, wall: float) -> dict[str, Any]:
+    def status(self, now: float, wall: float) -> tuple[QuorumStatus, SelfFenceStatus]:
         return status(self.current, self.settings, now, wall)

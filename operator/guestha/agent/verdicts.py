@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .states import FAULTED, OFFLINE, ONLINE, UNKNOWN
+from guestha.protocol.states import FAULTED, OFFLINE, ONLINE, UNKNOWN
 
 # What a verdict asks of the resource thread.
 NOTE = "note"  # keep the state, update the message

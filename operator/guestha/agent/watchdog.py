@@ -20,7 +20,9 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
+
+from guestha.protocol.status import WatchdogStatus
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +147,8 @@ class Watchdog:
                 os.close(self._fd)
                 self._fd = None
 
-    def status(self) -> dict[str, Any]:
-        return {"device": self.device, "armed": self.armed, "pets": self.pets,
-                "petting": self.armed and not self.stopped_reason,
-                "stoppedReason": self.stopped_reason or None, "error": self.error or None,
-                "hangSeconds": self.hang_seconds}
+    def status(self) -> WatchdogStatus:
+        return WatchdogStatus(device=self.device, armed=self.armed, pets=self.pets,
+                              petting=self.armed and not self.stopped_reason,
+                              stopped_reason=self.stopped_reason or None,
+                              error=self.error or None, hang_seconds=self.hang_seconds)

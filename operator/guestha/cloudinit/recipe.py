@@ -9,7 +9,7 @@ boot guests the way the operator will (tests/kits), so what is tested is what is
 Pure: data in, text and dicts out. No I/O, no clock, no randomness: the caller brings the
 agent bundle (guestha.cloudinit.bundle), the certificates and the heartbeat key, and the
 same inputs give the same bytes. Bad input raises ValueError naming the field (the
-identity through the agent's own parser, guestha.agent.config.Identity, so the operator
+identity through the agent's own parser, guestha.protocol.identity.Identity, so the operator
 refuses what the agent would refuse, before any guest boots with it).
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from guestha.agent.config import Identity
-from guestha.agent.desired import FencingConfig
 from guestha.protocol.constants import AGENT_PORT, HEARTBEAT_PORT, OPERATOR_NAME
+from guestha.protocol.desired import FencingConfig
+from guestha.protocol.identity import IDENTITY_FILE, Identity
 
 UNIT_NAME = "guestha-agent"
 # The interpreter of the unit's ExecStart: the guest's own (RHEL 9, Debian 12, Ubuntu 22.04
@@ -45,11 +45,11 @@ _UNSAFE = frozenset(" \t\n\r\"'\\%$`;&|<>*?")
 @dataclass(frozen=True)
 class GuestPaths:
     """Where the agent's files are in a guest. The TLS files, the heartbeat key and the
-    state folder default to the agent's own defaults (guestha.agent.config.Identity): an
+    state folder default to the agent's own defaults (guestha.protocol.identity.Identity): an
     identity file that left them out would mean the same places."""
 
     bundle: str = "/usr/local/lib/guestha/guestha-agent.pyz"
-    identity: str = "/etc/guestha/agent.json"
+    identity: str = IDENTITY_FILE
     unit: str = f"/etc/systemd/system/{UNIT_NAME}.service"
     tls_cert: str = Identity.tls_cert
     tls_key: str = Identity.tls_key
@@ -99,7 +99,7 @@ def identity(
     """The identity file's content (agent.json): who the agent is, where it listens, where
     its secrets and state are. Every field is written out, so the guest's file does not
     depend on one agent version's defaults. Checked by the agent's own parser: a value the
-    agent would refuse raises guestha.agent.config.ConfigError (a ValueError) naming it."""
+    agent would refuse raises guestha.protocol.fields.FieldError (a ValueError) naming it."""
     document: dict[str, Any] = {
         "cluster": cluster,
         "member": member,
