@@ -1,10 +1,10 @@
 """Benchmark of the guest agent (issue 3's figures): fault detection latency through the
 channel, and the agent's memory and CPU with 50 resources at default monitor intervals.
 
-Three guest hosts run the agent as cloud-init installs it (hack/bench/guestagents.py, the
+Three guest hosts run the agent as cloud-init installs it (tests/kits/guests.py, the
 set-up of tests/agent/test_agent_e2e.py); this script is the operator.
 
-    python3 hack/bench/agent.py [--trials 20] [--window 120] [--idle-window 30]
+    hack/bench/run agent [--trials 20] [--window 120] [--idle-window 30]
 
 (a) SIGKILL of a resource's process -> ResourceFaulted received by the operator's event
     long-poll: for a Process resource (the agent waits on its child, no polling) and for
@@ -35,21 +35,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
-
-from bench.guestagents import (
-    Client,
-    EventReader,
-    GuestAgent,
-    Pki,
-    agent_python,
-    configure,
-    guest_agents,
-    wait_for,
-    wait_quorum,
-)
 from bench.stats import summary
+from kits.client import Client
+from kits.cluster import configure, wait_quorum
+from kits.events import EventReader
+from kits.guests import GuestAgent, guest_agents
+from kits.interpreters import agent_python
+from kits.pki import Pki
+from kits.waiting import wait_for
 
 MEMBERS = ("bench-a", "bench-b", "bench-c")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -63,11 +56,12 @@ class Operator:
 
     def __init__(self, agents: list[GuestAgent]) -> None:
         self.agents = agents
-        self.clients: dict[str, Client] = {a.member: a.client() for a in agents}
-        self.readers = {
-            a.member: EventReader(a.client(timeout=15.0), poll_seconds=5.0) for a in agents
-        }
         self.epoch = 1
+        self.clients: dict[str, Client] = {a.member: a.client(epoch=self.epoch) for a in agents}
+        self.readers = {
+            a.member: EventReader(a.client(timeout=15.0, epoch=self.epoch), poll_seconds=5.0)
+            for a in agents
+        }
 
     def close(self) -> None:
         for reader in self.readers.values():
@@ -326,13 +320,14 @@ def footprint(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hack/bench/run agent",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--window", type=float, default=120.0)
     parser.add_argument("--idle-window", type=float, default=30.0)
     args = parser.parse_args()
     if os.geteuid() != 0:
-        print("hack/bench/agent.py needs root (guest hosts)", file=sys.stderr)
+        print("hack/bench/run agent: needs root (guest hosts)", file=sys.stderr)
         return 2
     python = agent_python()
     version = subprocess.run([python, "--version"], capture_output=True, text=True).stdout

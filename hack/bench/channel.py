@@ -1,6 +1,6 @@
 """Benchmark: the agent channel's round trip over VSOCK vs Network, to the same agent.
 
-    python3 hack/bench/channel.py --requests 200 [--connects 20] [--out result.json]
+    hack/bench/run channel --requests 200 [--connects 20] [--out result.json]
 
 A local devcluster with the KubeVirt simulator boots one runStrategy Always VM
 (`autoattachVSOCK: true`) whose cloud-init installs the agent as the operator's injection
@@ -17,34 +17,25 @@ difference is the transport alone (on KubeVirt, VSOCK reaches an AF_VSOCK listen
 instead). VSOCK's path: websocket to the kube-apiserver, its aggregation proxy to the
 simulator's virt-api (TLS), and virt-api's TCP to the guest, with guestha's TLS inside.
 
-Also the module the control-plane tests use to make such guests (`user_data`, `vm`,
-`userdata_secret`), so that the tests and the benchmark boot the same thing.
+The guest comes from tests/kits/agentvms.py, as the guests of
+tests/controlplane/test_channel_transports.py do, so the tests and the benchmark boot the
+same thing.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import kubernetes
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
-
-from bench.guestagents import Pki, agent_python, agent_user_data
 from bench.stats import percentile
 from guestha.channel.client import AgentClient
 from guestha.channel.transport import (
     ChannelError,
-    KubeAccess,
     Member,
     NetworkTransport,
     Transport,
@@ -52,77 +43,11 @@ from guestha.channel.transport import (
     operator_context,
 )
 from guestha.cloudinit import bundle
-
-PORT = 7480
-
-
-def user_data(
-    cluster: str, member: str, transport: str, pki: Pki, agent_bundle: bytes, port: int = PORT
-) -> bytes:
-    """The #cloud-config that installs and starts the agent, as the injection will."""
-    return agent_user_data(
-        member,
-        cluster,
-        pki,
-        agent_bundle,
-        os.urandom(32),
-        agent_python(),
-        bootcmd=(),
-        port=port,
-        transport=transport,
-    )
+from guestha.protocol.constants import AGENT_PORT
+from kits.agentvms import kube_access, user_data, userdata_secret, vm
+from kits.pki import Pki
 
 
-def userdata_secret(name: str, data: bytes) -> dict[str, Any]:
-    """The Secret a VM's cloudInitNoCloud.secretRef names (inline user-data is limited)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name},
-        "type": "Opaque",
-        "data": {"userdata": base64.b64encode(data).decode()},
-    }
-
-
-def vm(name: str, secret: str) -> dict[str, Any]:
-    """A runStrategy Always VM with a vsock device, booted from the user-data Secret."""
-    return {
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {
-            "runStrategy": "Always",
-            "template": {
-                "metadata": {"labels": {"kubevirt.io/vm": name}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 0,
-                    "domain": {
-                        "devices": {"autoattachVSOCK": True},
-                        "memory": {"guest": "128Mi"},
-                        "resources": {},
-                    },
-                    "volumes": [
-                        {
-                            "name": "cloudinitdisk",
-                            "cloudInitNoCloud": {"secretRef": {"name": secret}},
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
-def kube_access(kubeconfig: Path) -> KubeAccess:
-    """The apiserver access of a kubeconfig, as the operator's kubernetes client has it."""
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=str(kubeconfig), client_configuration=configuration
-    )
-    return KubeAccess.from_configuration(configuration)
-
-
-# --- the benchmark -----------------------------------------------------------------------
 def stats(values: list[float]) -> dict[str, float]:
     ms = [v * 1000 for v in values]
     return {
@@ -198,7 +123,7 @@ def run(folder: Path, requests: int, connects: int, blocks: int) -> dict[str, An
             time.sleep(0.2)
         else:
             raise TimeoutError("VMI bench-chan did not run")
-        member = Member.from_vmi(vmi, PORT)
+        member = Member.from_vmi(vmi, AGENT_PORT)
         context = operator_context(pki.ca_file, *pki.operator)
         transports: dict[str, Transport] = {
             "Network": NetworkTransport(context),
@@ -238,7 +163,8 @@ def run(folder: Path, requests: int, connects: int, blocks: int) -> dict[str, An
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hack/bench/run channel",
+                                     description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="round trips per transport")
     parser.add_argument("--connects", type=int, default=20, help="fresh connections each")
     parser.add_argument("--blocks", type=int, default=4, help="alternating blocks")

@@ -7,7 +7,7 @@ manifests/fencing/fence-kubevirt-rbac.yaml. Each time is the agent's wall clock 
 to exit: the PUT of stop/start plus its polling until the VMI is gone (off) or Running (on);
 fence-agents polls once a second, so the figures move in steps of about a second.
 
-    python3 hack/bench/fence_kubevirt.py --trials 20 [--json out.json]
+    hack/bench/run fence_kubevirt --trials 20 [--json out.json]
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
 
@@ -159,7 +156,8 @@ def run(trials: int) -> dict[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hack/bench/run fence_kubevirt",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20, help="fencing rounds (default 20)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()

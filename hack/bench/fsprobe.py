@@ -1,6 +1,6 @@
 """Benchmark: what asking a child about a user's path costs (agent/resources/fsprobe.py).
 
-    $GUESTHA_AGENT_PYTHON hack/bench/fsprobe.py [--trials 50] [--out result.json]
+    GUESTHA_BENCH_PYTHON=$GUESTHA_AGENT_PYTHON hack/bench/run fsprobe [--trials 50] [--out F]
 
 The agent never resolves a user's path itself (a dead mount would hang it): a Mount's
 monitor, an Application's pid files and a Process's start each ask a short-lived child.
@@ -18,16 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
-
 from bench.stats import summary
 from guestha.agent.resources import fsprobe
 from guestha.agent.resources.programs import DEFAULT_PATH
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hack/bench/run fsprobe",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

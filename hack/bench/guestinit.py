@@ -1,6 +1,6 @@
 """Benchmark: a simulated guest's `systemctl` call, and a guest host's boot and shutdown.
 
-    python3 hack/bench/guestinit.py --trials 50 [--boots 5] [--out result.json]
+    hack/bench/run guestinit --trials 50 [--boots 5] [--out result.json]
 
 Root only (guest hosts are namespaces). Boots KubeVirt-simulator guest hosts
 (kubevirtsim.guesthost) in a scratch state folder and measures, each as median, p95 and n:
@@ -30,8 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.stats import summary
 from kubevirtsim.guesthost import GuestHost, GuestSpec, cleanup_stale
@@ -76,7 +74,8 @@ def spec(index: int) -> GuestSpec:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hack/bench/run guestinit",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--boots", type=int, default=5)
     parser.add_argument("--out", type=Path)

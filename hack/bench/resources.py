@@ -1,11 +1,11 @@
 """Benchmark: how fast the agent's resources and groups do what their tests prove.
 
-    python3 hack/bench/resources.py [--trials 20] [--guest-trials 20] [--out result.json]
+    hack/bench/run resources [--trials 20] [--guest-trials 20] [--out result.json]
 
 tests/agent/test_agent_resources.py and test_agent_groups.py assert orders, counts and
 states only (correctness never rests on a wall clock there); the times they once bounded
 are measured here, each as median, p95 and n. In one process, with the agent's own
-classes and the tests' kit (tests/agent/resource_helpers.py), real programs:
+classes and the tests' kit (tests/kits/resources.py), real programs:
 
 - exitNotificationMs: SIGKILL of a Process resource's program -> the resource reports the
   change (its exit watcher); `pidfd` as on Linux 5.3+, `procPolling` with os.pidfd_open
@@ -44,12 +44,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-# The tests' kit (tests/agent/resource_helpers.py), the agent and this folder's package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "agent"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from resource_helpers import (
+from bench.stats import summary
+from guestha.agent.groups import GroupRunner
+from guestha.agent.resources import ExitWatcher, Process, ResourceContext, create
+from kits.resources import (
     PUSHED,
     Events,
     group,
@@ -65,10 +63,6 @@ from resource_helpers import (
     wait_for,
     wait_group,
 )
-
-from bench.stats import summary
-from guestha.agent.groups import GroupRunner
-from guestha.agent.resources import ExitWatcher, Process, ResourceContext, create
 
 OCF_ANYTHING = Path("/usr/lib/ocf/resource.d/heartbeat/anything")
 
@@ -277,7 +271,7 @@ def self_fence(trials: int) -> list[float]:
 def in_a_guest_host(trials: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="guestha-bench-guests-") as folder, \
             guest_host(folder, "bench-kills") as guest:
-        code = ("import json, resource_helpers as h\n"
+        code = ("import json, kits.resources as h\n"
                 "print(json.dumps(h.kill_scenario(sys.argv[1], int(sys.argv[2]), True)))")
         found = {kind: json.loads(run_in_guest(guest, code, kind, str(trials),
                                                timeout=120 + 5 * trials)
@@ -288,7 +282,8 @@ def in_a_guest_host(trials: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hack/bench/run resources",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--guest-trials", type=int, default=20)
     parser.add_argument("--out", type=Path)

@@ -1,22 +1,19 @@
 """Benchmark: VirtualMachine created -> VMI Running (with an address) -> AgentConnected,
 and VMI deleted -> guest host gone, on the local devcluster with the KubeVirt simulator.
 
-    python3 hack/bench/simulator.py --trials 20
+    hack/bench/run simulator --trials 20
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import kubernetes
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.stats import summary
 from testbed.devcluster import DevCluster
@@ -42,7 +39,8 @@ def wait(predicate: Any, timeout: float = 60.0) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hack/bench/run simulator",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from kubevirtsim.nodes import KUBELET_LEASE_SECONDS
 from kubevirtsim.simulator import Simulator
 
 
@@ -43,10 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="virt-handler heartbeat interval (default 15)",
     )
     parser.add_argument(
-        "--node-monitor-grace-seconds",
-        type=float,
-        default=40.0,
-        help="a node silent this long gets Ready=Unknown (default 40, as kube-controller-manager)",
+        "--node-lease-seconds",
+        type=int,
+        default=KUBELET_LEASE_SECONDS,
+        help="leaseDurationSeconds of each node's Lease in kube-node-lease, renewed every "
+        f"quarter of it (default {KUBELET_LEASE_SECONDS}, as kubelet); match it to "
+        "kube-controller-manager's --node-monitor-grace-period",
     )
     parser.add_argument(
         "--resync-seconds",
@@ -81,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--nodes: give at least one node name")
     if args.heartbeat_seconds <= 0:
         parser.error("--heartbeat-seconds must be positive")
+    if args.node_lease_seconds <= 0:
+        parser.error("--node-lease-seconds must be positive")
     args.node_names = names
     return args
 
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         args.state_dir,
         args.node_names,
         heartbeat_seconds=args.heartbeat_seconds,
-        monitor_grace_seconds=args.node_monitor_grace_seconds,
+        lease_seconds=args.node_lease_seconds,
         resync_seconds=args.resync_seconds,
         workers=args.workers,
         namespace=args.namespace,

@@ -75,6 +75,9 @@ VMIS = Resource(
 NODES = Resource("/api/v1", "nodes", False, "Node", "v1")
 SECRETS = Resource("/api/v1", "secrets", True, "Secret", "v1")
 EVENTS = Resource("/api/v1", "events", True, "Event", "v1")
+LEASES = Resource(
+    "/apis/coordination.k8s.io/v1", "leases", True, "Lease", "coordination.k8s.io/v1"
+)
 
 
 def key_of(obj: Obj) -> str:
@@ -187,6 +190,18 @@ class Api:
             res.item(namespace, name, sub),
             body=patch,
             content_type="application/merge-patch+json",
+        )
+
+    def strategic_patch(
+        self, res: Resource, namespace: str | None, name: str, patch: Obj, sub: str = ""
+    ) -> Obj:
+        """A strategic merge patch (built-in kinds only): lists such as Node conditions
+        merge by their key instead of being replaced whole."""
+        return self.request(
+            "PATCH",
+            res.item(namespace, name, sub),
+            body=patch,
+            content_type="application/strategic-merge-patch+json",
         )
 
     def json_patch(

@@ -45,13 +45,15 @@ class Guest:
         return self.spec.node
 
     def alive(self) -> bool:
-        if self.exited.is_set():
-            return False
-        try:
-            return self.host.alive()
-        except Exception:
-            log.exception("guest %s (%s): alive() failed", self.key, self.uid)
-            return False
+        """True until the guest's exit is recorded with its status, as virt-handler learns
+        of a domain's end from libvirt's event, which carries the reason.
+
+        Not the host's own `alive()`: that turns False the moment the guest's PID 1 is
+        gone, while its network is still being released and its status is not known yet.
+        Read then, a clean power-off (status 0) looked like a crash (no status): the VMI
+        went Failed instead of Succeeded, and a RerunOnFailure VM started it again.
+        """
+        return not self.exited.is_set()
 
 
 class Guests:

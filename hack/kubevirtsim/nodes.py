@@ -1,28 +1,45 @@
-"""The simulated Nodes: their objects, virt-handler's heartbeat and the fault knob.
+"""The simulated Nodes: their objects, what their kubelet and virt-handler post, the fault knob.
 
-Each simulated node is a Node object that this process creates and keeps Ready, with
-virt-handler's `kubevirt.io/schedulable` label and `kubevirt.io/heartbeat` annotation.
+Each simulated node is a Node that this process registers and keeps alive the way a
+kubelet does, so that kube-controller-manager's node lifecycle controller judges it as it
+judges any node:
+
+- its Lease `kube-node-lease/<node>` (owned by the Node, so the garbage collector removes
+  it with the Node) is renewed every quarter of its `leaseDurationSeconds` (kubelet: 40 s);
+- its status (Ready=True, the three pressure conditions False, capacity, nodeInfo) is
+  posted when it registers, as soon as the Node says otherwise (the node lifecycle
+  controller set Ready=Unknown while the node was silent), and at least every
+  STATUS_REPORT_SECONDS (kubelet's nodeStatusReportFrequency);
+- virt-handler's part: the `kubevirt.io/schedulable` label and the `kubevirt.io/heartbeat`
+  annotation every `heartbeat_seconds`.
+
 Tests and admins break a node through the API alone:
 
 - annotation `kubevirtsim.guestha.io/fault: Unresponsive`: the node stops answering. Its
-  heartbeat stops, nothing about its VMIs is written any more, its guests run on.
+  kubelet and virt-handler fall silent (no Lease renewal, no status, no heartbeat),
+  nothing about its VMIs is written any more, its guests run on. After the node monitor
+  grace period the node lifecycle controller sets Ready=Unknown and the
+  `node.kubernetes.io/unreachable` taints; once the annotation is gone the node posts
+  Ready again at once and the controller lifts the taints.
 - annotation `kubevirtsim.guestha.io/fault: Fenced`, or the taint
   `node.kubernetes.io/out-of-service`: the node was fenced (powered off or remediated):
-  its guests are dead, so its VMIs can be finished by the control plane.
+  its guests are dead, so its VMIs can be finished by the control plane. It is silent too.
 
-Since no kube-controller-manager runs here, the node-lifecycle controller's part is
-played too: a node silent for `monitor_grace` seconds gets Ready=Unknown.
+Nothing here writes Ready=Unknown or a lifecycle taint: those are kube-controller-manager's.
+All writes come from one thread (the heartbeat loop); others only `wake` it.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
 import enum
 import logging
 import threading
 import time
 from collections.abc import Iterable
 
-from kubevirtsim.api import NODES, Api, ApiError, Obj
+from kubevirtsim.api import LEASES, NODES, Api, ApiError, Obj
 from kubevirtsim.informer import Informer
 from kubevirtsim.status import (
     FAULT_ANNOTATION,
@@ -36,9 +53,10 @@ from kubevirtsim.status import (
 
 log = logging.getLogger(__name__)
 
-NOT_READY_TAINT = "node.kubernetes.io/not-ready"
-UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
-LIFECYCLE_TAINTS = (NOT_READY_TAINT, UNREACHABLE_TAINT)
+NODE_LEASE_NAMESPACE = "kube-node-lease"
+KUBELET_LEASE_SECONDS = 40  # kubelet's default nodeLeaseDurationSeconds
+STATUS_REPORT_SECONDS = 300.0  # kubelet's default nodeStatusReportFrequency (5 min)
+TICK_SECONDS = 0.5  # how often the heartbeat loop looks at what is due
 
 
 class NodeState(enum.Enum):
@@ -111,28 +129,45 @@ def node_object(name: str) -> Obj:
     }
 
 
-def ready_status(
-    name: str, status: str, reason: str, message: str, transition: str, heartbeat: str
-) -> Obj:
+# the conditions a healthy kubelet reports: type, status, reason, message
+KUBELET_CONDITIONS = (
+    ("MemoryPressure", "False", "KubeletHasSufficientMemory",
+     "kubelet has sufficient memory available"),
+    ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+    ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+    ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+)
+
+
+def _conditions(node: Obj | None) -> dict[str, Obj]:
     return {
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastHeartbeatTime": heartbeat,
-                "lastTransitionTime": transition,
-            }
-        ],
+        str(c.get("type")): c for c in (node or {}).get("status", {}).get("conditions") or []
+    }
+
+
+def kubelet_status(name: str, node: Obj | None, when: dt.datetime) -> Obj:
+    """The status a healthy kubelet posts for `node` at `when`: every condition of
+    KUBELET_CONDITIONS heartbeating now, its transition time kept while its status holds."""
+    stamp = rfc3339(when)
+    old = _conditions(node)
+    conditions = []
+    for type_, status, reason, message in KUBELET_CONDITIONS:
+        previous = old.get(type_) or {}
+        held = previous.get("status") == status and previous.get("lastTransitionTime")
+        conditions.append({
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": stamp,
+            "lastTransitionTime": previous["lastTransitionTime"] if held else stamp,
+        })
+    capacity = {"cpu": "4", "memory": "8Gi", "pods": "110", "devices.kubevirt.io/kvm": "1k"}
+    return {
+        "conditions": conditions,
         "addresses": [{"type": "Hostname", "address": name}],
-        "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110", "devices.kubevirt.io/kvm": "1k"},
-        "allocatable": {
-            "cpu": "4",
-            "memory": "8Gi",
-            "pods": "110",
-            "devices.kubevirt.io/kvm": "1k",
-        },
+        "capacity": capacity,
+        "allocatable": dict(capacity),
         "nodeInfo": {
             "architecture": "amd64",
             "operatingSystem": "linux",
@@ -148,8 +183,60 @@ def ready_status(
     }
 
 
+def needs_status(node: Obj, since_post: float | None, report_seconds: float) -> bool:
+    """Whether a kubelet posts its status now: never posted by this process, the Node says
+    other than the kubelet would (Ready=Unknown from the node lifecycle controller, a
+    condition missing), or the last post is `report_seconds` old."""
+    if since_post is None or since_post >= report_seconds:
+        return True
+    found = _conditions(node)
+    return any(
+        (found.get(type_) or {}).get("status") != status
+        or (found.get(type_) or {}).get("reason") != reason
+        for type_, status, reason, _ in KUBELET_CONDITIONS
+    )
+
+
+def micro_time(when: dt.datetime) -> str:
+    """Kubernetes' metav1.MicroTime form, as a Lease's renewTime carries it."""
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def lease_object(name: str, node_uid: str, lease_seconds: int, when: dt.datetime) -> Obj:
+    """The node's Lease as a kubelet writes it: held by the node, owned by its Node."""
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": name,
+            "namespace": NODE_LEASE_NAMESPACE,
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Node", "name": name, "uid": node_uid}
+            ],
+        },
+        "spec": {
+            "holderIdentity": name,
+            "leaseDurationSeconds": lease_seconds,
+            "renewTime": micro_time(when),
+        },
+    }
+
+
+def renewed(lease: Obj, desired: Obj) -> Obj:
+    """`lease` as stored, renewed: the desired spec and owner, its resourceVersion kept so
+    that the update is refused if someone else wrote it meanwhile."""
+    out = copy.deepcopy(lease)
+    out["spec"] = {**(out.get("spec") or {}), **desired["spec"]}
+    out["metadata"]["ownerReferences"] = desired["metadata"]["ownerReferences"]
+    return out
+
+
+def due(last: float | None, interval: float, at: float) -> bool:
+    return last is None or at - last >= interval
+
+
 class Nodes:
-    """Creates the simulated nodes and beats their hearts while they answer."""
+    """Registers the simulated nodes and posts for them while they answer."""
 
     def __init__(
         self,
@@ -157,16 +244,26 @@ class Nodes:
         informer: Informer,
         names: list[str],
         heartbeat_seconds: float,
-        monitor_grace_seconds: float,
+        lease_seconds: int,
         stop: threading.Event,
+        status_report_seconds: float = STATUS_REPORT_SECONDS,
     ) -> None:
         self.api = api
         self.informer = informer
         self.names = names
         self.heartbeat_seconds = heartbeat_seconds
-        self.monitor_grace_seconds = monitor_grace_seconds
+        self.lease_seconds = lease_seconds
+        self.renew_seconds = lease_seconds / 4  # as kubelet renews its Lease
+        self.status_report_seconds = status_report_seconds
         self.stop = stop
-        self._last_beat: dict[str, float] = {}
+        self._leases: dict[str, Obj] = {}  # each node's Lease as last written
+        self._renewed: dict[str, float] = {}
+        self._posted: dict[str, float] = {}
+        self._beaten: dict[str, float] = {}
+        self._answering: dict[str, bool] = {}
+        self._wake = threading.Event()
+        self._now_lock = threading.Lock()  # guards _now only; never held across a call
+        self._now: set[str] = set()  # nodes to post for at the next tick, whatever is due
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
 
     def owns(self, name: str | None) -> bool:
@@ -183,134 +280,105 @@ class Nodes:
     def objects(self) -> list[Obj]:
         return [n for n in (self.informer.get(name) for name in self.names) if n is not None]
 
-    # --- start-up --------------------------------------------------------------------------
+    # --- running -------------------------------------------------------------------------
     def ensure(self) -> None:
-        """Create missing nodes (existing ones, e.g. from a previous run, are adopted)."""
+        """Register missing nodes (existing ones, e.g. from a previous run, are adopted) and
+        post for every answering one; called once before `start`, so from one thread."""
         for name in self.names:
-            existing = self.api.get(NODES, None, name)
-            if existing is None:
-                self._create(name, "created")
-            if node_state(existing) in (NodeState.READY, NodeState.ABSENT):
-                self.beat(name)
+            self._tick_node(name, time.monotonic(), force=True, strict=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    # --- heartbeat -------------------------------------------------------------------------
-    def beat(self, name: str) -> None:
-        """One virt-handler + kubelet heartbeat: annotation, label, Ready condition."""
-        stamp = rfc3339(now())
-        node = self.informer.get(name) or self.api.get(NODES, None, name)
-        labels = (node or {}).get("metadata", {}).get("labels") or {}
-        patch: Obj = {"metadata": {"annotations": {HEARTBEAT_ANNOTATION: stamp}}}
-        if SCHEDULABLE_LABEL not in labels:
-            patch["metadata"]["labels"] = {SCHEDULABLE_LABEL: "true"}
-        taints = (node or {}).get("spec", {}).get("taints") or []
-        kept = [t for t in taints if t.get("key") not in LIFECYCLE_TAINTS]
-        if node is not None and kept != taints:
-            # the node-lifecycle controller's part: a Ready node loses not-ready/unreachable
-            patch["spec"] = {"taints": kept}
-            patch["metadata"]["resourceVersion"] = node["metadata"]["resourceVersion"]
-        self.api.merge_patch(NODES, None, name, patch)
-        ready = None
-        for cond in (node or {}).get("status", {}).get("conditions") or []:
-            if cond.get("type") == "Ready":
-                ready = cond
-        transition = stamp
-        if ready is not None and ready.get("status") == "True":
-            transition = str(ready.get("lastTransitionTime") or stamp)
-        self.api.merge_patch(
-            NODES,
-            None,
-            name,
-            {
-                "status": ready_status(
-                    name,
-                    "True",
-                    "KubeletReady",
-                    "kubelet is posting ready status",
-                    transition,
-                    stamp,
-                )
-            },
-            sub="status",
-        )
-        self._last_beat[name] = time.monotonic()
-
-    def _mark_unknown(self, name: str, node: Obj) -> None:
-        """The node-lifecycle controller's verdict on a node that stopped posting status."""
-        for cond in node.get("status", {}).get("conditions") or []:
-            if cond.get("type") == "Ready" and cond.get("status") == "Unknown":
-                return
-        stamp = rfc3339(now())
-        heartbeat = stamp
-        for cond in node.get("status", {}).get("conditions") or []:
-            if cond.get("type") == "Ready":
-                heartbeat = str(cond.get("lastHeartbeatTime") or stamp)
-        taints = [
-            t
-            for t in node.get("spec", {}).get("taints") or []
-            if t.get("key") not in LIFECYCLE_TAINTS
-        ]
-        taints += [
-            {"key": UNREACHABLE_TAINT, "effect": "NoSchedule"},
-            {"key": UNREACHABLE_TAINT, "effect": "NoExecute", "timeAdded": stamp},
-        ]
-        self.api.merge_patch(
-            NODES,
-            None,
-            name,
-            {
-                "metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
-                "spec": {"taints": taints},
-            },
-        )
-        self.api.merge_patch(
-            NODES,
-            None,
-            name,
-            {
-                "status": ready_status(
-                    name,
-                    "Unknown",
-                    "NodeStatusUnknown",
-                    "Kubelet stopped posting node status.",
-                    stamp,
-                    heartbeat,
-                )
-            },
-            sub="status",
-        )
-        log.info("node %s: Ready=Unknown (no status for %.0fs)", name, self.monitor_grace_seconds)
+    def wake(self, name: str) -> None:
+        """Post for `name` now (it answers again): Lease, status and heartbeat."""
+        with self._now_lock:
+            self._now.add(name)
+        self._wake.set()
 
     def tick(self) -> None:
+        with self._now_lock:
+            forced, self._now = self._now, set()
         for name in self.names:
             try:
-                self._tick_node(name)
+                self._tick_node(name, time.monotonic(), force=name in forced)
             except Exception:
-                log.exception("node %s: heartbeat failed", name)
+                log.exception("node %s: posting failed", name)
 
-    def _create(self, name: str, verb: str) -> None:
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            self.tick()
+            self._wake.wait(TICK_SECONDS)
+            self._wake.clear()
+
+    # --- one node ------------------------------------------------------------------------
+    def _tick_node(self, name: str, at: float, force: bool, strict: bool = False) -> None:
+        node = self.informer.get(name)
+        if node is None:
+            node = self._register(name)
+            force = True
+            if node is None:
+                return
+        answering = node_state(node) is NodeState.READY
+        if self._answering.get(name) != answering:
+            log.info("node %s: %s", name, "answering" if answering else "silent")
+            self._answering[name] = answering
+        if not answering:
+            return
+        steps = (
+            (self._renew, force or due(self._renewed.get(name), self.renew_seconds, at)),
+            (self._post_status, force or needs_status(
+                node, None if name not in self._posted else at - self._posted[name],
+                self.status_report_seconds)),
+            (self._beat, force or due(self._beaten.get(name), self.heartbeat_seconds, at)),
+        )
+        for step, wanted in steps:
+            if not wanted:
+                continue
+            try:
+                step(name, node)
+            except Exception:
+                if strict:
+                    raise
+                log.exception("node %s: %s failed", name, step.__name__.strip("_"))
+
+    def _register(self, name: str) -> Obj | None:
         """Create the Node `name`; one that someone else created meanwhile (409) is fine."""
         try:
-            self.api.create(NODES, None, node_object(name))
-            log.info("node %s %s", name, verb)
+            created = self.api.create(NODES, None, node_object(name))
+            log.info("node %s registered", name)
+            return created
         except ApiError as exc:
             if exc.status != 409:
                 raise
+            return self.api.get(NODES, None, name)
 
-    def _tick_node(self, name: str) -> None:
-        node = self.informer.get(name)
-        if node is None:
-            self._create(name, "re-created")
-            return
-        if node_state(node) is NodeState.READY:
-            self.beat(name)
-            return
-        silent = time.monotonic() - self._last_beat.get(name, 0.0)
-        if silent >= self.monitor_grace_seconds:
-            self._mark_unknown(name, node)
+    def _renew(self, name: str, node: Obj) -> None:
+        desired = lease_object(name, node["metadata"]["uid"], self.lease_seconds, now())
+        lease = self._leases.get(name) or self.api.get(LEASES, NODE_LEASE_NAMESPACE, name)
+        try:
+            if lease is None:
+                stored = self.api.create(LEASES, NODE_LEASE_NAMESPACE, desired)
+            else:
+                stored = self.api.replace(LEASES, renewed(lease, desired))
+        except ApiError as exc:
+            self._leases.pop(name, None)  # read it again next time
+            if exc.conflict or exc.not_found:
+                return
+            raise
+        self._leases[name] = stored
+        self._renewed[name] = time.monotonic()
 
-    def _loop(self) -> None:
-        while not self.stop.wait(self.heartbeat_seconds):
-            self.tick()
+    def _post_status(self, name: str, node: Obj) -> None:
+        self.api.strategic_patch(
+            NODES, None, name, {"status": kubelet_status(name, node, now())}, sub="status"
+        )
+        self._posted[name] = time.monotonic()
+
+    def _beat(self, name: str, node: Obj) -> None:
+        """virt-handler's heartbeat: its annotation, and its label if missing."""
+        patch: Obj = {"metadata": {"annotations": {HEARTBEAT_ANNOTATION: rfc3339(now())}}}
+        if (node["metadata"].get("labels") or {}).get(SCHEDULABLE_LABEL) is None:
+            patch["metadata"]["labels"] = {SCHEDULABLE_LABEL: "true"}
+        self.api.merge_patch(NODES, None, name, patch)
+        self._beaten[name] = time.monotonic()

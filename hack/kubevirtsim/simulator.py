@@ -19,7 +19,7 @@ from kubevirtsim.api import NODES, SECRETS, VMIS, VMS, Api, Obj, split_key
 from kubevirtsim.events import Recorder
 from kubevirtsim.guests import Guests
 from kubevirtsim.informer import Informer
-from kubevirtsim.nodes import Nodes, NodeState, node_state
+from kubevirtsim.nodes import KUBELET_LEASE_SECONDS, Nodes, NodeState, node_state
 from kubevirtsim.subresources import Subresources
 from kubevirtsim.userdata import referenced_secrets
 from kubevirtsim.virtapi import VirtApi
@@ -28,6 +28,9 @@ from kubevirtsim.vmi import Requeue, VMIController
 from kubevirtsim.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
+
+# logged when the shared guest bridge stays at shutdown, because another run uses it
+NETWORK_KEPT = "guest network kept"
 
 
 def _other_guest_networks() -> list[str]:
@@ -49,7 +52,7 @@ class Simulator:
         state_dir: Path,
         node_names: list[str],
         heartbeat_seconds: float = 15.0,
-        monitor_grace_seconds: float = 40.0,
+        lease_seconds: int = KUBELET_LEASE_SECONDS,
         resync_seconds: float = 30.0,
         workers: int = 4,
         namespace: str | None = None,
@@ -68,7 +71,7 @@ class Simulator:
             self.node_informer,
             node_names,
             heartbeat_seconds,
-            monitor_grace_seconds,
+            lease_seconds,
             self.stop,
         )
         self.vmi_queue = WorkQueue("vmi", self._reconcile_vmi, workers, self.stop)
@@ -170,7 +173,7 @@ class Simulator:
             for thread in threads:
                 thread.join(timeout=30)
         if state is NodeState.READY and before is not None and before is not NodeState.READY:
-            self.nodes.beat(name)  # back: heartbeat at once
+            self.nodes.wake(name)  # back: Lease, status and heartbeat at once
         for key in self._vmis_on(name):
             self.vmi_queue.add(key)
         for guest in self.guests.on_node(name):
@@ -268,9 +271,9 @@ class Simulator:
             log.exception("cleaning the state dir failed")
         try:
             if _other_guest_networks():
-                log.info("guest network kept: guests of another simulator run still use it")
-            else:
-                guesthost.teardown_network()
+                log.info(NETWORK_KEPT + ": guests of another simulator run still use it")
+            elif not guesthost.teardown_network():
+                log.info(NETWORK_KEPT + ": a guest of another simulator run is booting")
         except Exception:
             log.exception("tearing down the guest network failed")
         self.api.close()

@@ -5,8 +5,11 @@ template's labels and annotations, a controller ownerReference, the VM controlle
 finalizer), deleted for Halted or on a Stop request, and started again after it
 finished as the strategy says (Always: after Succeeded or Failed; RerunOnFailure: after
 Failed only; Manual: on a Start request; Once: only when there is none). VM status goes
-through the status subresource. There is no garbage collector here (no
-kube-controller-manager), so deleting a VM deletes its VMI from this controller.
+through the status subresource. A deleted VM stops its VMI first and lets go of its own
+finalizer once the VMI is gone (with propagationPolicy Orphan, at once); everything else
+about deletion is kube-controller-manager's garbage collector's, as on a real cluster: it
+deletes a VMI whose VM is gone (the VMI's controller ownerReference), holds a VM deleted
+in the foreground until its VMI is gone, and orphans the VMI of a VM deleted with Orphan.
 
 The decisions are pure functions (`decide`, `next_requests`, `vm_status`), unit-tested.
 """
@@ -395,7 +398,7 @@ class VMController:
         vm = self.vms.get(key)
         vmi = self.vmis.get(key)
         if vm is None:
-            self._collect_orphan(key, vmi)
+            self._release_orphan(key, vmi)
             return
         owned = vmi if st.owned_by_vm(vmi, vm) else None
         if vmi is not None and owned is None:
@@ -405,6 +408,8 @@ class VMController:
                 key,
                 st.controller_owner(vmi),
             )
+            if st.controller_owner(vmi) is None:  # orphaned from an earlier VM of this name
+                self._release_orphan(key, vmi)
         if owned is not None and (st.deleting(owned) or st.is_final(owned)):
             self._release_vmi(key, owned)
         if st.deleting(vm):
@@ -499,62 +504,28 @@ class VMController:
             self.vmis.observe(stored)
 
     def _terminate(self, key: str, vm: Obj, vmi: Obj | None) -> None:
-        """A deleted VM: its VMI goes first, then the VM's finalizers.
-
-        With propagationPolicy Orphan (the `orphan` finalizer) the VMI stays and only
-        loses its ownerReference, as the garbage collector would do.
-        """
-        if vmi is not None and "orphan" in (vm["metadata"].get("finalizers") or []):
-            self._disown(key, vmi)
-            vmi = None
-        if vmi is not None:
+        """A deleted VM, as KubeVirt's VM controller treats it: its VMI is stopped first,
+        then the VM's finalizer goes. A VM deleted with propagationPolicy Orphan (the
+        `orphan` finalizer) keeps its VMI running: the finalizer goes at once and the
+        garbage collector takes the ownerReference off the VMI."""
+        orphaning = "orphan" in (vm["metadata"].get("finalizers") or [])
+        if vmi is not None and not orphaning:
             if not st.deleting(vmi):
                 self._delete_vmi(vm, vmi, "the VM is being deleted")
             self._update_status(key, vmi, False, None)
             return
         finalizers = vm["metadata"].get("finalizers") or []
-        # foregroundDeletion is the garbage collector's (not running here): our VMI is gone
-        kept = [
-            f
-            for f in finalizers
-            if f not in (st.VM_CONTROLLER_FINALIZER, "foregroundDeletion", "orphan")
-        ]
-        if kept != finalizers:
-            self._patch_finalizers(vm, kept)
+        if st.VM_CONTROLLER_FINALIZER in finalizers:
+            self._patch_finalizers(
+                vm, [f for f in finalizers if f != st.VM_CONTROLLER_FINALIZER]
+            )
 
-    def _disown(self, key: str, vmi: Obj) -> None:
-        ns, name = split_key(key)
-        meta = vmi["metadata"]
-        kept = [f for f in meta.get("finalizers") or [] if f != st.VM_CONTROLLER_FINALIZER]
-        stored = self.api.merge_patch(
-            VMIS,
-            ns,
-            name,
-            {
-                "metadata": {
-                    "ownerReferences": None,
-                    "finalizers": kept,
-                    "resourceVersion": meta["resourceVersion"],
-                }
-            },
-        )
-        self.vmis.observe(stored)
-
-    def _collect_orphan(self, key: str, vmi: Obj | None) -> None:
-        """The garbage collector's part: a VMI whose owning VM is gone is deleted."""
-        if vmi is None or st.deleting(vmi):
-            if vmi is not None:
-                self._release_vmi(key, vmi)
-            return
-        ref = st.controller_owner(vmi)
-        if ref is None or ref.get("kind") != "VirtualMachine":
-            return
-        ns, _ = split_key(key)
-        owner = self.api.get(VMS, ns, str(ref.get("name")))
-        if owner is not None and owner["metadata"].get("uid") == ref.get("uid"):
-            return
-        log.info("VMI %s: its VM is gone; deleting it", key)
-        self.api.delete(VMIS, ns, vmi["metadata"]["name"], uid=vmi["metadata"]["uid"])
+    def _release_orphan(self, key: str, vmi: Obj | None) -> None:
+        """A VMI whose VM is gone keeps this controller's finalizer until it is final or
+        being deleted (by the garbage collector, or anyone); then the finalizer goes, so
+        that nothing is held up for a VM that no longer exists."""
+        if vmi is not None and (st.deleting(vmi) or st.is_final(vmi)):
+            self._release_vmi(key, vmi)
 
     def _patch_finalizers(self, vm: Obj, finalizers: list[str]) -> Obj | None:
         meta = vm["metadata"]

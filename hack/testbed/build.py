@@ -1,4 +1,5 @@
-"""Build kube-apiserver, kubectl and etcd from their Go modules, cached by version.
+"""Build kube-apiserver, kube-controller-manager, kubectl and etcd from their Go modules,
+cached by version.
 
 k8s.io/kubernetes and etcd's server cannot be `go install`ed: their go.mod files replace
 their own sub-modules with local paths. A tiny wrapper module per component pins each
@@ -10,6 +11,7 @@ a second run finds them and starts in seconds.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -23,6 +25,14 @@ STAGING_VERSION = "v0.36.3"
 ETCD_VERSION = "v3.6.16"
 ETCD_SUBMODULES = ("api", "client/pkg", "client/v3", "pkg")
 HELM_VERSION = "v3.22.0"
+# the programs built from the one k8s.io/kubernetes wrapper module, and what each needs in
+# tools.go so that `go mod tidy` records its dependencies
+KUBERNETES_COMMANDS = {
+    "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver/app",
+    "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager/app",
+    "kubectl": "k8s.io/kubectl/pkg/cmd",
+}
+ALL_BINARIES = ("etcd", *KUBERNETES_COMMANDS, "helm")
 
 
 def cache_root() -> Path:
@@ -44,7 +54,8 @@ def helm_dir() -> Path:
 
 
 def binary(name: str) -> Path:
-    """Where a built binary lives: kube-apiserver, kubectl, etcd or helm."""
+    """Where a built binary lives: kube-apiserver, kube-controller-manager, kubectl, etcd
+    or helm."""
     folder = {"etcd": etcd_dir(), "helm": helm_dir()}.get(name, kubernetes_dir())
     return folder / "bin" / name
 
@@ -66,7 +77,11 @@ def _staging_modules() -> list[str]:
 
 
 def build_kubernetes() -> None:
-    if binary("kube-apiserver").exists() and binary("kubectl").exists():
+    """The Kubernetes programs that the cache lacks, from one wrapper module: a cache made
+    before a program joined KUBERNETES_COMMANDS gets only that program built (the Go build
+    cache makes it quick)."""
+    missing = [name for name in KUBERNETES_COMMANDS if not binary(name).exists()]
+    if not missing:
         return
     src = kubernetes_dir() / "wrapper"
     src.mkdir(parents=True, exist_ok=True)
@@ -75,10 +90,9 @@ def build_kubernetes() -> None:
         f"module guestha.io/testbed/kubernetes\n\ngo 1.26.0\n\n"
         f"require k8s.io/kubernetes {KUBERNETES_VERSION}\n\n{replaces}\n"
     )
+    imports = "".join(f'\t_ "{pkg}"\n' for pkg in KUBERNETES_COMMANDS.values())
     (src / "tools.go").write_text(
-        "//go:build tools\n\npackage tools\n\nimport (\n"
-        '\t_ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n'
-        '\t_ "k8s.io/kubectl/pkg/cmd"\n)\n'
+        f"//go:build tools\n\npackage tools\n\nimport (\n{imports})\n"
     )
     _go(["mod", "tidy"], src)
     out = kubernetes_dir() / "bin"
@@ -91,10 +105,9 @@ def build_kubernetes() -> None:
         for k, v in (("gitVersion", KUBERNETES_VERSION), ("gitMajor", major),
                      ("gitMinor", minor), ("gitTreeState", "clean"))
     )
-    for name, pkg in (("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
-                      ("kubectl", "k8s.io/kubernetes/cmd/kubectl")):
+    for name in missing:
         _go(["build", "-trimpath", f"-ldflags=-s -w {stamp}", "-o", str(out / (name + ".tmp")),
-             pkg], src)
+             f"k8s.io/kubernetes/cmd/{name}"], src)
         (out / (name + ".tmp")).rename(out / name)
 
 
@@ -137,13 +150,21 @@ def build_helm() -> None:
 
 
 def build_all() -> None:
-    """Build whatever is missing from the cache."""
+    """Build whatever is missing from the cache.
+
+    One build at a time per cache: test sessions and `hack/devcluster up` started side by
+    side wait for each other here instead of writing the same wrapper module at once.
+    """
     cache_root().mkdir(parents=True, exist_ok=True)
-    if shutil.which("go") is None:
-        raise SystemExit("go is not on PATH: the control plane is built from Go modules")
-    build_etcd()
-    build_kubernetes()
-    build_helm()
+    with open(cache_root() / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all(binary(name).exists() for name in ALL_BINARIES):
+            return
+        if shutil.which("go") is None:
+            raise SystemExit("go is not on PATH: the control plane is built from Go modules")
+        build_etcd()
+        build_kubernetes()
+        build_helm()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     build_all()
     if args.print:
-        for name in ("etcd", "kube-apiserver", "kubectl", "helm"):
+        for name in ALL_BINARIES:
             print(binary(name))
     return 0
 

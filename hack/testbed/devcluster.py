@@ -1,35 +1,43 @@
 """The whole local development cluster: control plane, CRDs, KubeVirt simulator, operator.
 
 `hack/devcluster up` and the test suite's session fixture both go through `DevCluster`,
-so what developers run by hand is what the tests run.
+so what developers run by hand is what the tests run. `up` returns only when everything
+it started is ready for a client: the apiserver, kube-controller-manager's controllers,
+the simulator's nodes and its aggregated `subresources.kubevirt.io` API, the operator.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from testbed import processes
-from testbed.controlplane import ControlPlane
+from testbed.controlplane import NODE_MONITOR_GRACE_SECONDS, ControlPlane, free_port
 
 REPO = Path(__file__).resolve().parents[2]
+# KubeVirt's CRDs and example manifests, vendored (third_party/kubevirt/README.md)
+KUBEVIRT_DIR = REPO / "third_party" / "kubevirt"
 SIMULATOR = "kubevirtsim"
 OPERATOR = "guestha-operator"
+SUBRESOURCES = "/apis/subresources.kubevirt.io/v1"
 
 
-def shared_dir() -> Path:
-    """../shared beside the checkout (GUESTHA_SHARED overrides)."""
-    return Path(os.environ.get("GUESTHA_SHARED", REPO.parent / "shared")).resolve()
+def kubevirt_examples() -> list[Path]:
+    """KubeVirt's own example VM and VMI manifests."""
+    return sorted((KUBEVIRT_DIR / "examples").glob("*.yaml"))
 
 
 def crd_files() -> list[Path]:
     """KubeVirt's real CRDs first, then guestha's own."""
-    return [shared_dir() / "kubevirt" / "crds.yaml", *sorted((REPO / "crds").glob("*.yaml"))]
+    return [KUBEVIRT_DIR / "crds.yaml", *sorted((REPO / "crds").glob("*.yaml"))]
 
 
 class DevCluster:
@@ -69,24 +77,59 @@ class DevCluster:
         self.control_plane._save(state)
 
     def start_simulator(self, heartbeat_seconds: float = 15.0) -> None:
+        """The KubeVirt simulator; its nodes renew their Leases often enough for the node
+        lifecycle controller's grace period (NODE_MONITOR_GRACE_SECONDS)."""
         self.sim_state.mkdir(parents=True, exist_ok=True)
         self._start(SIMULATOR, [sys.executable, "-m", "kubevirtsim",
                                 "--kubeconfig", str(self.kubeconfig),
                                 "--state-dir", str(self.sim_state),
-                                "--heartbeat-seconds", str(heartbeat_seconds)])
+                                "--heartbeat-seconds", str(heartbeat_seconds),
+                                "--node-lease-seconds", str(NODE_MONITOR_GRACE_SECONDS)])
+
+    def _simulator_ready(self) -> str:
+        """What the simulator still lacks before clients can use it ("" once ready): nodes
+        that are Ready and carry virt-handler's heartbeat, and virt-api's aggregated API
+        answering through the apiserver."""
+        nodes = self.kubectl("get", "nodes", "-l", "kubevirtsim.guestha.io/simulated=true",
+                             "-o", "json", check=False)
+        if nodes.returncode != 0:
+            return f"nodes: {nodes.stderr.strip()}"
+        items = json.loads(nodes.stdout)["items"]
+        ready = [
+            n for n in items
+            if "kubevirt.io/heartbeat" in (n["metadata"].get("annotations") or {})
+            and any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in n.get("status", {}).get("conditions") or [])
+        ]
+        if not ready:
+            return "no simulated node is Ready with virt-handler's heartbeat yet"
+        try:
+            self.control_plane.get(SUBRESOURCES, timeout=5)
+        except urllib.error.HTTPError as e:
+            return f"{SUBRESOURCES}: {e.code} {e.reason}"
+        except OSError as e:
+            return f"{SUBRESOURCES}: {e}"
+        return ""
 
     def wait_simulator_ready(self, timeout: float = 60.0) -> None:
-        """Until the simulated nodes carry virt-handler's heartbeat: VMIs can be scheduled."""
+        """Until VMIs can be scheduled on the simulated nodes and virt-api's subresources
+        (start, stop, vsock, ...) answer through the apiserver."""
         deadline = time.monotonic() + timeout
+        missing = "not asked yet"
         while time.monotonic() < deadline:
-            out = self.kubectl("get", "nodes", "-o",
-                               "jsonpath={.items[*].metadata.annotations.kubevirt\\.io/heartbeat}",
-                               check=False).stdout.split()
-            if out:
+            self._check_alive(SIMULATOR)
+            missing = self._simulator_ready()
+            if not missing:
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"the KubeVirt simulator did not register nodes within {timeout}s; "
-                           f"see {self.control_plane.logs / (SIMULATOR + '.log')}")
+        raise TimeoutError(f"the KubeVirt simulator was not ready within {timeout:.0f}s "
+                           f"({missing}); see {self.control_plane.logs / (SIMULATOR + '.log')}")
+
+    def _check_alive(self, name: str) -> None:
+        pid = self.control_plane.state().pids.get(name)
+        if pid is None or not processes.alive(pid):
+            log = (self.control_plane.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited during start-up; its log ends:\n{log}")
 
     def operator_kubeconfig(self) -> Path:
         """A kubeconfig with the operator ServiceAccount's token: it runs with its own RBAC."""
@@ -99,16 +142,51 @@ class DevCluster:
         self.control_plane.write_token_kubeconfig(path, token, "guestha-operator")
         return path
 
-    def start_operator(self) -> None:
-        env = {"KUBECONFIG": str(self.operator_kubeconfig())}
-        self._start(OPERATOR, [sys.executable, "-m", "guestha.controller.main"], env)
+    @property
+    def operator_liveness(self) -> Path:
+        """Where the operator's liveness URL is recorded (its port is picked at start)."""
+        return self.folder / "operator-liveness"
+
+    def start_operator(self, timeout: float = 60.0) -> None:
+        """The operator with its own ServiceAccount; returns once kopf's liveness probe
+        answers, which kopf serves only after the operator's startup handlers ran."""
+        state = self.control_plane.state()
+        if not (OPERATOR in state.pids and processes.alive(state.pids[OPERATOR])):
+            url = f"http://127.0.0.1:{free_port()}/healthz"
+            self.operator_liveness.write_text(url)
+            env = {"KUBECONFIG": str(self.operator_kubeconfig())}
+            self._start(OPERATOR, [sys.executable, "-m", "guestha.controller.main",
+                                   "--liveness", url], env)
+        self.wait_operator_ready(timeout)
+
+    def wait_operator_ready(self, timeout: float) -> None:
+        url = self.operator_liveness.read_text().strip()
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            self._check_alive(OPERATOR)
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError as e:
+                last = str(e)
+            time.sleep(0.2)
+        raise TimeoutError(f"the operator's liveness probe {url} did not answer within "
+                           f"{timeout:.0f}s ({last}); see "
+                           f"{self.control_plane.logs / (OPERATOR + '.log')}")
 
     def up(self, simulator: bool = True, operator: bool = True) -> None:
-        self.control_plane.up()
+        """Start what is not running and return when all of it is ready: the apiserver,
+        the CRDs, kube-controller-manager (after the CRDs, so that its garbage collector
+        watches KubeVirt's kinds from the start), the simulator, the operator."""
         try:
+            self.control_plane.start_apiserver()
             self.install_crds()
+            self.control_plane.start_controller_manager()
             if simulator:
                 self.start_simulator()
+                self.wait_simulator_ready()
             if operator:
                 self.start_operator()
         except BaseException:
@@ -123,7 +201,8 @@ class DevCluster:
         self.control_plane._save(state)
 
     def down(self, keep_data: bool = False) -> None:
-        """Stop in reverse: operator, simulator (it powers off its guests), apiserver, etcd;
+        """Stop in reverse: operator, simulator (it powers off its guests),
+        kube-controller-manager, apiserver, etcd;
         then forget the cluster's objects (etcd's data), unless `keep_data`: guests cannot
         outlive the simulator, so the next `up` starts from nothing, as a new cluster does."""
         self.stop_process(OPERATOR)
@@ -142,8 +221,8 @@ class DevCluster:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hack/devcluster",
-        description="a local KubeVirt-like cluster: kube-apiserver + etcd, KubeVirt's CRDs, "
-        "the KubeVirt simulator and the guestha operator",
+        description="a local KubeVirt-like cluster: kube-apiserver, kube-controller-manager "
+        "and etcd, KubeVirt's CRDs, the KubeVirt simulator and the guestha operator",
     )
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--dir", type=Path, default=REPO / ".devcluster",

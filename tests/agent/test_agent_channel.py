@@ -20,10 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkit import AgentProc, Client, Pki, python39, unique_sleep, wait_for
 from cryptography import x509
 
 from guestha.cloudinit import bundle
+from guestha.protocol.events import EventBatch
+from guestha.protocol.status import Health, StatusReport
+from kits.agentproc import AgentProc, unique_sleep
+from kits.client import Client
+from kits.interpreters import python39
+from kits.pki import Pki
+from kits.waiting import wait_for
 
 pytestmark = pytest.mark.agent
 
@@ -79,14 +85,21 @@ def test_status_answers_the_operator(client: Client, agent: AgentProc) -> None:
         assert key in status
     assert set(status["quorum"]) >= {"votes", "present", "operatorInContact", "hasQuorum",
                                      "since"}
-    # Quorum is judged on the agent's 100 ms tick: the contact shows at the next one.
+    # Quorum is judged on the agent's 100 ms tick: the contact shows at the next one. Only
+    # a request with the operator's epoch is contact.
+    client.epoch = status["epoch"]
     wait_for(lambda: client.status()["quorum"]["operatorInContact"], 2)
     code, health = client.get("/v1/healthz")
     assert code == 200 and health["status"] == "ok"
-    conforms(client.status(), "Status")
+    assert Health.from_dict(health).to_dict() == health
+    status = client.status()
+    conforms(status, "Status")
+    # The report is exactly the protocol's: every field read strictly, none left over.
+    assert StatusReport.from_dict(status).to_dict() == status
     code, events = client.get("/v1/events?after=0&timeout=0")
     for event in events["events"]:
         conforms(event, "Event")
+    assert EventBatch.from_dict(events).to_dict() == events
 
 
 def _refused(agent: AgentProc, cert: tuple[Path, Path] | None) -> str:
@@ -365,6 +378,10 @@ def test_state_survives_a_restart_and_the_zipapp_runs(pki: Pki, tmp_path: Path) 
         status = c.status()
         conforms(status, "Status")
         assert status["epoch"] == 7 and set(status["groups"]) == {"shop", "side"}
+        # The zipapp's own protocol (on 3.9 where there is one) reports what the
+        # operator's protocol reads, groups and resources included.
+        report = StatusReport.from_dict(status)
+        assert report.to_dict() == status and report.groups["shop"].resources[0].name == "app"
         assert status["incarnation"] > 0
         assert c.command("POST", "/v1/groups/side/probe", 7, operation_id=op) == first
         assert c.last_headers.get("Guestha-Replayed") == "true"

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from resource_helpers import group, in_thread, kill_tagged, new_tag, resource, sleeper, wait_for
+
+from kits.resources import group, in_thread, kill_tagged, new_tag, resource, sleeper, wait_for
 
 pytestmark = pytest.mark.agent
 
@@ -125,9 +126,8 @@ def hung_mount_scenario() -> None:
 
 
 def self_fence_scenario() -> None:
-    from resource_helpers import Events
-
     from guestha.agent.groups import GroupRunner
+    from kits.resources import Events
 
     state = Path(tempfile.mkdtemp(prefix="ghtest-"))
     tag = new_tag()

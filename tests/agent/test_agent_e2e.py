@@ -1,11 +1,12 @@
 """Issue 3 end to end: three real agents on three guest hosts, driven through the channel.
 
-Each guest host is booted from a #cloud-config like the operator's injection (the agent
-bundle, identity, TLS files, heartbeat key and a systemd unit; see hack/bench/guestagents.py),
-so the agent runs as the guest's service, not as a child of the test. The test is the
-operator: a client with the operator's certificate over the guests' own addresses, and an
-event long-poll per agent. What is asserted is what a user would notice: a page served
-from the guest, processes and mounts in the guest, events and status on the channel.
+Each guest host is booted from the #cloud-config of the operator's injection recipe (the
+agent bundle, identity, TLS files, heartbeat key and a systemd unit:
+guestha.cloudinit.recipe, through tests/kits/guests.py), so the agent runs as the guest's
+service, not as a child of the test. The test is the operator: a client with the operator's
+certificate over the guests' own addresses, and an event long-poll per agent. What is
+asserted is what a user would notice: a page served from the guest, processes and mounts in
+the guest, events and status on the channel.
 
 The tests share one cluster and run in file order; each brings the group it needs Online
 itself, so any one of them also runs alone.
@@ -27,17 +28,12 @@ from typing import Any
 
 import pytest
 
-from bench.guestagents import (
-    Client,
-    EventReader,
-    GuestAgent,
-    Pki,
-    Received,
-    configure,
-    guest_agents,
-    wait_for,
-    wait_quorum,
-)
+from kits.client import Client
+from kits.cluster import configure, wait_quorum
+from kits.events import EventReader, Received
+from kits.guests import GuestAgent, guest_agents
+from kits.pki import Pki
+from kits.waiting import wait_for
 
 pytestmark = [
     pytest.mark.agent,
@@ -177,8 +173,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         return [{"path": PAGE, "content": page_text(member)}]
 
     with guest_agents(folder / "guests", pki, MEMBERS, cluster="shop", extra_files=files) as agents:
-        clients = {a.member: a.client() for a in agents}
-        readers = {a.member: EventReader(a.client(timeout=8.0), poll_seconds=2.0) for a in agents}
+        clients = {a.member: a.client(epoch=1) for a in agents}
+        readers = {
+            a.member: EventReader(a.client(timeout=8.0, epoch=1), poll_seconds=2.0)
+            for a in agents
+        }
         try:
             configure(agents, clients, 1, lambda a: [shop_group(a)], HEARTBEAT, FENCING)
             wait_quorum(agents, clients)
@@ -323,7 +322,10 @@ def test_restarted_agent_adopts_what_runs(cluster: Cluster) -> None:
     assert agent_pid is not None
 
     mark = reader.mark()
-    b.exec("systemctl", "restart", "guestha-agent")
+    # The agent crashes and systemd starts it again (Restart=always): KillMode=process
+    # leaves what it started running. (A stop, `systemctl restart` included, takes the
+    # Failover groups offline first: tests/agent/test_agent_stop.py.)
+    b.exec("systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", "guestha-agent")
     started = reader.wait("AgentStarted", 20, mark)
     assert started.stream != before["events"]["stream"]
     assert b.agent_pid() not in (None, agent_pid)

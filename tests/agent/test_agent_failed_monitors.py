@@ -23,7 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from resource_helpers import (
+
+from guestha.agent.groups import GroupRunner
+from guestha.agent.resources import ExitWatcher, ResourceContext, create
+from guestha.agent.resources import ocf as ocf_module
+from kits.resources import (
     Events,
     group,
     guest_host,
@@ -37,10 +41,6 @@ from resource_helpers import (
     wait_for,
     wait_group,
 )
-
-from guestha.agent.groups import GroupRunner
-from guestha.agent.resources import ExitWatcher, ResourceContext, create
-from guestha.agent.resources import ocf as ocf_module
 
 pytestmark = pytest.mark.agent
 

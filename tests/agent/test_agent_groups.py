@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from resource_helpers import (
+
+from guestha.agent.groups import GroupError, GroupRunner
+from guestha.protocol.fields import FieldError
+from kits.resources import (
     PUSHED,
     Events,
     cmdline,
@@ -43,9 +46,6 @@ from resource_helpers import (
     wait_for,
     wait_group,
 )
-
-from guestha.agent.config import ConfigError
-from guestha.agent.groups import GroupError, GroupRunner
 
 pytestmark = pytest.mark.agent
 
@@ -250,7 +250,7 @@ def test_restarted_agent_adopts_the_running_process(tmp_path: Path, tag: str) ->
     driver.write_text(f"""
 import json, sys
 sys.path[:0] = [{str(HERE)!r}, {str(REPO / 'operator')!r}]
-from resource_helpers import Events, group, resource, sleeper, wait_group, pid_of
+from kits.resources import Events, group, resource, sleeper, wait_group, pid_of
 from guestha.agent.groups import GroupRunner
 runner = GroupRunner({str(state)!r}, Events())
 runner.configure([group("g", [resource("p", "Process", {{"command": sleeper({tag!r})}})])])
@@ -453,7 +453,7 @@ def test_bad_configuration_is_refused_and_changes_nothing(agent: tuple[GroupRunn
     wait_group(runner, "g", "Offline", 5)
     bad = group("g", [resource("p", "Process", {"command": sleeper(tag), "stopSignal": "NOPE"}),
                       resource("m", "Mount", {"device": "/dev/vdb"})])
-    with pytest.raises(ConfigError) as refused:
+    with pytest.raises(FieldError) as refused:
         runner.configure([bad, group("h", [])])
     message = str(refused.value)
     assert "groups[g].resources[p].attributes.stopSignal: not a signal name" in message
@@ -646,7 +646,7 @@ def test_kills_in_a_guest_host_are_each_restarted(tmp_path: Path) -> None:
     (hack/bench/resources.py times the same scenario: faultDetectionInAGuestHost.)"""
     trials = 20
     with guest_host(str(tmp_path / "guests"), "kills") as guest:
-        code = ("import json, resource_helpers as h\n"
+        code = ("import json, kits.resources as h\n"
                 "print(json.dumps(h.kill_scenario(sys.argv[1], int(sys.argv[2]), False)))")
         found = {kind: json.loads(run_in_guest(guest, code, kind, str(trials),
                                                timeout=300).strip().splitlines()[-1])

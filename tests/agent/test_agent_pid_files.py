@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkit import AgentProc, Pki, wait_for
-from resource_helpers import kill_tagged, new_tag, pids_with, running
 
 from guestha.agent.resources import ActionError, ExitWatcher, ResourceContext, create
+from kits.agentproc import AgentProc
+from kits.pki import Pki
+from kits.resources import kill_tagged, new_tag, pids_with, running
+from kits.waiting import wait_for
 
 pytestmark = pytest.mark.agent
 

@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkit import AgentProc, Client, Pki, kill_command, unique_sleep, wait_for
+
+from kits.agentproc import AgentProc, kill_command, unique_sleep
+from kits.client import Client
+from kits.pki import Pki
+from kits.waiting import wait_for
 
 pytestmark = pytest.mark.agent
 

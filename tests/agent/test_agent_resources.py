@@ -23,17 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from resource_helpers import (
-    guest_host,
-    in_thread,
-    kill_tagged,
-    new_tag,
-    pids_with,
-    run_in_guest,
-    running,
-    sleeper,
-    wait_for,
-)
 
 from guestha.agent.resources import (
     ActionError,
@@ -50,6 +39,17 @@ from guestha.agent.resources import (
 from guestha.agent.resources import ocf as ocf_module
 from guestha.agent.resources.ip import IP
 from guestha.agent.resources.ocf import OCF
+from kits.resources import (
+    guest_host,
+    in_thread,
+    kill_tagged,
+    new_tag,
+    pids_with,
+    run_in_guest,
+    running,
+    sleeper,
+    wait_for,
+)
 
 pytestmark = pytest.mark.agent
 

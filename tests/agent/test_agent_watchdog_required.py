@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkit import AgentProc, Client, Pki, unique_sleep, wait_for
+
+from kits.agentproc import AgentProc, unique_sleep
+from kits.client import Client
+from kits.pki import Pki
+from kits.waiting import wait_for
 
 pytestmark = pytest.mark.agent
 

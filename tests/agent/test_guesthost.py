@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from resource_helpers import running
 
-from bench.guestagents import wait_for as poll
+from kits.resources import running
+from kits.waiting import wait_for as poll
 from kubevirtsim.guesthost import (
     BRIDGE,
     GuestHost,

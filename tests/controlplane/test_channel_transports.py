@@ -1,10 +1,10 @@
 """The guest agent channel over both transports, Network and VSOCK, end to end.
 
 Two runStrategy Always VMs with `autoattachVSOCK`, each booted by the KubeVirt simulator
-from a cloud-init Secret shaped like the operator's injection (the agent zipapp of
-guestha.cloudinit.bundle, agent.json, TLS files, heartbeat key, a systemd unit; made by
-hack/bench/channel.py, which benchmarks the same set-up): one agent
-with `transport: Network`, one with `transport: VSOCK`. The same channel tests run over
+from a cloud-init Secret made by the operator's injection recipe (guestha.cloudinit.recipe:
+the agent zipapp, agent.json, TLS files, heartbeat key, a systemd unit; through
+tests/kits/agentvms.py, as hack/bench/channel.py, which benchmarks the same set-up): one
+agent with `transport: Network`, one with `transport: VSOCK`. The same channel tests run over
 guestha.channel's NetworkTransport to the first (the VMI's address) and its VsockTransport
 to the second (KubeVirt's vsock websocket through the kube-apiserver, with the operator
 ServiceAccount's own token and RBAC from manifests/operator/rbac.yaml, and guestha's
@@ -24,8 +24,6 @@ from typing import Any
 import pytest
 from kubevirtkit import Namespace, wait_for
 
-from bench.channel import kube_access, user_data, userdata_secret, vm
-from bench.guestagents import Pki
 from guestha.channel.client import AgentClient, AgentRefusal, new_operation_id
 from guestha.channel.transport import (
     ChannelError,
@@ -37,11 +35,17 @@ from guestha.channel.transport import (
     operator_context,
 )
 from guestha.cloudinit import bundle
+from guestha.protocol.constants import AGENT_PORT
+from guestha.protocol.desired import DesiredConfig
+from guestha.protocol.events import COMMAND_APPLIED
+from guestha.protocol.status import StatusReport
+from kits.agentvms import kube_access, user_data, userdata_secret, vm
+from kits.pki import Pki
 
 pytestmark = pytest.mark.controlplane
 
 CLUSTER = "chan"
-PORT = 7480
+PORT = AGENT_PORT
 VMS = {"Network": "chan-net", "VSOCK": "chan-vsock"}
 MONITOR = {"intervalSeconds": 1, "offlineIntervalSeconds": 1, "timeoutSeconds": 5}
 GROUP = {
@@ -57,8 +61,9 @@ GROUP = {
     ],
 }
 # One member and the operator: 2 votes, both present while the test talks to the agent.
-CONFIG = {"groups": [GROUP], "peers": [],  # the guest hosts have no watchdog device
-          "fencing": {"selfFenceTimeoutSeconds": 0, "watchdog": False}}
+CONFIG = DesiredConfig.from_dict({
+    "groups": [GROUP], "peers": [],  # the guest hosts have no watchdog device
+    "fencing": {"selfFenceTimeoutSeconds": 0, "watchdog": False}})
 
 
 @dataclass
@@ -88,7 +93,7 @@ def guests(kube: Any, simulator: Any, tmp_path_factory: pytest.TempPathFactory) 
         }
         yield Guests(ns, pki, members, kube_access(kube.local.operator_kubeconfig()))
     finally:
-        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+        kube.kubectl("delete", "namespace", name, "--timeout=120s")
 
 
 @dataclass
@@ -138,21 +143,22 @@ def vsock(guests: Guests) -> Channel:
 
 
 def epoch(c: AgentClient) -> int:
-    return int(c.status()["epoch"])
+    return c.status().epoch
 
 
 def configure(c: AgentClient) -> int:
     """The test group on the agent (at the agent's own epoch); that epoch."""
     current = epoch(c)
+    c.epoch = current  # the operator's vote: its reads carry its epoch
     c.put_config(current, CONFIG)
     # the agent counts the operator's vote at its next tick (100 ms)
-    wait_for("quorum (this member and the operator)", lambda: c.status()["quorum"]["hasQuorum"], 5)
+    wait_for("quorum (this member and the operator)", lambda: c.status().quorum.has_quorum, 5)
     return current
 
 
 def group_state(c: AgentClient) -> str | None:
-    group = c.status()["groups"].get("app")
-    return str(group["state"]) if group else None
+    group = c.status().group("app")
+    return group.state if group else None
 
 
 # --- the same tests over both transports -------------------------------------------------
@@ -160,18 +166,23 @@ def test_status_answers_with_the_members_identity(channel: Channel) -> None:
     with channel.client() as c:
         status = c.status()
         again = c.status()  # the same kept-alive connection
-    assert status["member"] == channel.member.name
-    assert status["cluster"] == CLUSTER
-    assert again["incarnation"] == status["incarnation"]
+        health = c.healthz()
+    assert isinstance(status, StatusReport)  # read strictly: every field the protocol has
+    assert status.member == channel.member.name
+    assert status.cluster == CLUSTER
+    assert again.incarnation == status.incarnation
+    assert (health.member, health.agent_version) == (status.member, status.agent_version)
+    assert StatusReport.from_dict(status.to_dict()) == status
 
 
 def test_config_and_group_online_offline_round_trip(channel: Channel) -> None:
     with channel.client() as c:
         at = configure(c)
-        assert c.get_config()["config"]["groups"][0]["name"] == "app"
+        document = c.get_config()
+        assert document.config == CONFIG and document.epoch == at and document.error is None
         wait_for("group app probed Offline", lambda: group_state(c) == "Offline", 20)
         answer = c.group_action("app", "online", at, reason="transport test")
-        assert answer.body["accepted"] is True
+        assert (answer.group, answer.action, answer.epoch) == ("app", "online", at)
         wait_for("group app Online", lambda: group_state(c) == "Online", 20)
         c.group_action("app", "offline", at)
         wait_for("group app Offline", lambda: group_state(c) == "Offline", 20)
@@ -192,12 +203,10 @@ def test_a_stale_epoch_is_refused_and_an_operation_applies_once(channel: Channel
         second = c.group_action("app", "probe", at + 1, operation_id=op)
         assert not first.replayed
         assert second.replayed
-        assert second.body == first.body
-        events = c.events(0, limit=1000)["events"]
+        assert second.to_dict() == first.to_dict()
+        events = c.events(0, limit=1000).events
         applied = [
-            e
-            for e in events
-            if e["kind"] == "CommandApplied" and e["data"].get("operationId") == op
+            e for e in events if e.kind == COMMAND_APPLIED and e.data.get("operationId") == op
         ]
         assert len(applied) == 1
 
@@ -206,7 +215,7 @@ def test_the_events_long_poll_delivers_a_group_action(channel: Channel) -> None:
     with channel.client() as commands, channel.client(timeout=5.0) as poller:
         at = configure(commands)
         status = commands.status()
-        stream, after = status["events"]["stream"], status["events"]["lastSeq"]
+        stream, after = status.events.stream, status.events.last_seq
         op = new_operation_id()
         arrived: list[float] = []
         failures: list[BaseException] = []
@@ -217,9 +226,9 @@ def test_the_events_long_poll_delivers_a_group_action(channel: Channel) -> None:
             try:
                 while time.monotonic() < deadline:
                     answer = poller.events(after, wait_seconds=10, stream=stream)
-                    for event in answer["events"]:
-                        after = int(event["seq"])
-                        if event["data"].get("operationId") == op:
+                    for event in answer.events:
+                        after = event.seq
+                        if event.data.get("operationId") == op:
                             arrived.append(time.monotonic())
                             return
             except BaseException as exc:  # handed to the test's thread
@@ -236,9 +245,20 @@ def test_the_events_long_poll_delivers_a_group_action(channel: Channel) -> None:
     assert arrived[0] - sent < 2.0
 
 
+def test_a_reader_of_another_stream_is_told_where_the_stream_stands(channel: Channel) -> None:
+    with channel.client() as c:
+        cursor = c.status().events
+        with pytest.raises(AgentRefusal) as refused:
+            c.events(0, stream="an-earlier-run")
+    assert refused.value.status == 410
+    gone = refused.value.gone
+    assert gone is not None and gone.stream == cursor.stream
+    assert gone.last_seq >= cursor.last_seq
+
+
 def test_an_operator_certificate_of_another_ca_is_refused(channel: Channel) -> None:
     with channel.client() as c:
-        before = c.status()["channel"]
+        before = c.status().channel
     with (
         pytest.raises(ChannelError) as refused,
         channel.client(cert=channel.guests.pki.foreign) as c,
@@ -248,7 +268,7 @@ def test_an_operator_certificate_of_another_ca_is_refused(channel: Channel) -> N
     assert refused.value.stage == "tls", refused.value
     assert refused.value.transport == channel.name
     with channel.client() as c:
-        after = c.status()["channel"]
+        after = c.status().channel
     assert after["handshakeFailed"] + after["refusedCertificate"] > (
         before["handshakeFailed"] + before["refusedCertificate"]
     )

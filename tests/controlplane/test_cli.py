@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,11 +29,12 @@ def plugin(kube: Any, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def namespace(kube: Any) -> str:
+def namespace(kube: Any) -> Iterator[str]:
     name = f"cli-{uuid.uuid4().hex[:8]}"
     kube.kubectl("create", "namespace", name)
     kube.kubectl("apply", "-n", name, "-f", "-", input=json.dumps(GROUP))
-    return name
+    yield name
+    kube.kubectl("delete", "namespace", name, "--timeout=120s")
 
 
 def sg(kube: Any, namespace: str) -> dict[str, Any]:

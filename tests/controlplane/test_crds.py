@@ -80,21 +80,11 @@ def contains(actual: Any, wanted: Any) -> bool:
 
 @pytest.fixture(scope="module")
 def namespace(kube: Kube) -> Iterator[str]:
-    """A namespace of this module's own; its objects are deleted at the end."""
+    """A namespace of this module's own, deleted at the end with everything in it."""
     name = f"crds-{uuid.uuid4().hex[:8]}"
     kube.kubectl("create", "namespace", name)
     yield name
-    kube.kubectl(
-        "delete",
-        "inguestclusters,servicegroups,switchovers,virtualmachines",
-        "--all",
-        "-n",
-        name,
-        "--wait=false",
-        check=False,
-    )
-    # Without kube-controller-manager a namespace never finishes terminating: do not wait.
-    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    kube.kubectl("delete", "namespace", name, "--timeout=120s")
 
 
 # --- samples -------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def fence(
     config = tmp_path_factory.mktemp("fence") / "kubeconfig"
     kube.local.control_plane.write_token_kubeconfig(config, token, "fencer")
     yield ns, config
-    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    kube.kubectl("delete", "namespace", name, "--timeout=120s")
 
 
 def fence_kubevirt(

@@ -42,7 +42,7 @@ def ns(kube: Any, simulator: Any) -> Iterator[Namespace]:
     name = f"sub-{uuid.uuid4().hex[:6]}"
     kube.kubectl("create", "namespace", name)
     yield Namespace(kube, name)
-    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    kube.kubectl("delete", "namespace", name, "--timeout=120s")
 
 
 @pytest.fixture(scope="module")

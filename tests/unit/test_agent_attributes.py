@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from guestha.agent import resources
-from guestha.agent.config import ConfigError, GroupConfig
 from guestha.agent.groups import GroupRunner, validate_groups
 from guestha.agent.resources.base import signal_number
+from guestha.protocol.config import GroupConfig
+from guestha.protocol.fields import FieldError
 
 pytestmark = pytest.mark.unit
 
@@ -133,7 +134,7 @@ def test_configure_refuses_bad_groups_with_full_paths(tmp_path: Any) -> None:
     ]
     runner = GroupRunner(str(tmp_path), lambda kind, payload: None)
     try:
-        with pytest.raises(ConfigError, match=r"groups\[shop\]\.resources\[app\]\.attributes"):
+        with pytest.raises(FieldError, match=r"groups\[shop\]\.resources\[app\]\.attributes"):
             runner.configure(configs)
         assert runner.snapshot() == {"groups": {}}
     finally:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guestha.agent.states import (
+from guestha.protocol.states import (
     FAULTED,
     OFFLINE,
     ONLINE,

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guestha.agent.config import ConfigError, GroupConfig
 from guestha.agent.dependencies import (
     find_cycle,
     parents_of,
@@ -15,6 +14,8 @@ from guestha.agent.dependencies import (
     start_order,
 )
 from guestha.agent.groups import validate_groups
+from guestha.protocol.config import GroupConfig
+from guestha.protocol.fields import FieldError
 
 pytestmark = pytest.mark.unit
 
@@ -61,7 +62,7 @@ def test_configuration_with_a_cycle_is_refused_naming_the_field() -> None:
     errors = validate_groups([config])
     assert len(errors) == 1
     assert errors[0].startswith("groups[g].resources[a].dependsOn: dependency cycle a -> b -> a")
-    with pytest.raises(ConfigError, match=r"dependsOn: 'c' is not another resource"):
+    with pytest.raises(FieldError, match=r"dependsOn: 'c' is not another resource"):
         GroupConfig.from_dict({"name": "g", "resources": [
             {"name": "a", "type": "Process", "attributes": {"command": ["true"]},
              "dependsOn": ["c"]}]})

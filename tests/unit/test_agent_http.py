@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guestha.agent.api import CONFIG_FIELDS, GROUP_ACTIONS
-from guestha.agent.config import ConfigError
-from guestha.agent.desired import DesiredConfig, parse_command
 from guestha.agent.http1 import HttpError, Limits, Request, RequestReader, Response
+from guestha.protocol.commands import GROUP_ACTIONS, parse_command
+from guestha.protocol.desired import DESIRED_FIELDS, DesiredConfig
+from guestha.protocol.fields import FieldError
 
 pytestmark = pytest.mark.unit
 
@@ -260,7 +260,7 @@ def test_fuzz_the_desired_configuration(raw: object) -> None:
                   lambda: parse_command(raw, frozenset({"groups", "peers"}))):
         try:
             parse()
-        except ConfigError as e:
+        except FieldError as e:
             assert str(e)
 
 
@@ -283,14 +283,14 @@ def test_desired_configuration_errors_name_the_field() -> None:
                 {"name": "a", "type": "Process", "monitor": {"every": 1}}]}]},
     }
     for words, raw in cases.items():
-        with pytest.raises(ConfigError) as e:
+        with pytest.raises(FieldError) as e:
             DesiredConfig.from_dict(raw, "web-a", "body")
         assert words in str(e.value), str(e.value)
-    with pytest.raises(ConfigError, match=r"body\.epoch"):
+    with pytest.raises(FieldError, match=r"body\.epoch"):
         parse_command({"operationId": "x"})
-    with pytest.raises(ConfigError, match=r"body\.operationId"):
+    with pytest.raises(FieldError, match=r"body\.operationId"):
         parse_command({"epoch": 1})
-    with pytest.raises(ConfigError, match="unknown field"):
+    with pytest.raises(FieldError, match="unknown field"):
         parse_command({"epoch": 1, "operationId": "x", "what": 1})
 
 
@@ -327,7 +327,7 @@ def test_the_openapi_document_is_valid_and_covers_every_endpoint() -> None:
     actions = paths["/v1/groups/{name}/{action}"]["post"]["parameters"][1]["schema"]["enum"]
     assert tuple(actions) == GROUP_ACTIONS
     fields = spec["components"]["schemas"]
-    assert set(fields["DesiredConfig"]["properties"]) == set(CONFIG_FIELDS)
+    assert set(fields["DesiredConfig"]["properties"]) == set(DESIRED_FIELDS)
     resource = set(fields["Resource"]["properties"])
     assert resource == {"name", "type", "attributes", "dependsOn", "critical", "restartLimit",
                         "toleranceLimit", "confIntervalSeconds", "onlineWaitLimit",

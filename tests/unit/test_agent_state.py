@@ -1,8 +1,6 @@
-"""The agent's channel-side state: the event log, the persistent store, heartbeat
-authentication and replay protection, and the quorum / self-fence state machine.
-
-Quorum is pure logic over `now`, so its timing rules (including the pause re-check of
-DESIGN.md "Live migration") are checked here exactly, without sleeping.
+"""The agent's channel-side state: the event log, the persistent store, the boot record,
+and the watchdog. Heartbeats and quorum have files of their own (test_agent_heartbeat.py,
+test_agent_quorum.py).
 """
 
 from __future__ import annotations
@@ -16,10 +14,8 @@ from pathlib import Path
 import pytest
 
 from guestha.agent.events import EventGone, EventLog
-from guestha.agent.heartbeat import Heartbeat, PeerSpec, sign, verify
-from guestha.agent.quorum import FAILED, FENCED, FENCING, IDLE, PENDING, RECHECKING, Quorum
-from guestha.agent.store import Store, StoreError
-from guestha.agent.watchdog import Watchdog
+from guestha.agent.store import BootRecord, Store, StoreError
+from guestha.agent.watchdog import Watchdog, stall_start
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +29,7 @@ def test_events_are_ordered_and_read_after_a_sequence() -> None:
     batch = log.read(2, timeout=0)
     assert [e.seq for e in batch.events] == [3, 4, 5]
     assert batch.last_seq == 5 and not batch.more
-    assert log.read(5, timeout=0).events == []
+    assert log.read(5, timeout=0).events == ()
     limited = log.read(0, timeout=0, limit=2)
     assert [e.seq for e in limited.events] == [1, 2] and limited.more
 
@@ -106,64 +102,6 @@ def test_incarnation_grows_even_when_the_clock_steps_back(tmp_path: Path) -> Non
     assert Store(str(tmp_path)).next_incarnation() == 10**15 + 1
 
 
-# -- heartbeats
-
-def _pair(key_b: bytes = b"k") -> tuple[Heartbeat, Heartbeat]:
-    a = Heartbeat("web", "a", b"k", "127.0.0.1", 0, 5, lambda: {"alive": []})
-    b = Heartbeat("web", "b", key_b, "127.0.0.1", 0, 7, lambda: {})
-    a.configure([PeerSpec("b", *b.address)], 0.1, 0.3)
-    b.configure([PeerSpec("a", *a.address)], 0.1, 0.3)
-    return a, b
-
-
-def test_heartbeat_mac_and_replay() -> None:
-    a, b = _pair()
-    try:
-        payload = json.dumps({"cluster": "web", "member": "a", "incarnation": 5, "seq": 2,
-                              "view": {}}).encode()
-        datagram = sign(b"k", payload)
-        assert verify(b"k", datagram) == payload
-        assert verify(b"other", datagram) is None
-        assert verify(b"k", datagram[:-2] + b"]}") is None
-        assert b.receive(datagram, "127.0.0.1", 1.0) == "a"
-        assert b.receive(datagram, "127.0.0.1", 1.1) is None  # replayed
-        older = sign(b"k", payload.replace(b'"seq": 2', b'"seq": 1'))
-        assert b.receive(older, "127.0.0.1", 1.2) is None
-        restarted = sign(b"k", payload.replace(b'"incarnation": 5', b'"incarnation": 6')
-                         .replace(b'"seq": 2', b'"seq": 1'))
-        assert b.receive(restarted, "127.0.0.1", 1.3) == "a"  # a new run starts over
-        stranger = sign(b"k", payload.replace(b'"member": "a"', b'"member": "z"'))
-        assert b.receive(stranger, "127.0.0.1", 1.4) is None
-        assert b.counters["replayed"] == 2 and b.counters["unknownSender"] == 1
-        assert b.alive(1.5) == ["a"] and b.alive(1.3 + 0.3) == []
-    finally:
-        a.close()
-        b.close()
-
-
-def test_heartbeats_flow_over_udp_and_a_wrong_key_is_refused() -> None:
-    a, b = _pair()
-    a.start()
-    b.start()
-    try:
-        a.send_now(ask=True)  # b answers an ask at once
-        assert _eventually(lambda: b.alive(time.monotonic()) == ["a"]
-                           and a.alive(time.monotonic()) == ["b"])
-        assert b.status(time.monotonic())[0]["view"] == {"alive": []}
-    finally:
-        a.close()
-        b.close()
-    a, c = _pair(key_b=b"wrong")
-    c.start()
-    try:
-        a.send_now(ask=False)
-        assert _eventually(lambda: c.counters["badMac"] == 1)
-        assert c.alive(time.monotonic()) == []
-    finally:
-        a.close()
-        c.close()
-
-
 def _eventually(check: object, timeout: float = 3.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -171,95 +109,6 @@ def _eventually(check: object, timeout: float = 3.0) -> bool:
             return True
         time.sleep(0.01)
     return False
-
-
-# -- quorum
-
-MEMBERS = ["a", "b", "c"]
-
-
-def test_votes_include_the_operator() -> None:
-    q = Quorum(0.0, operator_lease=15, self_fence_timeout=10)
-    q.observe(0.0, MEMBERS, ["b"])
-    assert (q.votes, q.present, q.has_quorum) == (4, 2, False)
-    q.operator_contact(0.5)
-    q.observe(1.0, MEMBERS, ["b"])
-    assert (q.present, q.has_quorum) == (3, True)
-    q.observe(15.6, MEMBERS, ["b"])  # the operator's lease lapsed
-    assert (q.present, q.has_quorum) == (2, False)
-
-
-def test_self_fence_after_the_timeout_and_clear_when_quorum_returns() -> None:
-    q = Quorum(0.0, operator_lease=15, self_fence_timeout=10)
-    assert q.observe(0.0, MEMBERS, ["b", "c"]).quorum_changed
-    assert q.observe(1.0, MEMBERS, []).quorum_changed
-    assert q.state == PENDING
-    assert not q.observe(10.9, MEMBERS, []).fence
-    assert q.observe(11.0, MEMBERS, []).fence
-    assert q.state == FENCING
-    assert not q.observe(12.0, MEMBERS, []).fence  # once
-    q.fence_finished(12.5, True, "done")
-    assert q.state == FENCED
-    decision = q.observe(20.0, MEMBERS, ["b"])
-    assert q.state == FENCED  # 2 of 4 is not a majority
-    decision = q.observe(21.0, MEMBERS, ["b", "c"])
-    assert decision.cleared and q.state == IDLE
-
-
-def test_quorum_back_before_the_deadline_cancels() -> None:
-    q = Quorum(0.0, self_fence_timeout=10)
-    q.observe(0.0, MEMBERS, ["b", "c"])
-    q.observe(1.0, MEMBERS, [])
-    q.observe(9.0, MEMBERS, ["c", "b"])
-    assert q.state == IDLE
-    assert not q.observe(12.0, MEMBERS, []).fence  # the clock starts again
-    assert q.observe(22.0, MEMBERS, []).fence
-
-
-def test_a_failed_fence_stays_failed() -> None:
-    q = Quorum(0.0, self_fence_timeout=1)
-    q.observe(0.0, MEMBERS, [])
-    assert q.observe(1.0, MEMBERS, []).fence
-    q.fence_finished(2.0, False, "offline failed")
-    q.observe(3.0, MEMBERS, ["b", "c"])
-    assert q.state == FAILED
-
-
-def test_a_pause_of_the_agent_is_rechecked_before_acting() -> None:
-    q = Quorum(0.0, self_fence_timeout=10, recheck_window=1.5)
-    q.observe(0.0, MEMBERS, ["b", "c"])
-    # Paused for 5 s: every peer looks silent on resume, but that silence was ours.
-    q.resumed(5.0, gap=5.0)
-    q.observe(5.0, MEMBERS, [])
-    assert q.state == RECHECKING
-    q.observe(5.2, MEMBERS, ["b", "c"])  # the peers answered the re-check
-    assert q.state == IDLE and q.has_quorum
-
-
-def test_after_a_short_pause_without_answers_the_full_timeout_still_applies() -> None:
-    q = Quorum(0.0, self_fence_timeout=10, recheck_window=1.5)
-    q.observe(0.0, MEMBERS, ["b", "c"])
-    q.resumed(5.0, gap=5.0)
-    assert not q.observe(5.0, MEMBERS, []).fence
-    assert not q.observe(6.6, MEMBERS, []).fence
-    assert q.state == PENDING
-    assert not q.observe(16.5, MEMBERS, []).fence
-    assert q.observe(16.7, MEMBERS, []).fence
-
-
-def test_after_a_pause_longer_than_the_timeout_without_answers_fence_at_once() -> None:
-    q = Quorum(0.0, self_fence_timeout=10, recheck_window=1.5)
-    q.observe(0.0, MEMBERS, ["b", "c"])
-    q.resumed(30.0, gap=30.0)
-    assert not q.observe(30.0, MEMBERS, []).fence  # re-checking first
-    assert q.observe(31.6, MEMBERS, []).fence
-    assert "pause" in q.reason
-
-
-def test_self_fencing_can_be_disabled() -> None:
-    q = Quorum(0.0, self_fence_timeout=0)
-    q.observe(0.0, MEMBERS, [])
-    assert not q.observe(1000.0, MEMBERS, []).fence and q.state == IDLE
 
 
 # -- watchdog
@@ -301,5 +150,60 @@ def test_events_with_odd_payloads_stay_readable() -> None:
 def test_a_missing_watchdog_device_is_reported_not_fatal(tmp_path: Path) -> None:
     dog = Watchdog(str(tmp_path / "absent"), lambda r: None)
     dog.open()
-    assert not dog.armed and "cannot open" in dog.status()["error"]
+    assert not dog.armed and "cannot open" in (dog.status().error or "")
     dog.close()
+
+
+def test_the_boot_record_is_read_back_only_in_the_same_boot(tmp_path: Path) -> None:
+    record = BootRecord(str(tmp_path), boot="boot-1")
+    assert record.load() is None
+    record.save({"quorum": {"lastHeld": 12.5}, "watchdogReleased": ""})
+    assert BootRecord(str(tmp_path), boot="boot-1").load() == {
+        "quorum": {"lastHeld": 12.5}, "watchdogReleased": ""}
+    assert BootRecord(str(tmp_path), boot="boot-2").load() is None  # another boot
+    assert BootRecord(str(tmp_path), boot="").load() is None  # no boot id: never
+    (tmp_path / "boot-record.json").write_text("{half")
+    with pytest.raises(StoreError, match=r"boot-record\.json"):
+        record.load()
+
+
+def test_the_boot_id_is_the_kernels() -> None:
+    from guestha.agent.store import boot_id
+
+    assert len(boot_id()) == 36 and boot_id() == boot_id()
+
+
+# The watchdog checker's count of a stalled main loop: (last tick, last check, now) ->
+# when the stall began. A checker gap over 2 s is a pause of the whole process: it is not
+# the loop's stall, but what was stalled before it still counts.
+STALLS = [
+    ("the loop ticks: nothing stalled", 10.0, 10.0, 10.25, 10.0),
+    ("the loop stalls, no pause", 5.0, 10.0, 10.25, 5.0),
+    ("a 3 s pause of a ticking loop: no stall", 10.0, 10.0, 13.0, 13.0),
+    ("a 3 s pause of a loop stalled 4 s: still 4 s", 6.0, 10.0, 13.0, 9.0),
+    ("a 1.5 s gap is no pause", 6.0, 10.0, 11.5, 6.0),
+]
+
+
+@pytest.mark.parametrize("last_tick,last_check,now,start", [r[1:] for r in STALLS],
+                         ids=[r[0] for r in STALLS])
+def test_a_pause_does_not_restart_the_stall_count(last_tick: float, last_check: float,
+                                                  now: float, start: float) -> None:
+    assert stall_start(last_tick, last_check, now, pause=2.0) == start
+
+
+def test_pauses_every_few_seconds_do_not_hide_a_hung_loop() -> None:
+    """The loop hangs at 0; a 3 s pause every 4 s (1 s of running between): it counts as
+    hung once 10 s of running time have passed, where a reset of the count on each pause
+    never reached 10 s."""
+    last_tick, last_check, now = 0.0, 0.0, 0.0
+    found = None
+    while now < 100 and found is None:
+        now = round(now + 0.25, 2)
+        if now % 4 == 0:
+            now += 3.0  # paused
+        last_tick = max(last_tick, stall_start(last_tick, last_check, now, 2.0))
+        last_check = now
+        if now - last_tick > 10:
+            found = now
+    assert found is not None and found < 45

@@ -15,8 +15,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guestha.agent.config import ResourceConfig
-from guestha.agent.states import FAULTED, OFFLINE, ONLINE, STARTING, STOPPING, UNKNOWN
 from guestha.agent.verdicts import (
     CONFIRM_POLL_SECONDS,
     FAULT,
@@ -37,6 +35,8 @@ from guestha.agent.verdicts import (
     next_monitor,
     online_failed,
 )
+from guestha.protocol.config import ResourceConfig
+from guestha.protocol.states import FAULTED, OFFLINE, ONLINE, STARTING, STOPPING, UNKNOWN
 
 pytestmark = pytest.mark.unit
 

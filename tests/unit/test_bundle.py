@@ -1,10 +1,10 @@
-"""The agent bundle: reproducible bytes, a content-hash version, and a zipapp that runs
-(and imports every agent module) under the oldest Python guests have, 3.9."""
+"""The agent bundle: reproducible bytes, a content-hash version over the agent and the
+protocol it carries, and a zipapp that runs on its own (and imports every agent and
+protocol module) under the oldest Python guests have, 3.9."""
 
 from __future__ import annotations
 
 import ast
-import glob
 import os
 import shutil
 import subprocess
@@ -16,23 +16,15 @@ import pytest
 
 from guestha.agent.version import agent_version
 from guestha.cloudinit import bundle
+from kits.interpreters import python39
 
 pytestmark = pytest.mark.unit
 
 
-def python39() -> str | None:
-    """A working Python 3.9 (pyenv's shims exist even where they cannot run one)."""
-    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python")))
-    candidates += [c for c in [shutil.which("python3.9")] if c]
-    for candidate in candidates:
-        if subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
-            return candidate
-    return None
-
-
 def copy_sources(to: Path) -> Path:
-    target = to / "agent"
-    shutil.copytree(bundle.agent_dir(), target,
+    """A copy of guestha's sources (every package, as the bundle is built from its root)."""
+    target = to / "guestha"
+    shutil.copytree(bundle.package_dir(), target,
                     ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
@@ -45,17 +37,24 @@ def test_same_sources_same_bytes(tmp_path: Path) -> None:
     for path in copy.rglob("*.py"):
         os.utime(path, (1_000_000_000, 1_000_000_000))
         path.chmod(0o600)
-    (copy / "__pycache__").mkdir(exist_ok=True)
-    (copy / "__pycache__" / "junk.cpython-311.pyc").write_bytes(b"junk")
-    (copy / "notes.txt").write_text("not a source")
+    for package in ("agent", "protocol"):
+        (copy / package / "__pycache__").mkdir(exist_ok=True)
+        (copy / package / "__pycache__" / "junk.cpython-311.pyc").write_bytes(b"junk")
+        (copy / package / "notes.txt").write_text("not a source")
+    # The operator's packages are not the agent's: a change there changes nothing.
+    with open(copy / "channel" / "client.py", "a") as f:
+        f.write("\n# an operator-side change\n")
     assert bundle.build(source=copy).data == first.data
 
 
-def test_the_version_is_a_content_hash(tmp_path: Path) -> None:
+@pytest.mark.parametrize("changed_file", ["agent/events.py", "protocol/states.py"])
+def test_the_version_is_a_content_hash(tmp_path: Path, changed_file: str) -> None:
+    """A change to any file the agent runs, its own or the protocol's, is a new version."""
     original = bundle.build()
     assert original.version == agent_version()  # what an agent from sources reports
     copy = copy_sources(tmp_path)
-    with open(copy / "events.py", "a") as f:
+    assert bundle.build(source=copy).version == original.version
+    with open(copy / changed_file, "a") as f:
         f.write("\n# a change\n")
     changed = bundle.build(source=copy)
     assert changed.version != original.version and changed.data != original.data
@@ -72,6 +71,9 @@ def test_entries_are_sorted_fixed_and_clean(tmp_path: Path) -> None:
         names = [i.filename for i in infos]
         assert names == sorted(names) == list(built.files)
         assert "__main__.py" in names and "guestha/agent/main.py" in names
+        assert "guestha/protocol/__init__.py" in names and "guestha/protocol/status.py" in names
+        # Only the agent and the protocol: nothing of the operator's side.
+        assert {n.split("/")[1] for n in names if n.count("/") > 1} == {"agent", "protocol"}
         assert archive.read("guestha/agent/VERSION").decode().strip() == built.version
         for info in infos:
             assert info.date_time == (1980, 1, 1, 0, 0, 0)
@@ -93,26 +95,39 @@ def test_bundle_imports_only_stdlib_and_the_agent() -> None:
 
 @pytest.mark.parametrize("interpreter", ["current", "3.9"])
 def test_the_zipapp_runs_and_imports_every_module(tmp_path: Path, interpreter: str) -> None:
+    """Run in isolation (-I, outside the source tree, no PYTHONPATH): everything the agent
+    needs, the protocol included, comes from the zipapp."""
     python = sys.executable if interpreter == "current" else python39()
     if python is None:
         pytest.skip("no Python 3.9 interpreter here")
     built = bundle.build()
     path = tmp_path / "agent.pyz"
     built.write(path)
-    run = subprocess.run([python, str(path), "--help"], capture_output=True, text=True,
-                         timeout=60, env={"PATH": os.environ.get("PATH", "")})
+    env = {"PATH": os.environ.get("PATH", "")}
+    run = subprocess.run([python, "-I", str(path), "--help"], capture_output=True, text=True,
+                         timeout=60, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "--config" in run.stdout
+    assert "--config" in run.stdout and "/etc/guestha/agent.json" in run.stdout
+    # The identity file is read by guestha.protocol.identity: a bad field is named, exit 2.
+    identity = tmp_path / "agent.json"
+    identity.write_text('{"cluster": "web", "member": "web-a", "port": 0}')
+    run = subprocess.run([python, "-I", str(path), "--config", str(identity)],
+                         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert "port must be a port number (1-65535), got 0" in run.stderr
     modules = [n[:-3].replace("/", ".").removesuffix(".__init__") for n in built.files
-               if n.endswith(".py") and n.startswith("guestha/agent/")
+               if n.endswith(".py") and n.startswith(("guestha/agent/", "guestha/protocol/"))
                and not n.endswith("__main__.py")]
+    assert "guestha.protocol.status" in modules and "guestha.agent.agent" in modules
     check = ("import importlib, sys\n"
              f"sys.path.insert(0, {str(path)!r})\n"
              f"for m in {modules!r}: importlib.import_module(m)\n"
+             "import guestha.protocol\n"
+             "assert guestha.protocol.__file__.startswith(sys.path[0]), guestha.protocol\n"
              "from guestha.agent.version import agent_version\n"
              "print(sys.version_info[:2], agent_version())\n")
     run = subprocess.run([python, "-I", "-c", check], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=60, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split()[-1] == built.version
     if interpreter == "3.9":
@@ -122,3 +137,10 @@ def test_the_zipapp_runs_and_imports_every_module(tmp_path: Path, interpreter: s
 def test_a_missing_agent_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no guestha agent sources"):
         bundle.build(source=tmp_path)
+
+
+def test_a_missing_protocol_is_a_clear_error(tmp_path: Path) -> None:
+    copy = copy_sources(tmp_path)
+    shutil.rmtree(copy / "protocol")
+    with pytest.raises(FileNotFoundError, match="no guestha protocol sources"):
+        bundle.build(source=copy)

@@ -13,17 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from bench.guestagents import Pki
-from guestha.agent.config import ConfigError, Identity
 from guestha.agent.listener import open_listener
 from guestha.channel.tlsstream import TLSStream
 from guestha.channel.transport import (
     KubeAccess,
     Member,
     VsockTransport,
-    channel_settings,
     operator_context,
 )
+from guestha.model.cluster import ChannelSpec, ClusterSpec
+from guestha.protocol.fields import FieldError
+from guestha.protocol.identity import Identity
+from kits.pki import Pki
 
 pytestmark = pytest.mark.unit
 
@@ -33,9 +34,9 @@ def test_identity_transport_defaults_to_network_and_is_validated() -> None:
     assert Identity.from_dict({"cluster": "c", "member": "m", "transport": "VSOCK"}).transport == (
         "VSOCK"
     )
-    with pytest.raises(ConfigError, match="transport must be one of Network, VSOCK"):
+    with pytest.raises(FieldError, match="transport must be one of Network, VSOCK"):
         Identity.from_dict({"cluster": "c", "member": "m", "transport": "vsock"})
-    with pytest.raises(ConfigError, match="transport must be a string"):
+    with pytest.raises(FieldError, match="transport must be a string"):
         Identity.from_dict({"cluster": "c", "member": "m", "transport": 1})
 
 
@@ -60,12 +61,15 @@ def test_network_listens_on_the_listen_address() -> None:
 
 
 def test_channel_settings_and_member_from_vmi() -> None:
-    assert channel_settings({}) == ("Network", 7480)
-    assert channel_settings({"channel": {"transport": "VSOCK", "port": 9000}}) == ("VSOCK", 9000)
+    assert ClusterSpec.from_body({}).channel == ChannelSpec("Network", 7480)
+    assert ChannelSpec.from_body({"channel": {"transport": "VSOCK", "port": 9000}}) == (
+        ChannelSpec("VSOCK", 9000))
     with pytest.raises(ValueError, match=r"spec\.channel\.transport"):
-        channel_settings({"channel": {"transport": "Serial"}})
+        ChannelSpec.from_body({"channel": {"transport": "Serial"}})
     with pytest.raises(ValueError, match=r"spec\.channel\.port"):
-        channel_settings({"channel": {"port": 0}})
+        ChannelSpec.from_body({"channel": {"port": 0}})
+    with pytest.raises(ValueError, match=r"spec\.channel\.port"):
+        ChannelSpec.from_body({"channel": {"port": True}})
     vmi = {
         "metadata": {"namespace": "apps", "name": "web-a"},
         "status": {"interfaces": [{"name": "x"}, {"ipAddress": "10.0.0.12"}]},

@@ -7,12 +7,28 @@ them; this tier catches a missing description or bound before any server runs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from guestha.model.cluster import ChannelSpec
+from guestha.protocol.config import (
+    GROUP_TYPES,
+    RESOURCE_TYPES,
+    GroupConfig,
+    Monitor,
+    ResourceConfig,
+    Timeouts,
+)
+from guestha.protocol.constants import AGENT_PORT, TRANSPORTS
+from guestha.protocol.desired import FencingConfig, HeartbeatConfig
+from guestha.protocol.fields import FieldError, camel
+from guestha.protocol.identity import Identity
+from guestha.protocol.states import GROUP_STATES
 
 pytestmark = pytest.mark.unit
 
@@ -260,18 +276,111 @@ def test_design_defaults(kind: str, path: str) -> None:
     assert at(kind, path)["default"] == DEFAULTS[kind, path]
 
 
-def test_the_agents_defaults_are_the_crds() -> None:
-    """The agent applies these when the operator leaves them out: one value each."""
-    from guestha.agent.desired import FencingConfig, HeartbeatConfig
+# Where the protocol's classes sit in the CRDs: (kind, path of the object whose properties
+# are the class's fields in camelCase). The protocol's defaults are the only copy the
+# agent and the operator use; the CRDs (and so `kubectl explain`) repeat them.
+PROTOCOL_IN_CRDS = [
+    (GroupConfig, "ServiceGroup", "spec"),
+    (ResourceConfig, "ServiceGroup", "spec.resources.[]"),
+    (Monitor, "ServiceGroup", "spec.resources.[].monitor"),
+    (Timeouts, "ServiceGroup", "spec.resources.[].timeouts"),
+    (HeartbeatConfig, "InGuestCluster", "spec.heartbeat"),
+    (FencingConfig, "InGuestCluster", "spec.fencing"),
+    (ChannelSpec, "InGuestCluster", "spec.channel"),
+]
 
-    fencing, heartbeat = FencingConfig(), HeartbeatConfig()
-    assert at("InGuestCluster", "spec.fencing.watchdog")["default"] is fencing.watchdog
-    assert at("InGuestCluster", "spec.fencing.selfFenceTimeoutSeconds")["default"] == (
-        fencing.self_fence_timeout_seconds)
-    assert at("InGuestCluster", "spec.heartbeat.intervalMilliseconds")["default"] == (
-        heartbeat.interval_milliseconds)
-    assert at("InGuestCluster", "spec.heartbeat.peerTimeoutMilliseconds")["default"] == (
-        heartbeat.peer_timeout_milliseconds)
+
+def shared_defaults() -> list[tuple[str, str, Any, Any]]:
+    """(kind, CRD path, the CRD's default, the protocol's default) of every field with a
+    scalar default that a protocol class and its CRD object both have."""
+    found = []
+    for cls, kind, path in PROTOCOL_IN_CRDS:
+        props = at(kind, path)["properties"]
+        for f in dataclasses.fields(cls):
+            name = camel(f.name)
+            if name in props and isinstance(f.default, (bool, int, str)):
+                found.append((kind, f"{path}.{name}", props[name].get("default"), f.default))
+    return found
+
+
+def test_the_protocols_defaults_are_the_crds() -> None:
+    """The agent applies these when the operator leaves them out: one value each."""
+    found = shared_defaults()
+    paths = {path.rsplit(".", 1)[-1] if "[]" not in path else path for _, path, _, _ in found}
+    assert {"spec.resources.[].restartLimit", "spec.resources.[].toleranceLimit",
+            "spec.resources.[].critical", "spec.resources.[].confIntervalSeconds",
+            "spec.resources.[].onlineWaitLimit", "spec.resources.[].faultOnMonitorTimeouts",
+            "spec.resources.[].monitor.intervalSeconds",
+            "spec.resources.[].monitor.offlineIntervalSeconds",
+            "spec.resources.[].monitor.timeoutSeconds",
+            "spec.resources.[].timeouts.onlineSeconds",
+            "spec.resources.[].timeouts.offlineSeconds",
+            "spec.resources.[].timeouts.cleanSeconds",
+            "type", "intervalMilliseconds", "peerTimeoutMilliseconds",
+            "selfFenceTimeoutSeconds", "watchdog", "transport", "port"} <= paths
+    wrong = [(kind, path, crd, ours) for kind, path, crd, ours in found if crd != ours]
+    assert not wrong, f"CRD defaults that are not the protocol's: {wrong}"
+    assert ChannelSpec().port == AGENT_PORT == Identity("c", "m").port
+    assert ChannelSpec().transport == Identity("c", "m").transport
+
+
+def test_what_the_crds_accept_the_protocol_accepts() -> None:
+    """A value the apiserver lets through must not be refused by the agent: every CRD
+    minimum, maximum and enum value of a shared field parses in the protocol."""
+    checked = 0
+    for cls, kind, path in PROTOCOL_IN_CRDS:
+        props = at(kind, path)["properties"]
+        for f in dataclasses.fields(cls):
+            name, schema = camel(f.name), props.get(camel(f.name))
+            if schema is None or not isinstance(f.default, (bool, int, str)):
+                continue
+            values = [schema[k] for k in ("minimum", "maximum") if k in schema]
+            values += list(schema.get("enum", []))
+            for value in values:
+                parse_field(cls, name, value)
+                checked += 1
+    assert checked >= 30
+
+
+def parse_field(cls: Any, name: str, value: Any) -> None:
+    """Parses `value` as field `name` of `cls`, the rest at defaults (the heartbeat's
+    interval at its minimum, so a timeout at its own minimum is a valid pair)."""
+    if cls is ResourceConfig:
+        ResourceConfig.from_dict({"name": "r", "type": "Process", name: value}, "r")
+    elif cls is GroupConfig:
+        GroupConfig.from_dict({"name": "g", name: value})
+    elif cls in (Monitor, Timeouts):
+        cls.from_dict({name: value}, "x")
+    elif cls is HeartbeatConfig:
+        low = HeartbeatConfig.BOUNDS["interval_milliseconds"][0]
+        body = {"intervalMilliseconds": low, "peerTimeoutMilliseconds": 2 * low, name: value}
+        if name == "intervalMilliseconds":
+            body["peerTimeoutMilliseconds"] = 2 * value
+        HeartbeatConfig.from_dict(body)
+    elif cls is FencingConfig:
+        FencingConfig.from_dict({name: value})
+    else:
+        ChannelSpec.from_body({"channel": {name: value}})
+
+
+def test_the_crds_heartbeat_rule_is_the_agents() -> None:
+    """The agent refuses a peer timeout under twice the interval (one lost datagram must
+    not lose a peer); the CRD must refuse the same, or an InGuestCluster the apiserver
+    took would give every agent a configuration it refuses."""
+    rules = [r["rule"] for r in at("InGuestCluster", "spec.heartbeat")["x-kubernetes-validations"]]
+    assert rules == ["self.peerTimeoutMilliseconds >= 2 * self.intervalMilliseconds"]
+    HeartbeatConfig.from_dict({"intervalMilliseconds": 1000, "peerTimeoutMilliseconds": 2000})
+    with pytest.raises(FieldError, match="at least twice"):
+        HeartbeatConfig.from_dict({"intervalMilliseconds": 1000, "peerTimeoutMilliseconds": 1999})
+
+
+def test_the_protocols_enums_are_the_crds() -> None:
+    assert at("ServiceGroup", "spec.type")["enum"] == list(GROUP_TYPES)
+    assert at("ServiceGroup", "spec.resources.[].type")["enum"] == list(RESOURCE_TYPES)
+    assert at("InGuestCluster", "spec.channel.transport")["enum"] == list(TRANSPORTS)
+    # A group's state in the ServiceGroup's status is an agent's group state, or the
+    # operator's own Switching (moving between members).
+    assert set(at("ServiceGroup", "status.state")["enum"]) == {*GROUP_STATES, "Switching"}
 
 
 def test_defaulted_objects_default_to_their_fields_defaults() -> None:

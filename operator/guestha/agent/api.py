@@ -5,7 +5,11 @@ body. A command from an epoch lower than the highest this agent has seen is refu
 StaleEpoch); a higher epoch is persisted before the command is applied. An operation id
 already applied is answered with the recorded result and not applied again (the recent
 ids are persisted, so this holds across agent restarts too). docs/agent-api.md is the
-reference for the wire format; docs/agent-openapi.yaml describes the same endpoints.
+reference for the wire format; docs/agent-openapi.yaml describes the same endpoints, and
+guestha.protocol defines the bodies.
+
+The API sees the agent only through `Backend`, the few things it asks of it, so the agent
+(guestha.agent.agent), which builds the API, is not imported here: no import circle.
 """
 
 from __future__ import annotations
@@ -15,24 +19,45 @@ import math
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
-from guestha.agent.config import ConfigError
-from guestha.agent.desired import Command, DesiredConfig, parse_command
-from guestha.agent.events import EventGone
+from guestha.agent.events import EventGone, EventLog
 from guestha.agent.http1 import HttpError, Request, Response, error_response
-from guestha.agent.store import SaveError
-
-if TYPE_CHECKING:
-    from guestha.agent.agent import Agent
+from guestha.agent.store import SaveError, Store
+from guestha.protocol import events as kinds
+from guestha.protocol.commands import GROUP_ACTIONS, Command, ConfigApplied, parse_command
+from guestha.protocol.constants import REPLAYED_HEADER
+from guestha.protocol.desired import DESIRED_FIELDS, DesiredConfig
+from guestha.protocol.events import EventsGone
+from guestha.protocol.fields import FieldError
+from guestha.protocol.status import Health, StatusReport
 
 log = logging.getLogger(__name__)
 
-GROUP_ACTIONS = ("online", "offline", "clear", "probe")
 _GROUP_PATH = re.compile(r"^/v1/groups/([^/]{1,253})/([a-z]+)$")
 MAX_POLL_SECONDS = 60.0
 INFLIGHT_WAIT_SECONDS = 10.0  # a retry of an operation still running waits this long at most
-CONFIG_FIELDS = frozenset({"groups", "peers", "heartbeat", "fencing"})
+
+
+class Backend(Protocol):
+    """What the API needs of the agent (guestha.agent.agent.Agent is one)."""
+
+    member: str
+    store: Store  # the epoch and the operations applied
+    events: EventLog
+
+    def status(self) -> StatusReport: ...
+    def health(self) -> Health: ...
+    def config_document(self) -> dict[str, Any]: ...
+    def operator_lease(self) -> float: ...
+    def emit(self, kind: str, payload: dict[str, Any]) -> None: ...
+
+    def apply_config(self, desired: DesiredConfig, raw: dict[str, Any]) -> None:
+        """Validates, saves and applies; FieldError when invalid, SaveError when not
+        saved, ValueError when it cannot be applied now."""
+
+    def group_action(self, group: str, action: str, command: Command,
+                     reason: str | None) -> Response: ...
 
 
 @dataclass
@@ -45,7 +70,7 @@ class _InFlight:
 class Api:
     """Turns requests into calls on the agent."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Backend) -> None:
         self.agent = agent
         self._lock = threading.Lock()
         self._inflight: dict[str, _InFlight] = {}
@@ -75,19 +100,17 @@ class Api:
             allowed = ", ".join(sorted(methods))
             raise HttpError(405, f"{request.method} is not allowed on {path} "
                             f"(allowed: {allowed})", "MethodNotAllowed")
-        if request.method != "PUT" and request.method != "POST":
-            self.agent.operator_contact()
         return handler(request)
 
     # -- reads
 
     def status(self, request: Request) -> Response:
         _no_query(request, frozenset())
-        return Response(200, self.agent.status())
+        return Response(200, self.agent.status().to_dict())
 
     def healthz(self, request: Request) -> Response:
         _no_query(request, frozenset())
-        return Response(200, self.agent.health())
+        return Response(200, self.agent.health().to_dict())
 
     def get_config(self, request: Request) -> Response:
         _no_query(request, frozenset())
@@ -108,17 +131,15 @@ class Api:
                             f"{raw_timeout[:20]!r}") from e
         if not math.isfinite(timeout) or timeout < 0:
             raise HttpError(400, f"query timeout: must be >= 0 seconds, got {raw_timeout[:20]!r}")
-        # The operator's vote lapses without contact: a poll must end well within the lease.
+        # A poll counts as contact when it arrives (Agent.operator_request): it must end,
+        # and the operator poll again, well within the lease.
         timeout = min(timeout, MAX_POLL_SECONDS, self.agent.operator_lease() / 2)
         try:
             batch = self.agent.events.read(after, timeout, limit, request.query.get("stream"))
         except EventGone as e:
-            return Response(410, {"status": 410, "reason": "EventsGone", "message": str(e),
-                                  "stream": self.agent.events.stream,
-                                  "firstSeq": e.first_seq, "lastSeq": e.last_seq})
-        self.agent.operator_contact()  # the poll ended: the operator is still there
-        return Response(200, {"stream": batch.stream, "lastSeq": batch.last_seq,
-                              "more": batch.more, "events": [e.to_json() for e in batch.events]})
+            return Response(410, EventsGone(str(e), self.agent.events.stream, e.first_seq,
+                                            e.last_seq).to_dict())
+        return Response(200, batch.to_dict())
 
     # -- commands
 
@@ -127,16 +148,15 @@ class Api:
             try:
                 desired = DesiredConfig.from_dict(rest, self.agent.member, "body")
                 self.agent.apply_config(desired, rest)
-            except ConfigError as e:
+            except FieldError as e:
                 raise HttpError(400, str(e), "Invalid") from e
             except ValueError as e:  # e.g. the agent is shutting down
                 raise HttpError(409, str(e), "Conflict") from e
-            return Response(200, {"applied": True, "operationId": command.operation_id,
-                                  "epoch": command.epoch,
-                                  "groups": [g.name for g in desired.groups],
-                                  "peers": [p.member for p in desired.peers]})
+            return Response(200, ConfigApplied(
+                command.operation_id, command.epoch, tuple(g.name for g in desired.groups),
+                tuple(p.member for p in desired.peers)).to_dict())
 
-        return self._command(request, "PUT /v1/config", CONFIG_FIELDS, apply)
+        return self._command(request, "PUT /v1/config", DESIRED_FIELDS, apply)
 
     def group_action(self, request: Request, group: str, action: str) -> Response:
         def apply(command: Command, rest: dict[str, Any]) -> Response:
@@ -150,7 +170,7 @@ class Api:
         _no_query(request, frozenset())
         try:
             command, rest = parse_command(request.json(), extra)
-        except ConfigError as e:
+        except FieldError as e:
             raise HttpError(400, str(e), "Invalid") from e
         if "reason" in rest and not isinstance(rest["reason"], str):
             raise HttpError(400, "body.reason: must be a string", "Invalid")
@@ -161,7 +181,6 @@ class Api:
         # and no wait happens under this lock.
         with self._lock:
             _check_epoch(command.epoch, store.epoch)
-            self.agent.operator_contact()
             prior = store.operation(command.operation_id)
             if prior is None and command.operation_id in self._inflight:
                 waiting = self._inflight[command.operation_id]
@@ -203,7 +222,7 @@ class Api:
         except HttpError as e:
             return error_response(e)
         if raised:
-            self.agent.emit("EpochChanged", {"epoch": command.epoch})
+            self.agent.emit(kinds.EPOCH_CHANGED, {"epoch": command.epoch})
         try:
             response = apply(command, rest)
         except SaveError as e:
@@ -247,7 +266,7 @@ def _not_saved(message: str) -> Response:
 
 def _replayed(response: Response) -> Response:
     return Response(response.status, response.body, {**response.headers,
-                                                     "Guestha-Replayed": "true"})
+                                                     REPLAYED_HEADER: "true"})
 
 
 def _no_query(request: Request, allowed: frozenset[str]) -> None:

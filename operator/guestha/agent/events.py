@@ -4,7 +4,8 @@ Events carry sequence numbers that increase by one. The log keeps the newest `ca
 events in a ring; a reader asks for everything after the last sequence it saw and gets it
 immediately when newer events exist, or waits (bounded) for the next one. A reader that
 fell behind the ring, or that talks to a restarted agent (a new `stream`), is told so
-plainly and resynchronises from the status endpoint.
+plainly and resynchronises from the status endpoint. The events and batches themselves
+are the protocol's (guestha.protocol.events), as the operator reads them.
 """
 
 from __future__ import annotations
@@ -14,28 +15,14 @@ import json
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
+
+from guestha.protocol.events import Event, EventBatch
 
 
 def rfc3339(t: float) -> str:
     """Wall-clock seconds as an RFC 3339 UTC timestamp with milliseconds."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
-
-
-@dataclass(frozen=True)
-class Event:
-    """One event; `data` is the emitter's payload."""
-
-    seq: int
-    kind: str
-    time: float  # wall-clock seconds, for people; order comes from seq
-    data: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "kind": self.kind,
-                "time": rfc3339(self.time),
-                "data": self.data}
 
 
 class EventGone(Exception):
@@ -45,16 +32,6 @@ class EventGone(Exception):
         super().__init__(message)
         self.first_seq = first_seq
         self.last_seq = last_seq
-
-
-@dataclass(frozen=True)
-class Batch:
-    """What one read returns."""
-
-    stream: str
-    events: list[Event]
-    last_seq: int  # the newest sequence number in the log (0: none yet)
-    more: bool  # more events than `limit` were waiting
 
 
 class EventLog:
@@ -75,7 +52,7 @@ class EventLog:
         plain = json.loads(json.dumps(data, default=str))
         with self._cond:
             self._last += 1
-            self._ring.append(Event(self._last, kind, time.time(), plain))
+            self._ring.append(Event(self._last, kind, rfc3339(time.time()), plain))
             self._cond.notify_all()
             return self._last
 
@@ -91,7 +68,7 @@ class EventLog:
             self._cond.notify_all()
 
     def read(self, after: int, timeout: float, limit: int = 500,
-             stream: str | None = None) -> Batch:
+             stream: str | None = None) -> EventBatch:
         """Events with seq > after; waits up to timeout seconds when there are none yet.
 
         Raises EventGone when `stream` names another agent run, when `after` is ahead of
@@ -124,4 +101,4 @@ class EventLog:
             start = after - first + 1
             chosen = [self._ring[i] for i in range(start, min(len(self._ring), start + limit))]
             more = start + limit < len(self._ring)
-            return Batch(self.stream, chosen, self._last, more)
+            return EventBatch(self.stream, self._last, more, tuple(chosen))

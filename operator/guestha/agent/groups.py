@@ -48,8 +48,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from guestha.protocol.config import FAILOVER, GroupConfig
+from guestha.protocol.fields import FieldError
+
 from . import resources
-from .config import ConfigError, GroupConfig
 from .dependencies import find_cycle
 from .servicegroup import WAIT_STEP, Op, ServiceGroup
 
@@ -127,7 +129,7 @@ class GroupRunner:
         """Make the desired groups the running ones (validated as a whole first)."""
         errors = validate_groups(groups)
         if errors:
-            raise ConfigError("; ".join(errors))
+            raise FieldError("; ".join(errors))
         wanted = {g.name: g for g in groups}
         with self._configuring:
             with self._lock:
@@ -200,7 +202,7 @@ class GroupRunner:
         fails); running online actions are killed. True when all are offline in time."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            targets = [g for g in self._groups.values() if g.config.type == "Failover"]
+            targets = [g for g in self._groups.values() if g.config.type == FAILOVER]
         for group in targets:
             group.abort_online()
             group.submit(Op("offline", reason="SelfFence", note=reason, deadline=deadline),

@@ -1,7 +1,8 @@
 """`guestha-agent --config /etc/guestha/agent.json`: the agent's command line.
 
 Reads the identity file, starts every part (guestha.agent.agent.Agent), runs the main
-loop until SIGTERM or SIGINT, then stops cleanly (the watchdog is disarmed on a clean stop).
+loop until SIGTERM or SIGINT, then stops: the Failover groups are taken offline first,
+and the watchdog is disarmed only when they are (else it stays armed, to reset the guest).
 SIGHUP re-reads the TLS files (certificate rotation) for new connections.
 Exit codes: 0 after a clean stop, 2 for a bad identity file or state, 1 for other failures
 at start-up.
@@ -17,8 +18,9 @@ import threading
 from typing import Any
 
 from guestha.agent.agent import Agent, Emit, Runner, RunnerFactory
-from guestha.agent.config import ConfigError, Identity
 from guestha.agent.store import StoreError
+from guestha.protocol.fields import FieldError
+from guestha.protocol.identity import IDENTITY_FILE, Identity
 
 log = logging.getLogger("guestha.agent")
 
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory = default_
          ) -> int:
     parser = argparse.ArgumentParser(prog="guestha-agent",
                                      description="guestha's in-guest agent")
-    parser.add_argument("--config", default="/etc/guestha/agent.json",
+    parser.add_argument("--config", default=IDENTITY_FILE,
                         help="the identity file (default: %(default)s)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory = default_
     try:
         identity = Identity.load(args.config)
         agent = Agent(identity, runner_factory)
-    except (ConfigError, StoreError) as e:
+    except (FieldError, StoreError) as e:
         log.error("%s", e)
         return 2
     except OSError as e:

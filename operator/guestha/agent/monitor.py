@@ -28,9 +28,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from .config import ResourceConfig
+from guestha.protocol.config import ResourceConfig
+from guestha.protocol.states import FAULTED, OFFLINE, ONLINE, STARTING, STOPPING, UNKNOWN
+
 from .resources import ActionAborted, ActionError, ActionTimeout, MonitorResult, Resource
-from .states import FAULTED, OFFLINE, ONLINE, STARTING, STOPPING, UNKNOWN
 from .verdicts import (
     FAULT,
     NOTE,

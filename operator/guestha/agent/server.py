@@ -9,8 +9,11 @@ Connections that have not finished their handshake are the only ones a stranger 
 open, so they are bounded separately and evict each other: when the pre-handshake pool is
 full, the oldest is dropped, so a flood of slow strangers cannot keep the operator out.
 Authenticated connections have their own cap. Every read has a deadline (http1.Limits).
-A finished handshake counts as contact with the operator (its quorum vote); the handlers
-count each request but one refused for a stale epoch.
+
+Each request is handed to `on_request` with the moment its first byte arrived, before it
+is handled: that is where the agent decides whether it counts as the operator's contact
+(its quorum vote, guestha.agent.agent.Agent.operator_request). A finished handshake is no
+contact: an operator that lost its leadership still holds a valid certificate.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from guestha.agent.sockets import SocketThread
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Response]
+OnRequest = Callable[[Request, float], None]  # the request, when it arrived (monotonic)
 
 
 def server_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
@@ -66,14 +70,14 @@ class ChannelServer(SocketThread):
     """Serves `handler` over mutual TLS on (address, port)."""
 
     def __init__(self, address: str, port: int, context: ssl.SSLContext, operator_name: str,
-                 handler: Handler, on_contact: Callable[[], None],
+                 handler: Handler, on_request: OnRequest,
                  limits: Limits | None = None, max_connections: int = 32,
                  max_handshaking: int = 64, handshake_seconds: float = 5.0,
                  listener: socket.socket | None = None) -> None:
         self._context = context
         self._operator = operator_name
         self._handler = handler
-        self._on_contact = on_contact
+        self._on_request = on_request
         self.limits = limits or Limits()
         self.max_connections = max_connections
         self.max_handshaking = max_handshaking
@@ -177,7 +181,6 @@ class ChannelServer(SocketThread):
                     "message": f"this agent serves at most {self.max_connections} "
                                f"connections at a time"}))
                 return
-            self._on_contact()
             self._serve_requests(tls)
         except Exception:
             log.exception("channel %s: connection failed", peer)
@@ -196,12 +199,21 @@ class ChannelServer(SocketThread):
             pass
 
     def _serve_requests(self, tls: ssl.SSLSocket) -> None:
+        # When the first byte of the request being read arrived. A request read without a
+        # new recv (all of it came with the one before: pipelining) is dated like that one.
+        first_byte: float | None = None
+        arrived = time.monotonic()
+
         def recv(n: int, timeout: float) -> bytes:
+            nonlocal first_byte
             tls.settimeout(max(0.001, timeout))
             try:
-                return tls.recv(n)
+                data = tls.recv(n)
             except socket.timeout as e:
                 raise TimeoutError(str(e)) from e
+            if data and first_byte is None:
+                first_byte = time.monotonic()
+            return data
 
         def send(data: bytes) -> None:
             tls.settimeout(self.limits.body_seconds)
@@ -219,8 +231,11 @@ class ChannelServer(SocketThread):
                 return
             if request is None:
                 return
+            if first_byte is not None:
+                arrived, first_byte = first_byte, None
             self._count("requests")
             try:
+                self._on_request(request, arrived)
                 response = self._handler(request)
             except HttpError as e:
                 response = error_response(e)

@@ -2,7 +2,7 @@
 
 The worker runs the group's operations one after the other (probe, online, offline,
 clear, reconfigure, remove) and stops the rest of the group when a critical resource
-faults. It decides the group's state under its lock (agent/states.group_state) and emits
+faults. It decides the group's state under its lock (guestha.protocol.states.group_state) and emits
 the GroupState events it decided only after releasing that lock (_locked, _flush): the
 lock order and the rules on waits are in agent/groups.py, which holds every group.
 """
@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from . import resources
-from .config import GroupConfig, ResourceConfig
-from .dependencies import ready_to_start, ready_to_stop
-from .monitor import Pending, ResourceMonitor
-from .states import (
+from guestha.protocol import events as kinds
+from guestha.protocol.config import GroupConfig, ResourceConfig
+from guestha.protocol.states import (
     FAULTED,
     GOING_OFFLINE,
     GOING_ONLINE,
@@ -36,6 +34,10 @@ from .states import (
     group_state,
     must_take_down,
 )
+
+from . import resources
+from .dependencies import ready_to_start, ready_to_stop
+from .monitor import Pending, ResourceMonitor
 
 WAIT_STEP = 0.5  # seconds between progress checks when no notification arrives
 IDLE_WAKE_SECONDS = 5.0  # an idle worker looks at its queue at least this often
@@ -122,8 +124,8 @@ class ServiceGroup:
         state = group_state(pairs, self.transition)
         if state != self.state:
             previous, self.state = self.state, state
-            self._outbox.append(("GroupState", {"group": self.name, "state": state,
-                                                "previous": previous}))
+            self._outbox.append((kinds.GROUP_STATE, {"group": self.name, "state": state,
+                                                     "previous": previous}))
 
     def _flush(self) -> None:
         """Emit the queued events, in order, with no lock held (lock not held on entry)."""
@@ -194,8 +196,9 @@ class ServiceGroup:
                 if op.kind not in ("remove",):
                     self._take_down_after_critical_fault()
             except Exception:  # an agent bug must not stop the group's worker
-                self.runner.emit("AgentError", {"group": self.name, "operation": op.kind,
-                                                "message": traceback.format_exc(limit=5)})
+                self.runner.emit(kinds.AGENT_ERROR, {
+                    "group": self.name, "operation": op.kind,
+                    "message": traceback.format_exc(limit=5)})
             finally:
                 op.done.set()
 

@@ -11,12 +11,21 @@ import threading
 
 
 def bound(address: str, port: int, kind: int) -> socket.socket:
-    """A socket of `kind` (SOCK_STREAM, SOCK_DGRAM) with SO_REUSEADDR, bound to
-    (address, port): IPv6 when the address has a colon. Closed again if the bind fails."""
+    """A socket of `kind` (SOCK_STREAM, SOCK_DGRAM) bound to (address, port): IPv6 when the
+    address has a colon. Closed again if the bind fails.
+
+    SO_REUSEADDR only for TCP, where it lets a restarted agent listen again while the old
+    run's connections sit in TIME_WAIT; Linux refuses a second socket on a port a TCP
+    socket listens on either way. On a UDP socket it would let any user of the guest bind
+    the same port (on the same or a more specific address) and receive the heartbeats in
+    the agent's place: the agent would hear no peer and self-fence. Without it such a bind
+    fails with EADDRINUSE (and SO_REUSEPORT needs the agent's own user).
+    """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))
     except OSError:
         sock.close()

@@ -156,3 +156,69 @@ class Store:
             kept = [o for o in self._operations if o["id"] != operation_id]
             kept.append(op)
             self._save(operations=kept[-self._max_operations:])
+
+
+BOOT_RECORD_FILE = "boot-record.json"
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_id(path: str = BOOT_ID_FILE) -> str:
+    """The kernel's id of this boot ("" when it cannot be read: then no record is ever
+    taken for this boot's, which starts every run afresh)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+    except (OSError, ValueError):
+        return ""
+
+
+class BootRecord:
+    """What a restarted agent needs from the runs before it in the same boot: when quorum
+    was last held (CLOCK_MONOTONIC seconds, which count from this boot), a self-fence
+    that finished or failed, a watchdog that was let go (guestha.agent.quorum).
+
+    Kept beside the boot id, and read back only under the same boot id: a monotonic time
+    means nothing in another boot, and after a reboot nothing of the last one runs.
+    Written atomically (tmp + rename) but not fsynced, often (about once a second while
+    quorum holds): the process's writes outlive its crash in the page cache, and what a
+    kernel crash loses belongs to a boot that is over. A record that cannot be read is
+    dropped (the run starts afresh) and said so in the log by the caller.
+    """
+
+    def __init__(self, state_dir: str, boot: str | None = None) -> None:
+        self.path = os.path.join(state_dir, BOOT_RECORD_FILE)
+        self.boot = boot_id() if boot is None else boot
+        self._lock = threading.Lock()
+
+    def load(self) -> dict[str, Any] | None:
+        """The record of this boot; None when there is none (or not of this boot).
+        Raises StoreError for a file that exists but cannot be used."""
+        try:
+            with open(self.path, "rb") as f:
+                raw = json.loads(f.read().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{self.path}: cannot read the boot record: {e}") from e
+        if not isinstance(raw, dict) or not isinstance(raw.get("record"), dict):
+            raise StoreError(f"{self.path}: not a boot record")
+        if not self.boot or raw.get("bootId") != self.boot:
+            return None
+        return dict(raw["record"])
+
+    def save(self, record: dict[str, Any]) -> None:
+        if not self.boot:
+            return
+        data = json.dumps({"bootId": self.boot, "record": record},
+                          sort_keys=True).encode("utf-8")
+        with self._lock:
+            tmp = f"{self.path}.tmp.{os.getpid()}"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, self.path)
+            except OSError:
+                # A full disk must not also fill it with half-written copies.
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise

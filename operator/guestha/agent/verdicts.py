@@ -38,8 +38,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .config import ResourceConfig
-from .states import FAULTED, OFFLINE, ONLINE, STARTING, UNKNOWN
+from guestha.protocol.config import ResourceConfig
+from guestha.protocol.states import FAULTED, OFFLINE, ONLINE, STARTING, UNKNOWN
 
 # What a verdict asks of the resource thread.
 NOTE = "note"  # keep the state, update the message

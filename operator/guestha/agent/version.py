@@ -1,9 +1,11 @@
 """The agent's version: a content hash of its sources, the same one its bundle carries.
 
-The bundle builder (guestha.cloudinit.bundle) computes the hash over exactly the files it
-puts in the zipapp and stores it there as `guestha/agent/VERSION`. An agent run from a
-source tree computes the same hash over the same files, so the operator can compare what
-a guest runs with what it would inject.
+The agent runs with two of guestha's packages: itself and the protocol it shares with the
+operator (PACKAGES). The bundle builder (guestha.cloudinit.bundle) computes the hash over
+exactly the files of both that it puts in the zipapp and stores it there as
+`guestha/agent/VERSION`. An agent run from a source tree computes the same hash over the
+same files, so the operator can compare what a guest runs with what it would inject, and
+a change to the protocol is a new agent version too.
 """
 
 from __future__ import annotations
@@ -14,24 +16,28 @@ import pkgutil
 
 VERSION_FILE = "VERSION"
 HASH_CHARS = 16
+PACKAGES = ("agent", "protocol")  # guestha's packages the agent runs with
 
 
-def source_files(package_dir: str) -> list[tuple[str, bytes]]:
-    """(path inside the bundle, bytes) of every agent source, sorted by path.
+def source_files(root: str) -> list[tuple[str, bytes]]:
+    """(path inside the bundle, bytes) of every source of PACKAGES, sorted by path.
 
-    Paths are relative to the import root (`guestha/agent/...`); only .py files count,
-    never caches.
+    `root` is the folder holding guestha's packages (guestha/ of the source tree). Paths
+    are relative to the import root (`guestha/agent/...`, `guestha/protocol/...`); only
+    .py files count, never caches. A package missing from `root` contributes nothing.
     """
     files: list[tuple[str, bytes]] = []
-    for folder, dirs, names in os.walk(package_dir):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
-        for name in sorted(names):
-            if not name.endswith(".py"):
-                continue
-            path = os.path.join(folder, name)
-            rel = os.path.relpath(path, package_dir).replace(os.sep, "/")
-            with open(path, "rb") as f:
-                files.append((f"guestha/agent/{rel}", f.read()))
+    for package in PACKAGES:
+        package_dir = os.path.join(root, package)
+        for folder, dirs, names in os.walk(package_dir):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+            for name in sorted(names):
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(folder, name)
+                rel = os.path.relpath(path, root).replace(os.sep, "/")
+                with open(path, "rb") as f:
+                    files.append((f"guestha/{rel}", f.read()))
     return sorted(files)
 
 
@@ -55,5 +61,5 @@ def agent_version() -> str:
         return data.decode("ascii").strip()
     here = os.path.dirname(os.path.abspath(__file__))
     if os.path.isdir(here):
-        return content_hash(source_files(here))
+        return content_hash(source_files(os.path.dirname(here)))
     return "unknown"

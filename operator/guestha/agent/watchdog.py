@@ -3,12 +3,15 @@
 The agent's main loop pets the device (any write) once a second. Petting stops for good
 when self-fencing could not finish within its time, or when a separate checker thread
 sees that the main loop has not ticked for `hang_seconds`; the device then resets the
-guest (i6300esb in KubeVirt: 30 s after the last write). A clean agent stop disarms it
-with the magic close character "V" first, so stopping the service does not reset the guest.
+guest (i6300esb in KubeVirt: 30 s after the last write). An agent stop disarms it with the
+magic close character "V" only once the Failover groups are offline (guestha.agent.agent);
+otherwise the device is closed armed, and resets the guest unless an agent opens it again.
 
 The checker tells a hung loop from a paused guest (live migration, SIGSTOP): when the
-checker itself finds a gap in its own ticks, the whole process was paused, and the main
-loop gets a fresh `hang_seconds` to tick again.
+checker itself finds a gap in its own ticks, the whole process was paused, and the pause
+is not counted as the main loop's stall (`stall_start`). The time the loop was stalled
+before the pause still counts: a pause does not start the count again, or a hung loop
+paused now and then would never be found.
 """
 
 from __future__ import annotations
@@ -17,11 +20,24 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
+
+from guestha.protocol.status import WatchdogStatus
 
 log = logging.getLogger(__name__)
 
 PET_INTERVAL = 1.0
+
+
+def stall_start(last_tick: float, last_check: float, now: float, pause: float) -> float:
+    """When the main loop's stall began, as the checker counts it at `now`: the loop last
+    ticked at `last_tick`, the checker last ran at `last_check`. A checker gap longer than
+    `pause` was a pause of the whole process: it moves the start forward by the gap (the
+    loop could not run either), keeping what was stalled before it."""
+    gap = now - last_check
+    if gap > pause:
+        return min(now, last_tick + gap)
+    return last_tick
 
 
 class Watchdog:
@@ -93,20 +109,29 @@ class Watchdog:
         log.critical("watchdog %s: no longer petted: %s", self.device or "(none)", reason)
         self._on_stop(reason)
 
+    def keep_released(self, reason: str) -> None:
+        """Instead of open(): an earlier run of this boot let the device go, so the guest
+        is due to be reset. The device is not opened (opening restarts its countdown)."""
+        self.stopped_reason = reason
+        log.critical("watchdog %s: not opened: %s", self.device or "(none)", reason)
+
     def _check_loop(self) -> None:
         last = time.monotonic()
+        pause = max(2.0, 8 * self._check_interval)
         while not self._closing.wait(self._check_interval):
             now = time.monotonic()
-            if now - last > max(2.0, 8 * self._check_interval):
-                # This thread did not run either: the process or guest was paused.
-                self._last_tick = max(self._last_tick, now)
+            start = stall_start(self._last_tick, last, now, pause)
+            if start > self._last_tick:  # a pause: moved forward only (the loop writes it too)
+                self._last_tick = start
             last = now
             stalled = now - self._last_tick
             if stalled > self.hang_seconds and not self.stopped_reason:
                 self.stop_petting(f"the agent's main loop has not run for {stalled:.1f} s")
 
     def close(self, disarm: bool = True) -> None:
-        """Stops the checker; with `disarm`, writes the magic close so no reset follows."""
+        """Stops the checker; with `disarm`, writes the magic close so no reset follows.
+        Without it the device is closed armed: it resets the guest unless it is opened
+        (and petted) again within its timeout."""
         self._closing.set()
         if self._checker.is_alive():
             self._checker.join(2.0)
@@ -122,8 +147,8 @@ class Watchdog:
                 os.close(self._fd)
                 self._fd = None
 
-    def status(self) -> dict[str, Any]:
-        return {"device": self.device, "armed": self.armed, "pets": self.pets,
-                "petting": self.armed and not self.stopped_reason,
-                "stoppedReason": self.stopped_reason or None, "error": self.error or None,
-                "hangSeconds": self.hang_seconds}
+    def status(self) -> WatchdogStatus:
+        return WatchdogStatus(device=self.device, armed=self.armed, pets=self.pets,
+                              petting=self.armed and not self.stopped_reason,
+                              stopped_reason=self.stopped_reason or None,
+                              error=self.error or None, hang_seconds=self.hang_seconds)

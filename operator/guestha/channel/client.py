@@ -9,6 +9,9 @@ Every request has a deadline; a timeout, a refused handshake or a broken answer 
 ChannelError naming the member and the transport, and the connection is dropped. An
 answer of the agent's own with status >= 400 raises AgentRefusal (status, reason, message,
 as the agent's JSON error body has them), except from `request`, which returns any answer.
+The API's methods return guestha.protocol's typed answers; an answer that breaks the
+contract (a missing field, a wrong type) raises ChannelError with stage "protocol", naming
+the field.
 """
 
 from __future__ import annotations
@@ -18,17 +21,23 @@ import json
 import ssl
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from guestha.channel.transport import ChannelError, Member, Stream, Transport
+from guestha.protocol.commands import GROUP_ACTIONS, ActionAccepted, Command, ConfigApplied
+from guestha.protocol.constants import EPOCH_HEADER, REPLAYED_HEADER
+from guestha.protocol.desired import ConfigDocument, DesiredConfig
+from guestha.protocol.events import EVENTS_GONE, EventBatch, EventsGone
+from guestha.protocol.fields import FieldError
+from guestha.protocol.status import Health, StatusReport
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
 LONG_POLL_MARGIN = 5.0  # seconds a long-poll may take beyond the wait it asked for
-GROUP_ACTIONS = ("online", "offline", "clear", "probe")
+T = TypeVar("T")
 
 
 def new_operation_id() -> str:
@@ -46,7 +55,7 @@ class AgentResponse:
     @property
     def replayed(self) -> bool:
         """The agent had applied this operation id already and answered from its record."""
-        return self.headers.get("guestha-replayed") == "true"
+        return self.headers.get(REPLAYED_HEADER.lower()) == "true"
 
     @property
     def reason(self) -> str | None:
@@ -71,6 +80,16 @@ class AgentRefusal(Exception):
             f"{self.status} {self.reason}: {self.message}"
         )
 
+    @property
+    def gone(self) -> EventsGone | None:
+        """For a 410 EventsGone of /v1/events: where the stream stands (else None)."""
+        if self.status != 410 or self.reason != EVENTS_GONE:
+            return None
+        try:
+            return EventsGone.from_dict(self.response.body)
+        except FieldError:
+            return None
+
 
 class _Closed(Exception):
     """The agent closed the connection; `early`: before a byte of the answer."""
@@ -89,9 +108,13 @@ class AgentClient:
         transport: Transport,
         timeout: float = 10.0,
         connect_timeout: float | None = None,
+        epoch: int | None = None,
     ) -> None:
         self.member = member
         self.transport = transport
+        # The operator's epoch, sent as Guestha-Epoch on every request: a request counts as
+        # the operator's quorum vote at the agent only with it (docs/agent-api.md).
+        self.epoch = epoch
         self.timeout = timeout
         self.connect_timeout = connect_timeout if connect_timeout is not None else timeout
         self._stream: Stream | None = None
@@ -130,10 +153,17 @@ class AgentClient:
     # -- HTTP
 
     def request(
-        self, method: str, path: str, body: Any = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float | None = None,
+        epoch: int | None = None,
     ) -> AgentResponse:
-        """One request and its answer, whatever its status."""
+        """One request and its answer, whatever its status; it carries `epoch` (else the
+        client's) as the operator's epoch."""
         wait = self.timeout if timeout is None else timeout
+        epoch = self.epoch if epoch is None else epoch
         data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         head = [
             f"{method} {path} HTTP/1.1",
@@ -144,6 +174,8 @@ class AgentClient:
         ]
         if body is not None:
             head.append("Content-Type: application/json")
+        if epoch is not None:
+            head.append(f"{EPOCH_HEADER}: {epoch}")
         message = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
         for attempt in (1, 2):
             reused = self._stream is not None and not self._fresh
@@ -257,30 +289,52 @@ class AgentClient:
     # -- the agent's API (docs/agent-api.md)
 
     def _checked(
-        self, method: str, path: str, body: Any = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float | None = None,
+        epoch: int | None = None,
     ) -> AgentResponse:
-        response = self.request(method, path, body, timeout)
+        response = self.request(method, path, body, timeout, epoch)
         if response.status >= 400:
             raise AgentRefusal(self.member, self.transport.name, method, path, response)
         return response
 
-    def status(self) -> dict[str, Any]:
+    def _typed(self, method: str, path: str, parse: Callable[[AgentResponse], T],
+               response: AgentResponse) -> T:
+        """The answer read into its protocol type; a malformed one is a ChannelError."""
+        try:
+            return parse(response)
+        except FieldError as exc:
+            raise self._error(
+                "protocol", f"{method} {path}: the answer breaks the channel's contract: {exc}"
+            ) from None
+
+    def _get(self, path: str, parse: Callable[[Any], T]) -> T:
+        return self._typed("GET", path, lambda r: parse(r.body), self._checked("GET", path))
+
+    def status(self) -> StatusReport:
         """GET /v1/status: the agent's whole state."""
-        return dict(self._checked("GET", "/v1/status").body)
+        return self._get("/v1/status", StatusReport.from_dict)
 
-    def healthz(self) -> dict[str, Any]:
-        return dict(self._checked("GET", "/v1/healthz").body)
+    def healthz(self) -> Health:
+        return self._get("/v1/healthz", Health.from_dict)
 
-    def get_config(self) -> dict[str, Any]:
-        return dict(self._checked("GET", "/v1/config").body)
+    def get_config(self) -> ConfigDocument:
+        """GET /v1/config: the configuration last put, and its epoch."""
+        return self._get("/v1/config", ConfigDocument.from_dict)
 
     def put_config(
-        self, epoch: int, config: Mapping[str, Any], operation_id: str | None = None
-    ) -> AgentResponse:
+        self, epoch: int, config: DesiredConfig, operation_id: str | None = None
+    ) -> ConfigApplied:
         """PUT /v1/config: the whole desired configuration (groups, peers, heartbeat,
         fencing), under the operator's epoch and an operation id (new unless given)."""
-        body = {**config, "epoch": epoch, "operationId": operation_id or new_operation_id()}
-        return self._checked("PUT", "/v1/config", body)
+        command = Command(epoch, operation_id or new_operation_id())
+        body = {**config.to_dict(), **command.to_dict()}
+        response = self._checked("PUT", "/v1/config", body, epoch=epoch)
+        return self._typed("PUT", "/v1/config",
+                           lambda r: ConfigApplied.from_dict(r.body, r.replayed), response)
 
     def group_action(
         self,
@@ -289,14 +343,18 @@ class AgentClient:
         epoch: int,
         operation_id: str | None = None,
         reason: str | None = None,
-    ) -> AgentResponse:
-        """POST /v1/groups/GROUP/ACTION (online, offline, clear, probe)."""
+    ) -> ActionAccepted:
+        """POST /v1/groups/GROUP/ACTION (online, offline, clear, probe): queued on the
+        group's worker; progress arrives as events."""
         if action not in GROUP_ACTIONS:
             raise ValueError(f"action: must be one of {', '.join(GROUP_ACTIONS)}, got {action!r}")
-        body: dict[str, Any] = {"epoch": epoch, "operationId": operation_id or new_operation_id()}
+        body = Command(epoch, operation_id or new_operation_id()).to_dict()
         if reason:
             body["reason"] = reason
-        return self._checked("POST", f"/v1/groups/{quote(group, safe='')}/{action}", body)
+        path = f"/v1/groups/{quote(group, safe='')}/{action}"
+        response = self._checked("POST", path, body, epoch=epoch)
+        return self._typed("POST", path,
+                           lambda r: ActionAccepted.from_dict(r.body, r.replayed), response)
 
     def events(
         self,
@@ -304,18 +362,17 @@ class AgentClient:
         wait_seconds: float = 0.0,
         stream: str | None = None,
         limit: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> EventBatch:
         """GET /v1/events: the events after `after`, waiting up to `wait_seconds` for one.
-        A 410 (events gone, or another agent run) raises AgentRefusal: read /v1/status and
-        start again from its `events`."""
+        A 410 (events gone, or another agent run) raises AgentRefusal (its `gone` says
+        where the stream stands): read /v1/status and start again from its `events`."""
         query: dict[str, Any] = {"after": after, "timeout": f"{wait_seconds:g}"}
         if stream:
             query["stream"] = stream
         if limit is not None:
             query["limit"] = limit
+        path = f"/v1/events?{urlencode(query)}"
         response = self._checked(
-            "GET",
-            f"/v1/events?{urlencode(query)}",
-            timeout=max(self.timeout, wait_seconds + LONG_POLL_MARGIN),
+            "GET", path, timeout=max(self.timeout, wait_seconds + LONG_POLL_MARGIN)
         )
-        return dict(response.body)
+        return self._typed("GET", path, lambda r: EventBatch.from_dict(r.body), response)

@@ -34,13 +34,10 @@ from urllib.parse import quote, urlencode, urlsplit
 import websocket
 
 from guestha.channel.tlsstream import TLSStream
+from guestha.protocol.constants import AGENT_PORT, NETWORK, VSOCK
 
-NETWORK = "Network"
-VSOCK = "VSOCK"
-DEFAULT_PORT = 7480
 PLAIN_PROTOCOL = "plain.kubevirt.io"
 SUBRESOURCES = "/apis/subresources.kubevirt.io/v1"
-OPERATOR_NAME = "guestha-operator"
 
 
 class ChannelError(Exception):
@@ -48,7 +45,9 @@ class ChannelError(Exception):
 
     `stage` says where: "connect" (no route, refused, the apiserver refused the websocket:
     `status` is its HTTP status then), "tls" (the agent and the operator did not accept
-    each other), "timeout", "http" (a broken answer), "closed" (the agent hung up).
+    each other), "timeout", "http" (a broken answer), "closed" (the agent hung up),
+    "protocol" (an answer that breaks guestha.protocol's contract: the message names the
+    field).
     """
 
     def __init__(
@@ -67,14 +66,14 @@ class Member:
 
     namespace: str
     name: str  # the VM's name, which is its VMI's name and the agent certificate's name
-    port: int = DEFAULT_PORT
+    port: int = AGENT_PORT
     address: str | None = None  # Network only: the VMI's address
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
 
     @classmethod
-    def from_vmi(cls, vmi: Mapping[str, Any], port: int = DEFAULT_PORT) -> Member:
+    def from_vmi(cls, vmi: Mapping[str, Any], port: int = AGENT_PORT) -> Member:
         """A member from its VMI: the first interface address of `status.interfaces`."""
         meta = vmi.get("metadata") or {}
         address = None
@@ -83,18 +82,6 @@ class Member:
                 address = str(iface["ipAddress"])
                 break
         return cls(str(meta["namespace"]), str(meta["name"]), port, address)
-
-
-def channel_settings(cluster_spec: Mapping[str, Any]) -> tuple[str, int]:
-    """(transport, port) from an InGuestCluster's spec.channel, with the CRD's defaults."""
-    channel = cluster_spec.get("channel") or {}
-    transport = str(channel.get("transport") or NETWORK)
-    if transport not in (NETWORK, VSOCK):
-        raise ValueError(f"spec.channel.transport: must be Network or VSOCK, got {transport!r}")
-    port = channel.get("port", DEFAULT_PORT)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"spec.channel.port: must be a port number (1-65535), got {port!r}")
-    return transport, port
 
 
 def operator_context(ca: Path | str, cert: Path | str, key: Path | str) -> ssl.SSLContext:

@@ -1,11 +1,12 @@
-"""The agent bundle: guestha.agent as one reproducible zipapp, for injection into guests.
+"""The agent bundle: guestha.agent and guestha.protocol as one reproducible zipapp, for
+injection into guests.
 
 Same sources, same bytes: entries are sorted, every timestamp is 1980-01-01 00:00:00,
 every mode is 0644, there are no directory entries, caches or extra fields, and the
-compression level is fixed. The bundle's version is a content hash of the agent's sources
-(guestha.agent.version.content_hash, the same hash an agent run from a source tree
-reports), stored in the bundle as guestha/agent/VERSION, so the operator can tell which
-agent a guest runs by asking it.
+compression level is fixed. The bundle's version is a content hash of its sources (the
+agent's and the protocol's: guestha.agent.version.content_hash, the same hash an agent run
+from a source tree reports), stored in the bundle as guestha/agent/VERSION, so the
+operator can tell which agent a guest runs by asking it.
 
 `python3 -m guestha.cloudinit.bundle OUT.pyz` writes the bundle and prints its version.
 """
@@ -39,7 +40,7 @@ from guestha.agent.main import main
 
 sys.exit(main())
 '''
-ROOT_PACKAGE = b'"""guestha, as bundled for guests: only the agent is here."""\n'
+ROOT_PACKAGE = b'"""guestha, as bundled for guests: only the agent and its protocol are here."""\n'
 
 
 @dataclass(frozen=True)
@@ -59,16 +60,22 @@ class Bundle:
         path.chmod(0o755)
 
 
-def agent_dir() -> Path:
-    """The folder holding guestha.agent's sources."""
-    return Path(guestha.agent.__file__).resolve().parent
+def package_dir() -> Path:
+    """The folder holding guestha's packages (the installed guestha/)."""
+    return Path(guestha.agent.__file__).resolve().parent.parent
 
 
 def build(interpreter: str = INTERPRETER, source: Path | None = None) -> Bundle:
-    """The zipapp of the agent sources in `source` (default: the installed guestha.agent)."""
-    sources = source_files(str(source or agent_dir()))
-    if not any(path == "guestha/agent/main.py" for path, _ in sources):
-        raise FileNotFoundError(f"{source or agent_dir()}: no guestha agent sources here")
+    """The zipapp of the agent and protocol sources under `source`, a folder holding
+    guestha's packages (default: the installed guestha)."""
+    root = source or package_dir()
+    sources = source_files(str(root))
+    paths = {path for path, _ in sources}
+    for needed, what in (("guestha/agent/main.py", "agent"),
+                         ("guestha/protocol/__init__.py", "protocol")):
+        if needed not in paths:
+            raise FileNotFoundError(f"{root}: no guestha {what} sources here ({root}/"
+                                    f"{needed.removeprefix('guestha/')} is missing)")
     version = content_hash(sources)
     entries = sorted([
         ("__main__.py", ROOT_MAIN),

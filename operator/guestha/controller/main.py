@@ -20,6 +20,17 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Credentials from the kubernetes client (in-cluster token or kubeconfig), always.
+
+    kopf picks whichever client library happens to be installed; guestha depends on one,
+    so the operator logs in the same way wherever it runs.
+    """
+    info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+    return info
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="guestha-operator", description=__doc__)
     parser.add_argument("--liveness", default=None, metavar="URL",

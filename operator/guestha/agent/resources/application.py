@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from guestha.protocol.states import OFFLINE, ONLINE
+
 from . import fsprobe, pidfiles, procfs
 from .base import (
     ActionError,
@@ -48,9 +50,9 @@ def _no_empty(value: Any) -> str | None:
 def monitor_status(returncode: int) -> str | None:
     """Online/Offline for a monitorProgram exit status, None for one that means neither."""
     if returncode in (VCS_ONLINE, OCF_ONLINE):
-        return "Online"
+        return ONLINE
     if returncode in (VCS_OFFLINE, OCF_OFFLINE):
-        return "Offline"
+        return OFFLINE
     return None
 
 
@@ -113,9 +115,9 @@ class Application(Resource):
         if self.monitor_program:
             done = self._run(self.monitor_program, "monitorProgram", timeout)
             state = monitor_status(done.returncode)
-            if state == "Online":
+            if state == ONLINE:
                 return MonitorResult.online(done.tail(200))
-            if state == "Offline":
+            if state == OFFLINE:
                 return MonitorResult.offline(done.tail(200))
             return MonitorResult.unknown(
                 f"monitorProgram exited with status {done.returncode} (110 or 0: online, "

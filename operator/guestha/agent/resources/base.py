@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..states import OFFLINE, ONLINE, UNKNOWN
+from guestha.protocol.states import OFFLINE, ONLINE, UNKNOWN
+
 from .watcher import ExitWatcher
 
 

@@ -1,4 +1,5 @@
-"""Helpers for the agent's resource and group tests: event capture, tagged test programs.
+"""Kit for the agent's resource and group tests and hack/bench/resources.py: event capture,
+tagged test programs, guest hosts that run code with the agent's sources.
 
 Every program a test starts carries a unique tag in its command line, so the test can see
 whether it really runs (and kill whatever is left when the test ends).
@@ -20,11 +21,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from guestha.agent.config import GroupConfig
 from guestha.agent.groups import GroupRunner
+from guestha.protocol.config import GroupConfig
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+KITS = Path(__file__).resolve().parent
+TESTS = KITS.parent
+REPO = TESTS.parent
 SLEEP = "import time\nwhile True: time.sleep(60)"
 
 
@@ -237,7 +239,8 @@ def _ship_sources(guest: Any) -> None:
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(str(REPO / "operator" / "guestha"), "guestha",
                 filter=lambda t: None if "__pycache__" in t.name else t)
-        for module in sorted(HERE.glob("*.py")):
+        tar.add(str(KITS), "kits", filter=lambda t: None if "__pycache__" in t.name else t)
+        for module in sorted((TESTS / "agent").glob("*.py")):
             tar.add(str(module), module.name)
     encoded = base64.b64encode(buffer.getvalue()).decode()
     staging = f"{GUEST_SOURCES}.b64"

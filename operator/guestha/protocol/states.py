@@ -1,15 +1,16 @@
-"""Resource and group states, and how a group's state follows from its resources'.
+"""The states the agent reports: resources, groups, self-fencing, peers; and how a group's
+state follows from its resources'.
 
-One pure function decides a group's state, so the agent, its tests and anyone reading the
-code agree on what "Faulted" or "Partial" means. The rule that matters for safety: a group
-is Faulted or Offline only when none of its resources is online or in doubt, so the
-operator may start it elsewhere as soon as it reads either state.
+One pure function decides a group's state, so the agent, the operator, their tests and
+anyone reading the code agree on what "Faulted" or "Partial" means. The rule that
+matters for safety: a group is Faulted or Offline only when none of its resources is
+online or in doubt, so the operator may start it elsewhere as soon as it reads either.
 
 That rests on the resource states meaning this:
 - Offline: a monitor confirmed that nothing of the resource runs (OCF 7, a unit inactive
   or failed, no process). Never set from a monitor that failed, timed out or found the
   resource in transition (OCF 1-6 and 9, systemd activating or deactivating, a process
-  partly running): those make it Unknown (agent/verdicts.py).
+  partly running): those make it Unknown (guestha.agent.verdicts).
 - Faulted: it failed and a clean stopped it, confirmed by a monitor as for Offline.
 - Unknown: it may be running (not probed yet, a monitor failed or timed out, a clean
   failed). Only a successful stop (offline or clean, confirmed) takes it out of doubt.
@@ -34,6 +35,21 @@ GROUP_STATES = (ONLINE, OFFLINE, PARTIAL, FAULTED, STARTING, STOPPING, UNKNOWN)
 # What a group is doing as a whole (its worker's current operation), if anything.
 GOING_ONLINE = "online"
 GOING_OFFLINE = "offline"
+
+# The self-fencing decision (`selfFence.state` of /v1/status, guestha.agent.quorum).
+IDLE = "Idle"  # quorum, or self-fencing disabled
+PENDING = "Pending"  # no quorum; fencing when the bound passes
+RECHECKING = "Rechecking"  # after a pause or a restart of the agent: judging again first
+FENCING = "Fencing"  # taking the Failover groups offline
+FENCED = "Fenced"  # done; cleared when quorum returns
+FAILED = "Failed"  # could not finish (the watchdog, when there is one, stops being petted)
+SELF_FENCE_STATES = (IDLE, PENDING, RECHECKING, FENCING, FENCED, FAILED)
+
+# A peer as heartbeats show it (`peers[].state` of /v1/status, guestha.agent.heartbeat).
+PEER_UP = "Up"  # counted for quorum: heard within the peer timeout, and hearing this agent
+PEER_DOWN = "Down"  # heard in this run, but not counted now
+PEER_UNKNOWN = "Unknown"  # never heard in this run
+PEER_STATES = (PEER_UP, PEER_DOWN, PEER_UNKNOWN)
 
 
 def group_state(resources: Iterable[tuple[str, bool]], transition: str | None = None) -> str:

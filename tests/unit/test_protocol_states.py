@@ -1,10 +1,10 @@
-"""How a service group's state follows from its resources' states (agent/states.py)."""
+"""How a service group's state follows from its resources' states (guestha.protocol.states)."""
 
 from __future__ import annotations
 
 import pytest
 
-from guestha.agent.states import (
+from guestha.protocol.states import (
     FAULTED,
     GOING_OFFLINE,
     GOING_ONLINE,
