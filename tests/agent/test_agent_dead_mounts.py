@@ -33,7 +33,7 @@ root_only = pytest.mark.skipif(os.geteuid() != 0 or not Path("/dev/fuse").exists
 
 def _run_inside(function: str, *args: str, timeout: float = 120) -> str:
     """Run function(*args) of this module in a private mount namespace."""
-    code = (f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(REPO / 'operator')!r}]\n"
+    code = (f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(REPO / 'tests')!r}, {str(REPO / 'operator')!r}]\n"
             f"import test_agent_dead_mounts as t\nt.{function}(*sys.argv[1:])")
     result = subprocess.run(["unshare", "--mount", "--propagation", "private",
                              sys.executable, "-c", code, *args], capture_output=True,

@@ -249,7 +249,7 @@ def test_restarted_agent_adopts_the_running_process(tmp_path: Path, tag: str) ->
     driver = tmp_path / "driver.py"
     driver.write_text(f"""
 import json, sys
-sys.path[:0] = [{str(HERE)!r}, {str(REPO / 'operator')!r}]
+sys.path[:0] = [{str(HERE)!r}, {str(REPO / 'tests')!r}, {str(REPO / 'operator')!r}]
 from kits.resources import Events, group, resource, sleeper, wait_group, pid_of
 from guestha.agent.groups import GroupRunner
 runner = GroupRunner({str(state)!r}, Events())
