@@ -27,13 +27,15 @@ pytestmark = pytest.mark.agent
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+# What a scenario run in a child python needs on its path: these tests, the kits, guestha.
+SOURCE_PATHS = [str(HERE), str(REPO / "tests"), str(REPO / "operator")]
 root_only = pytest.mark.skipif(os.geteuid() != 0 or not Path("/dev/fuse").exists(),
                                reason="needs root and /dev/fuse (a FUSE mount)")
 
 
 def _run_inside(function: str, *args: str, timeout: float = 120) -> str:
     """Run function(*args) of this module in a private mount namespace."""
-    code = (f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(REPO / 'tests')!r}, {str(REPO / 'operator')!r}]\n"
+    code = (f"import sys; sys.path[:0] = {SOURCE_PATHS!r}\n"
             f"import test_agent_dead_mounts as t\nt.{function}(*sys.argv[1:])")
     result = subprocess.run(["unshare", "--mount", "--propagation", "private",
                              sys.executable, "-c", code, *args], capture_output=True,

@@ -55,6 +55,8 @@ pytestmark = pytest.mark.agent
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+# What a scenario run in a child python needs on its path: these tests, the kits, guestha.
+SOURCE_PATHS = [str(HERE), str(REPO / "tests"), str(REPO / "operator")]
 OCF_AGENTS = Path("/usr/lib/ocf/resource.d/heartbeat")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, "
                                "other users)")
@@ -477,7 +479,7 @@ sys.exit({{"start": 0, "stop": 0, "monitor": 7}}[sys.argv[1]])
 
 def _run_inside(wrapper: list[str], function: str, *args: str, timeout: float = 120) -> str:
     """Run function(*args) of this module in a child python3 under `wrapper`."""
-    code = (f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(REPO / 'tests')!r}, {str(REPO / 'operator')!r}]\n"
+    code = (f"import sys; sys.path[:0] = {SOURCE_PATHS!r}\n"
             f"import test_agent_resources as t\nt.{function}(*sys.argv[1:])")
     result = subprocess.run([*wrapper, sys.executable, "-c", code, *args], capture_output=True,
                             text=True, timeout=timeout)
