@@ -26,6 +26,7 @@ from guestha.agent.heartbeat import (
     verify,
 )
 from guestha.protocol.keys import pair_key
+from kits.waiting import wait_for
 
 pytestmark = pytest.mark.unit
 
@@ -220,7 +221,7 @@ def test_heartbeats_flow_over_udp_and_a_wrong_key_is_refused() -> None:
     a.start()
     b.start()
     try:
-        assert _eventually(lambda: _exchange(a, b))
+        wait_for(lambda: _exchange(a, b), 3.0, 0.01, what="the two to count each other")
         assert b.status(time.monotonic())[0].view == {"alive": [], "hasQuorum": False}
     finally:
         a.close()
@@ -231,7 +232,7 @@ def test_heartbeats_flow_over_udp_and_a_wrong_key_is_refused() -> None:
     c.start()
     try:
         a.send_now(ask=False)
-        assert _eventually(lambda: c.counters["badMac"] == 1)
+        wait_for(lambda: c.counters["badMac"] == 1, 3.0, 0.01, what="the forged datagram refused")
         assert c.counted(time.monotonic()) == []
     finally:
         a.close()
@@ -244,14 +245,6 @@ def _exchange(a: Heartbeat, b: Heartbeat) -> bool:
     now = time.monotonic()
     return a.counted(now) == ["b"] and b.counted(now) == ["a"]
 
-
-def _eventually(check: object, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_pair_keys_in_the_configuration_are_checked_and_all_or_none() -> None:

@@ -16,6 +16,7 @@ import pytest
 from guestha.agent.events import EventGone, EventLog
 from guestha.agent.store import BootRecord, Store, StoreError
 from guestha.agent.watchdog import Watchdog, stall_start
+from kits.waiting import wait_for
 
 pytestmark = pytest.mark.unit
 
@@ -102,14 +103,6 @@ def test_incarnation_grows_even_when_the_clock_steps_back(tmp_path: Path) -> Non
     assert Store(str(tmp_path)).next_incarnation() == 10**15 + 1
 
 
-def _eventually(check: object, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.01)
-    return False
-
 
 # -- watchdog
 
@@ -123,7 +116,7 @@ def test_watchdog_pets_a_stand_in_and_stops_when_the_loop_hangs(tmp_path: Path) 
         dog._last_pet -= 2  # as if a second had passed since the last pet
         dog.tick(time.monotonic())
     assert os.path.getsize(device) >= 3
-    assert _eventually(lambda: stopped, timeout=3)  # no tick for 0.5 s: hung
+    wait_for(lambda: stopped, 3, 0.01, what="the hung loop noticed")  # no tick for 0.5 s: hung
     size = os.path.getsize(device)
     dog.tick(time.monotonic())
     assert os.path.getsize(device) == size and "main loop" in stopped[0]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from kits import sources
 from kits.interpreters import agent_python
 
 pytestmark = pytest.mark.unit
@@ -34,15 +35,7 @@ def benchmarks() -> list[str]:
     return line.split(":", 1)[1].split()
 
 
-def imports(path: Path) -> set[str]:
-    """Every module name `path` imports (relative imports with a leading dot)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            names.add("." * node.level + (node.module or ""))
-    return names
+imports = sources.imported
 
 
 def uses_sys_path(path: Path) -> bool:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from kits import sources
+
 pytestmark = pytest.mark.unit
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "guestha"
@@ -23,13 +25,7 @@ STDLIB_ONLY = ("protocol", "model", "engine", "agent")
 
 def imports(path: Path) -> set[str]:
     """Top-level names of every module that `path` imports (relative imports as guestha)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            names.add("guestha" if node.level else (node.module or ""))
-    return names
+    return {"guestha" if name.startswith(".") else name for name in sources.imported(path)}
 
 
 def modules(subpackage: str) -> list[Path]:
