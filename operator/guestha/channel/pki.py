@@ -149,18 +149,26 @@ def _leaf(ca: KeyPair, common_name: str, names: Sequence[x509.GeneralName],
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def issue_member(ca: KeyPair, member: str, addresses: Sequence[str] = (),
-                 now: datetime.datetime | None = None) -> KeyPair:
-    """The serving certificate of a member's agent: CN and DNS SAN = the member's name (what
-    the operator's TLS context checks), each of `addresses` (the VMI's IPs, when known) an IP
-    SAN. A bad address raises ValueError naming it."""
-    names: list[x509.GeneralName] = [x509.DNSName(member)]
+def issue_serving(ca: KeyPair, common_name: str, dns_names: Sequence[str] = (),
+                  addresses: Sequence[str] = (),
+                  now: datetime.datetime | None = None) -> KeyPair:
+    """A TLS server certificate of `ca`: DNS SANs `dns_names`, IP SANs `addresses` (a bad
+    address raises ValueError naming it)."""
+    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
     for address in addresses:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(address)))
         except ValueError:
             raise ValueError(f"addresses: {address!r} is not an IP address") from None
-    return _leaf(ca, member, names, ExtendedKeyUsageOID.SERVER_AUTH, now)
+    return _leaf(ca, common_name, names, ExtendedKeyUsageOID.SERVER_AUTH, now)
+
+
+def issue_member(ca: KeyPair, member: str, addresses: Sequence[str] = (),
+                 now: datetime.datetime | None = None) -> KeyPair:
+    """The serving certificate of a member's agent: CN and DNS SAN = the member's name (what
+    the operator's TLS context checks), each of `addresses` (the VMI's IPs, when known) an IP
+    SAN. A bad address raises ValueError naming it."""
+    return issue_serving(ca, member, (member,), addresses, now)
 
 
 def issue_operator(ca: KeyPair, now: datetime.datetime | None = None) -> KeyPair:
