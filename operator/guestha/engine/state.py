@@ -15,6 +15,16 @@ What the fields promise (the engine's safety rests on these):
 - `stop_confirmed` is true only when the guest's stop was confirmed as DESIGN.md rule 1b
   says (by the node that ran it, or the node was fenced); a VMI that vanished, a VM phase
   Stopped or Missing, or a stop that was only requested never make it true.
+- `last_contact` (the agent's last answer to the operator) and `last_heard_by_peers`
+  survive operator restarts (the controller keeps them in status): a member with
+  neither has never been heard, and no quorum-lease bound is counted for it.
+- `last_heard_by_peers` is the latest time another member may have heard this one:
+  what answering peers report of their heartbeats from it, and also, for every peer
+  that may have shared a partition with it, the moment that peer stopped being able to
+  hear it without saying so: when a peer answers the operator again after a silence
+  (its own report of this member starts afresh after a reboot), or when a peer's stop
+  is confirmed. Each of them may have counted its vote for this member until then,
+  which is what the quorum-lease bound (safety.lease_bound) counts from.
 - `GroupState.wanted_online` stays true from the moment the group should run (autoStart,
   a Switchover, a group found online and adopted) until a person takes it down: a group
   that faults is failed over only while it is wanted.
@@ -27,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from guestha.model import cluster, servicegroup
 from guestha.protocol.config import FAILOVER, PARALLEL
 from guestha.protocol.desired import FencingConfig
 
@@ -38,32 +49,27 @@ VM_MISSING = "Missing"  # no VirtualMachine of this name
 VM_DOWN = "Down"  # the VMI reached Succeeded or Failed
 VM_STATES = (VM_RUNNING, VM_STARTING, VM_STOPPED, VM_MISSING, VM_DOWN)
 
-# Settings.fencing_policy (InGuestCluster spec.fencing.policy).
-FENCE_KUBEVIRT = "KubeVirt"
-FENCE_SELF = "SelfFence"
-FENCE_NONE = "None"
-FENCING_POLICIES = (FENCE_KUBEVIRT, FENCE_SELF, FENCE_NONE)
-
-# GroupState.type: the protocol's words.
+# Settings.fencing_policy, GroupState.failover_policy, Dependency.kind and .rigidity:
+# the custom resources' words, defined once in guestha.model.
+FENCE_KUBEVIRT = cluster.FENCE_KUBEVIRT
+FENCE_SELF = cluster.FENCE_SELF
+FENCE_NONE = cluster.FENCE_NONE
+FENCING_POLICIES = cluster.FENCING_POLICIES
 GROUP_FAILOVER = FAILOVER
 GROUP_PARALLEL = PARALLEL
-
-# GroupState.failover_policy (ServiceGroup spec.failoverPolicy).
-PRIORITY = "Priority"
-ROUND_ROBIN = "RoundRobin"
-LOAD = "Load"
-FAILOVER_POLICIES = (PRIORITY, ROUND_ROBIN, LOAD)
-
-# Dependency.kind and .rigidity (ServiceGroup spec.dependencies[]).
-ONLINE_LOCAL = "OnlineLocal"
-ONLINE_GLOBAL = "OnlineGlobal"
-ONLINE_REMOTE = "OnlineRemote"
-OFFLINE_LOCAL = "OfflineLocal"
-DEPENDENCY_KINDS = (ONLINE_LOCAL, ONLINE_GLOBAL, ONLINE_REMOTE, OFFLINE_LOCAL)
-SOFT = "Soft"
-FIRM = "Firm"
-HARD = "Hard"
-RIGIDITIES = (SOFT, FIRM, HARD)
+PRIORITY = servicegroup.PRIORITY
+ROUND_ROBIN = servicegroup.ROUND_ROBIN
+LOAD = servicegroup.LOAD
+FAILOVER_POLICIES = servicegroup.FAILOVER_POLICIES
+ONLINE_LOCAL = servicegroup.ONLINE_LOCAL
+ONLINE_GLOBAL = servicegroup.ONLINE_GLOBAL
+ONLINE_REMOTE = servicegroup.ONLINE_REMOTE
+OFFLINE_LOCAL = servicegroup.OFFLINE_LOCAL
+DEPENDENCY_KINDS = servicegroup.DEPENDENCY_KINDS
+SOFT = servicegroup.SOFT
+FIRM = servicegroup.FIRM
+HARD = servicegroup.HARD
+RIGIDITIES = servicegroup.RIGIDITIES
 
 # Switchover.phase.
 PENDING = "Pending"
@@ -97,6 +103,17 @@ class Settings:
     operator_lease: float = float(_FENCING.operator_lease_seconds)
     offline_timeout: float = float(_FENCING.offline_timeout_seconds)
 
+    @classmethod
+    def of(cls, spec: cluster.ClusterSpec, lease_margin: float,
+           operator_lease: float = float(_FENCING.operator_lease_seconds),
+           offline_timeout: float = float(_FENCING.offline_timeout_seconds)) -> Settings:
+        """From an InGuestCluster's spec; the last two as the operator configures its
+        agents (guestha.protocol.desired.FencingConfig)."""
+        return cls(spec.heartbeat.peer_timeout_milliseconds / 1000.0,
+                   float(spec.fencing.self_fence_timeout_seconds), spec.fencing.policy,
+                   spec.fencing.watchdog, lease_margin,
+                   float(spec.migration.max_pause_seconds), operator_lease, offline_timeout)
+
 
 @dataclass(frozen=True)
 class MemberState:
@@ -107,7 +124,7 @@ class MemberState:
     vm: str = VM_RUNNING
     agent_reachable: bool = True
     last_contact: float | None = None  # last answer of its agent to the operator
-    last_heard_by_peers: float | None = None  # latest heartbeat of it a reachable peer saw
+    last_heard_by_peers: float | None = None  # latest time a peer may have heard it (above)
     node_ready: bool = True  # its node is Ready and heartbeating
     stop_confirmed: bool = False  # DESIGN.md rule 1b proof (see the module docstring)
     fence_requested_at: float | None = None
@@ -142,6 +159,18 @@ class GroupState:
     wanted_online: bool = True
     online_attempts: Mapping[str, int] = field(default_factory=dict)
     clear_requested: bool = False
+
+    @classmethod
+    def of(cls, name: str, spec: servicegroup.ServiceGroupSpec, *, wanted_online: bool,
+           online_attempts: Mapping[str, int] | None = None,
+           clear_requested: bool = False) -> GroupState:
+        """From a ServiceGroup's spec and the controller's own records."""
+        return cls(name, spec.type, tuple((s.member, s.priority) for s in spec.systems),
+                   spec.auto_start, spec.auto_start_list, spec.failover_policy,
+                   spec.auto_failover, spec.frozen, spec.online_retry_limit, spec.load,
+                   tuple(Dependency(d.service_group, d.kind, d.rigidity)
+                         for d in spec.dependencies),
+                   wanted_online, dict(online_attempts or {}), clear_requested)
 
     def priority(self, member: str) -> int | None:
         """The member's priority in systems, None when it is not one of them."""
