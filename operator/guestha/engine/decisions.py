@@ -5,9 +5,8 @@ onlines it, or an agent reports Starting); Online / Partial (an agent reports it
 this plan does not take it offline there: Online when any member is Online); Stopping
 (an agent reports Stopping, or this plan offlines it); Faulted (an agent reports it
 Faulted); Unknown (an agent reports Unknown, a member that could run it is silent and not
-confirmed down, or no agent of its systems answers);
-Offline. A member whose agent does not answer and that is not confirmed down makes
-the group Unknown (it may run there). These are the ServiceGroup's status.state words.
+confirmed down, so it may run there, or no agent of its systems answers); Offline.
+These are the ServiceGroup's status.state words ("Switching" is the operator's own).
 """
 
 from __future__ import annotations
