@@ -81,6 +81,8 @@ class AsyncTLSStream:
         await self._flush()
 
     async def send(self, data: bytes) -> None:
+        """Raises the agent's TLS alert (ssl.SSLError) when it refused the operator and
+        went, else the pipe's error."""
         view = memoryview(data)
         while view:
             try:
@@ -90,7 +92,30 @@ class AsyncTLSStream:
                 await self._fill()
                 continue
             view = view[n:]
-        await self._flush()
+        try:
+            await self._flush()
+        except OSError:
+            alert = await self._alert()
+            if alert is not None:
+                raise alert from None
+            raise
+
+    async def _alert(self) -> ssl.SSLError | None:
+        """After the pipe failed: the alert the agent sent before it went, if one arrived.
+        An agent that refuses the operator's certificate sends its alert after the
+        operator's handshake finished, and resets the connection: the operator's first
+        request then fails to send, and the alert says why."""
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(CLOSE_SECONDS):
+                while data := await self._pipe.receive():
+                    self._incoming.write(data)
+        try:
+            self._tls.read(READ_SIZE)
+        except (ssl.SSLWantReadError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            return None
+        except ssl.SSLError as exc:
+            return exc
+        return None
 
     async def receive(self) -> bytes:
         """Plaintext as it arrives; b"" when the agent closed the connection."""
