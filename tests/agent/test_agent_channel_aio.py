@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +202,30 @@ def test_an_operator_certificate_of_another_ca_is_refused(agent: AgentProc, pki:
     error = run(scenario())
     assert error.stage == "tls", error
     assert error.transport == "Network" and "web-a" in str(error)
+
+
+def test_the_refusal_is_read_even_when_the_loop_was_too_busy_to_see_it(
+        agent: AgentProc, pki: Pki) -> None:
+    """With 1,500 members the loop may not read a connection for a while. The agent
+    refuses a foreign certificate after the operator's handshake: its alert, then the
+    connection closed; a request then sent draws a reset. The next write fails and asyncio
+    closes the socket unread: the alert must still be what the operator reports."""
+    async def scenario() -> BaseException | bytes:
+        context = operator_context(pki.ca_file, *pki.foreign)
+        stream = await AsyncNetworkTransport(context).dial(member(agent), 5.0)
+        try:
+            time.sleep(0.3)  # the loop is busy (blocked): the alert and the close arrive
+            await stream.send(b"GET /v1/healthz HTTP/1.1\r\n\r\n")
+            time.sleep(0.2)  # ... and the reset that the request drew
+            await stream.send(b"GET /v1/healthz HTTP/1.1\r\n\r\n")
+            return await stream.receive()
+        except (ssl.SSLError, OSError) as exc:
+            return exc
+        finally:
+            await stream.aclose()
+    outcome = run(scenario())
+    assert isinstance(outcome, ssl.SSLError), outcome
+    assert "UNKNOWN_CA" in str(outcome) or "unknown ca" in str(outcome), outcome
 
 
 def test_a_cancelled_long_poll_drops_its_connection_and_the_next_request_works(

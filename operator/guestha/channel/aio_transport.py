@@ -57,6 +57,9 @@ class AsyncTransport(Protocol):
     async def dial(self, member: Member, timeout: float) -> AsyncStream: ...
 
 
+MAX_SALVAGE = 65536  # bytes read from a connection that failed (see _TcpPipe._salvage)
+
+
 class _TcpPipe(asyncio.Protocol):
     """An asyncio TCP connection as an AsyncPipe.
 
@@ -94,10 +97,26 @@ class _TcpPipe(asyncio.Protocol):
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self._salvage()
         self._eof = True
         self._error = exc
         self._wake_reader()
         self._wake_writer()
+
+    def _salvage(self) -> None:
+        """Takes what the kernel received but asyncio never read. A write that fails (the
+        agent reset the connection) makes asyncio close the socket at once, unread: the
+        agent's TLS alert may be there. The socket is still open while connection_lost
+        runs; a duplicate of it reads without blocking."""
+        raw = None if self._transport is None else self._transport.get_extra_info("socket")
+        if raw is None:
+            return
+        with contextlib.suppress(OSError), raw.dup() as sock:
+            sock.setblocking(False)
+            while self._buffered < MAX_SALVAGE and (data := sock.recv(READ_SIZE)):
+                self._chunks.append(data)
+                self._buffered += len(data)
 
     def pause_writing(self) -> None:
         if self._writable is None or self._writable.done():
