@@ -446,7 +446,7 @@ class VMIController:
             st.set_condition(conds, "Ready", "False", when, reason, message)
             st.remove_condition(conds, "AgentConnected")
             changed = True
-        if drop_finalizer or st.deleting(obj):
+        if drop_finalizer:
             changed |= st.remove_finalizer(obj, st.VMI_FINALIZER)
         return changed
 
@@ -480,22 +480,25 @@ class VMIController:
             reason, message = ("Deleted", "the VMI was deleted and its guest shut down")
         else:
             final, reason, message = st.FAILED, "Deleted", "the VMI was deleted"
-        was_final = st.is_final(vmi)
-        stored = self.write(
-            key,
-            uid,
-            lambda o: self._mutate_final(o, final, reason, message, drop_finalizer=True),
-            vmi,
-        )
-        if guest is not None and not was_final:
-            if final == st.SUCCEEDED:
-                self.handler_events.normal(
-                    vmi, st.STOPPED, "The VirtualMachineInstance was shut down.", node
-                )
-            else:
-                self.handler_events.warning(
-                    vmi, st.STOPPED, "The VirtualMachineInstance crashed.", node
-                )
+        if not st.is_final(vmi):
+            # virt-handler's write: the final phase is stored while the finalizer still
+            # holds the VMI, so the object that a watch's DELETED event carries (the last
+            # state stored) shows how the guest ended; the next step lets it go
+            stored = self.write(
+                key, uid, lambda o: self._mutate_final(o, final, reason, message), vmi
+            )
+            if guest is not None and stored is not None:
+                if final == st.SUCCEEDED:
+                    self.handler_events.normal(
+                        vmi, st.STOPPED, "The VirtualMachineInstance was shut down.", node
+                    )
+                else:
+                    self.handler_events.warning(
+                        vmi, st.STOPPED, "The VirtualMachineInstance crashed.", node
+                    )
+            return stored
+        # virt-controller's write: the finalizer goes once the VMI is final
+        stored = self.write(key, uid, lambda o: st.remove_finalizer(o, st.VMI_FINALIZER), vmi)
         if guest is not None and (
             stored is None or st.VMI_FINALIZER not in (stored["metadata"].get("finalizers") or [])
         ):

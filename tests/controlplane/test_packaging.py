@@ -43,7 +43,8 @@ def test_chart_renders_objects_the_apiserver_accepts(kube) -> None:  # type: ign
                     "--set", "verbose=true")
     objects = docs(rendered)
     assert {o["kind"] for o in objects} == {
-        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"}
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+        "Deployment"}
     kube.kubectl("create", "namespace", "guestha-system", check=False)
     kube.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     deployment = by_kind(objects, "Deployment")
@@ -59,9 +60,26 @@ def test_chart_renders_objects_the_apiserver_accepts(kube) -> None:  # type: ign
 
 
 def test_chart_and_manifests_grant_the_same_rules() -> None:
-    chart = by_kind(docs(helm("template", "guestha", str(CHART))), "ClusterRole")
-    manifests = by_kind(docs((REPO / "manifests/operator/rbac.yaml").read_text()), "ClusterRole")
+    chart_objects = docs(helm("template", "guestha", str(CHART), "--namespace",
+                              "guestha-system"))
+    manifest_objects = docs((REPO / "manifests/operator/rbac.yaml").read_text())
+    chart = by_kind(chart_objects, "ClusterRole")
+    manifests = by_kind(manifest_objects, "ClusterRole")
     assert chart["rules"] == manifests["rules"]
+
+    def roles(objects: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+        """Each Role's rules by (namespace, what its name ends with after the prefix)."""
+        return {(o["metadata"]["namespace"], o["metadata"]["name"].rsplit("-", 1)[-1]): o["rules"]
+                for o in objects if o["kind"] == "Role"}
+
+    assert roles(chart_objects) == roles(manifest_objects)
+    assert set(roles(manifest_objects)) == {("kube-node-lease", "leases"),
+                                            ("guestha-system", "leader")}
+    for objects in (chart_objects, manifest_objects):  # no wildcard anywhere
+        for o in objects:
+            for rule in o.get("rules") or ():
+                assert "*" not in [*rule.get("verbs", ()), *rule.get("resources", ()),
+                                   *rule.get("apiGroups", ())], rule
 
 
 def test_chart_carries_the_crds() -> None:
