@@ -51,12 +51,17 @@ def test_chart_renders_objects_the_apiserver_accepts(kube) -> None:  # type: ign
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "guestha/operator:0.1.0"
     assert "--verbose" in container["command"]
-    # One replica until the operator elects a leader (kopf runs standalone): the chart and
-    # the manifests agree, and neither runs a new pod beside the old during an update.
+    # Two replicas, one acting through the Lease: the chart and the manifests agree, and
+    # each pod knows its name and namespace (the Lease's identity and namespace).
     plain = by_kind(docs((REPO / "manifests/operator/deployment.yaml").read_text()),
                     "Deployment")
     for spec in (deployment["spec"], plain["spec"]):
-        assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+        assert spec["replicas"] == 2
+        assert spec["strategy"] == {"type": "RollingUpdate",
+                                    "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+        env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+               for e in spec["template"]["spec"]["containers"][0]["env"]}
+        assert env == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
 
 
 def test_chart_and_manifests_grant_the_same_rules() -> None:

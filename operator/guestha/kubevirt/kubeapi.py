@@ -111,8 +111,9 @@ def call_sync(
     status = int(response.status)
     data = _decode(response.data)
     if status >= 400:
-        reason = str(data.get("reason")) if isinstance(data, dict) else ""
-        raise ApiError(status, reason, str(data))
+        if isinstance(data, dict):
+            raise ApiError(status, str(data.get("reason") or ""), str(data.get("message") or data))
+        raise ApiError(status, "", str(data or ""))
     return data
 
 
