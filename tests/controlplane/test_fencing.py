@@ -9,31 +9,25 @@ says is checked against the guest's processes as the host sees them.
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client as kclient
-from kubernetes import watch
 from kubevirtkit import FAULT, Namespace, crash_guest, greet, guest_pids, vm_manifest, wait_for
 
 from guestha.kubevirt import kubeapi
 from guestha.kubevirt.fencing import (
-    NODE_LEASE_NAMESPACE,
     NODE_OUT_OF_SERVICE,
     STOP_PENDING,
     STOPPED_ON_NODE,
     VANISHED,
     NodeView,
-    StopRecord,
-    StopVerdict,
     request_stop,
     stop_verdict,
 )
+from kits.stopwatch import Observer
 
 pytestmark = pytest.mark.controlplane
 
@@ -42,114 +36,6 @@ OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
 # how long a verdict must stay Pending to count as "pending for ever" here: longer than the
 # node monitor grace period (8 s), so the node is seen Ready=Unknown too
 PENDING_FOR = 12.0
-
-
-class Observer:
-    """The VMI `name` as a watch delivers it, folded into a StopRecord on each verdict."""
-
-    def __init__(self, api: Any, namespace: str, name: str) -> None:
-        self.api = api
-        self.namespace = namespace
-        self.name = name
-        self.events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
-        self._watch = watch.Watch()
-        self._thread = threading.Thread(target=self._follow, daemon=True)
-        self._thread.start()
-        self.record: StopRecord | None = None
-
-    def _follow(self) -> None:
-        objects = kclient.CustomObjectsApi(self.api)
-        while True:
-            try:
-                for event in self._watch.stream(
-                    objects.list_namespaced_custom_object, "kubevirt.io", "v1",
-                    self.namespace, "virtualmachineinstances",
-                    field_selector=f"metadata.name={self.name}", timeout_seconds=60,
-                ):
-                    self.events.put((event["type"], event["object"]))
-            except Exception:
-                time.sleep(0.2)
-            if self._watch._stop:
-                return
-
-    def stop(self) -> None:
-        self._watch.stop()
-
-    def get(self, path: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = kubeapi.call_sync(self.api, "GET", path)
-            return found
-        except kubeapi.ApiError as exc:
-            if exc.not_found:
-                return None
-            raise
-
-    def vmi(self) -> dict[str, Any] | None:
-        return self.get(f"/apis/kubevirt.io/v1/namespaces/{self.namespace}/"
-                        f"virtualmachineinstances/{self.name}")
-
-    def node(self, name: str | None) -> NodeView | None:
-        if not name:
-            return None
-        return NodeView.from_objects(
-            self.get(f"/api/v1/nodes/{name}"),
-            self.get(f"/apis/coordination.k8s.io/v1/namespaces/{NODE_LEASE_NAMESPACE}/"
-                     f"leases/{name}"),
-            time.time())
-
-    def begin(self) -> StopRecord:
-        vmi = self.vmi()
-        assert vmi is not None
-        self.record = StopRecord.begin(vmi, self.node(vmi["status"].get("nodeName")),
-                                       time.time())
-        return self.record
-
-    def verdict(self) -> StopVerdict:
-        record = self.record
-        assert record is not None
-        while True:
-            try:
-                kind, obj = self.events.get_nowait()
-            except queue.Empty:
-                break
-            record = record.seen(obj, self.node(record.node), deleted=kind == "DELETED")
-        current = self.vmi()
-        record = record.seen(current, self.node(record.node))
-        self.record = record
-        return stop_verdict(record.observation(current, self.node(record.node), time.time()))
-
-    def confirmed(self, reason: str, timeout: float = 60.0) -> StopVerdict:
-        last: list[StopVerdict] = []
-
-        def check() -> StopVerdict | None:
-            last[:] = [self.verdict()]
-            return last[0] if last[0].confirmed else None
-
-        try:
-            verdict: StopVerdict = wait_for(
-                f"the stop of {self.name} confirmed ({reason})", check, timeout, 0.2)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; last verdict {last}, record {self.record}") from None
-        assert verdict.reason == reason, verdict
-        return verdict
-
-    def pending_throughout(self, seconds: float, reasons: set[str], alive: list[int]) -> None:
-        """The verdict stays Pending with one of `reasons`, and the guest runs, for `seconds`."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            verdict = self.verdict()
-            assert not verdict.confirmed, verdict
-            assert verdict.reason in reasons, verdict
-            assert all(pid_alive(pid) for pid in alive), "the guest stopped meanwhile"
-            time.sleep(0.5)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
