@@ -2,8 +2,9 @@
 
 Pending -> Scheduling -> Scheduled (a node picked) -> the guest host booted -> Running with
 status.interfaces, Ready and AgentConnected; a guest that dies makes the VMI Failed (or
-Succeeded when it powered itself off); a deleted VMI's guest is powered off before the
-finalizer goes. What a node's virt-handler would write is written only while that node
+Succeeded when it powered itself off); a deleted VMI's guest is powered off, its final
+phase stored (virt-handler's write), and only then the finalizer goes (virt-controller's),
+so a watch's DELETED event shows how the guest ended. What a node's virt-handler would write is written only while that node
 answers: on an Unresponsive node the VMI's status freezes and its deletion stays pending
 behind the finalizer while the guest runs on. VMIs have no status subresource: status is
 written with the whole object, guarded by resourceVersion.
@@ -446,7 +447,7 @@ class VMIController:
             st.set_condition(conds, "Ready", "False", when, reason, message)
             st.remove_condition(conds, "AgentConnected")
             changed = True
-        if drop_finalizer or st.deleting(obj):
+        if drop_finalizer:
             changed |= st.remove_finalizer(obj, st.VMI_FINALIZER)
         return changed
 
@@ -480,22 +481,25 @@ class VMIController:
             reason, message = ("Deleted", "the VMI was deleted and its guest shut down")
         else:
             final, reason, message = st.FAILED, "Deleted", "the VMI was deleted"
-        was_final = st.is_final(vmi)
-        stored = self.write(
-            key,
-            uid,
-            lambda o: self._mutate_final(o, final, reason, message, drop_finalizer=True),
-            vmi,
-        )
-        if guest is not None and not was_final:
-            if final == st.SUCCEEDED:
-                self.handler_events.normal(
-                    vmi, st.STOPPED, "The VirtualMachineInstance was shut down.", node
-                )
-            else:
-                self.handler_events.warning(
-                    vmi, st.STOPPED, "The VirtualMachineInstance crashed.", node
-                )
+        if not st.is_final(vmi):
+            # virt-handler's write: the final phase is stored while the finalizer still
+            # holds the VMI, so the object that a watch's DELETED event carries (the last
+            # state stored) shows how the guest ended; the next step lets it go
+            stored = self.write(
+                key, uid, lambda o: self._mutate_final(o, final, reason, message), vmi
+            )
+            if guest is not None and stored is not None:
+                if final == st.SUCCEEDED:
+                    self.handler_events.normal(
+                        vmi, st.STOPPED, "The VirtualMachineInstance was shut down.", node
+                    )
+                else:
+                    self.handler_events.warning(
+                        vmi, st.STOPPED, "The VirtualMachineInstance crashed.", node
+                    )
+            return stored
+        # virt-controller's write: the finalizer goes once the VMI is final
+        stored = self.write(key, uid, lambda o: st.remove_finalizer(o, st.VMI_FINALIZER), vmi)
         if guest is not None and (
             stored is None or st.VMI_FINALIZER not in (stored["metadata"].get("finalizers") or [])
         ):

@@ -9,7 +9,10 @@ sees them (their command line carries the boot token).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -128,6 +131,29 @@ def guest_pids(token: str) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def crash_guest(pids: list[int]) -> None:
+    """SIGKILL a guest host, given host pids of processes inside it: every process in their
+    PID namespace (the guest's init included), or their session when the guest has none."""
+    assert pids, "no process of the guest to crash"
+    own_ns = os.readlink("/proc/self/ns/pid")
+    guest_ns = os.readlink(f"/proc/{pids[0]}/ns/pid")
+    victims: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if guest_ns != own_ns:
+                if os.readlink(entry / "ns/pid") == guest_ns:
+                    victims.append(int(entry.name))
+            elif os.getsid(int(entry.name)) == os.getsid(pids[0]):
+                victims.append(int(entry.name))
+        except OSError:
+            continue
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def greet(address: str, port: int, timeout: float = 1.0) -> str | None:

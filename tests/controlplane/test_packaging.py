@@ -43,19 +43,26 @@ def test_chart_renders_objects_the_apiserver_accepts(kube) -> None:  # type: ign
                     "--set", "verbose=true")
     objects = docs(rendered)
     assert {o["kind"] for o in objects} == {
-        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"}
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+        "Deployment", "Service"}
     kube.kubectl("create", "namespace", "guestha-system", check=False)
     kube.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     deployment = by_kind(objects, "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "guestha/operator:0.1.0"
     assert "--verbose" in container["command"]
-    # One replica until the operator elects a leader (kopf runs standalone): the chart and
-    # the manifests agree, and neither runs a new pod beside the old during an update.
+    # Two replicas, one acting through the Lease: the chart and the manifests agree, and
+    # each pod knows its name and namespace (the Lease's identity and namespace).
     plain = by_kind(docs((REPO / "manifests/operator/deployment.yaml").read_text()),
                     "Deployment")
     for spec in (deployment["spec"], plain["spec"]):
-        assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+        assert spec["replicas"] == 2
+        assert spec["strategy"] == {"type": "RollingUpdate",
+                                    "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+        env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+               for e in spec["template"]["spec"]["containers"][0]["env"]}
+        assert env == {"GUESTHA_NAMESPACE": "metadata.namespace",
+                       "POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
     # The injection webhook: served by the operator behind the Service the apiserver calls.
     service = by_kind(objects, "Service")
     plain_service = by_kind(docs((REPO / "manifests/operator/webhook-service.yaml").read_text()),
@@ -71,9 +78,26 @@ def test_chart_renders_objects_the_apiserver_accepts(kube) -> None:  # type: ign
 
 
 def test_chart_and_manifests_grant_the_same_rules() -> None:
-    chart = by_kind(docs(helm("template", "guestha", str(CHART))), "ClusterRole")
-    manifests = by_kind(docs((REPO / "manifests/operator/rbac.yaml").read_text()), "ClusterRole")
+    chart_objects = docs(helm("template", "guestha", str(CHART), "--namespace",
+                              "guestha-system"))
+    manifest_objects = docs((REPO / "manifests/operator/rbac.yaml").read_text())
+    chart = by_kind(chart_objects, "ClusterRole")
+    manifests = by_kind(manifest_objects, "ClusterRole")
     assert chart["rules"] == manifests["rules"]
+
+    def roles(objects: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+        """Each Role's rules by (namespace, what its name ends with after the prefix)."""
+        return {(o["metadata"]["namespace"], o["metadata"]["name"].rsplit("-", 1)[-1]): o["rules"]
+                for o in objects if o["kind"] == "Role"}
+
+    assert roles(chart_objects) == roles(manifest_objects)
+    assert set(roles(manifest_objects)) == {("kube-node-lease", "leases"),
+                                            ("guestha-system", "leader")}
+    for objects in (chart_objects, manifest_objects):  # no wildcard anywhere
+        for o in objects:
+            for rule in o.get("rules") or ():
+                assert "*" not in [*rule.get("verbs", ()), *rule.get("resources", ()),
+                                   *rule.get("apiGroups", ())], rule
 
 
 def test_chart_carries_the_crds() -> None:

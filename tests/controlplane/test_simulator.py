@@ -8,7 +8,6 @@ that the guest's cloud-init script started). Each test works in a namespace of i
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubevirtkit
 import pytest
 import yaml
 from kubevirtkit import FAULT, Namespace, has_condition, wait_for
@@ -137,27 +137,8 @@ def guest_pids(token: str) -> list[int]:
 
 
 def crash_guest(token: str) -> None:
-    """SIGKILL the guest host: every process in the marker server's PID namespace (the
-    guest's init included), or its session when the guest has no PID namespace."""
-    pids = guest_pids(token)
-    assert pids, f"no process of guest {token}"
-    own_ns = os.readlink("/proc/self/ns/pid")
-    guest_ns = os.readlink(f"/proc/{pids[0]}/ns/pid")
-    victims: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if guest_ns != own_ns:
-                if os.readlink(entry / "ns/pid") == guest_ns:
-                    victims.append(int(entry.name))
-            elif os.getsid(int(entry.name)) == os.getsid(pids[0]):
-                victims.append(int(entry.name))
-        except OSError:
-            continue
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    """SIGKILL the guest host whose marker server carries `token`."""
+    kubevirtkit.crash_guest(guest_pids(token))
 
 
 def no_guest_processes(token: str) -> bool:
