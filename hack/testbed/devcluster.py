@@ -155,8 +155,13 @@ class DevCluster:
             url = f"http://127.0.0.1:{free_port()}/healthz"
             self.operator_liveness.write_text(url)
             env = {"KUBECONFIG": str(self.operator_kubeconfig())}
+            # The injection webhook: the apiserver runs on this host, outside any pod
+            # network, so it reaches the operator at a 127.0.0.1 URL.
+            webhook = f"127.0.0.1:{free_port()}"
             self._start(OPERATOR, [sys.executable, "-m", "guestha.controller.main",
-                                   "--liveness", url], env)
+                                   "--liveness", url, "--namespace", "guestha-system",
+                                   "--webhook-listen", webhook,
+                                   "--webhook-url", f"https://{webhook}"], env)
         self.wait_operator_ready(timeout)
 
     def wait_operator_ready(self, timeout: float) -> None:

@@ -9,21 +9,33 @@ guestha.channel's NetworkTransport to the first (the VMI's address) and its Vsoc
 to the second (KubeVirt's vsock websocket through the kube-apiserver, with the operator
 ServiceAccount's own token and RBAC from manifests/operator/rbac.yaml, and guestha's
 mutual TLS inside the websocket).
+
+The operator's asyncio side (guestha.channel.aio) runs the same checks over its own two
+transports: AsyncNetworkTransport, and AsyncVsockTransport (aiohttp's websocket through
+the same apiserver), with the EventFollower watching the group's events over each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from kubevirtkit import Namespace, wait_for
 
+from guestha.channel.aio import (
+    AsyncAgentClient,
+    AsyncNetworkTransport,
+    AsyncVsockTransport,
+    EventFollower,
+    FollowSettings,
+)
 from guestha.channel.client import AgentClient, AgentRefusal, new_operation_id
 from guestha.channel.transport import (
     ChannelError,
@@ -37,12 +49,14 @@ from guestha.channel.transport import (
 from guestha.cloudinit import bundle
 from guestha.protocol.constants import AGENT_PORT
 from guestha.protocol.desired import DesiredConfig
-from guestha.protocol.events import COMMAND_APPLIED
+from guestha.protocol.events import COMMAND_APPLIED, GROUP_STATE, EventBatch
 from guestha.protocol.status import StatusReport
 from kits.agentvms import kube_access, user_data, userdata_secret, vm
 from kits.pki import Pki
+from kits.waiting import wait_until
 
 pytestmark = pytest.mark.controlplane
+T = TypeVar("T")
 
 CLUSTER = "chan"
 PORT = AGENT_PORT
@@ -305,3 +319,131 @@ def test_the_vsock_agent_is_not_on_the_guest_network(vsock: Channel, guests: Gue
     ):
         c.status()
     assert refused.value.stage == "connect", refused.value
+
+
+# --- the asyncio side, over both transports ----------------------------------------------
+AsyncTransport = AsyncNetworkTransport | AsyncVsockTransport
+
+
+@dataclass
+class AsyncChannel:
+    """One asyncio transport to the agent that serves it, as the operator's supervisor
+    holds it."""
+
+    name: str
+    member: Member
+    guests: Guests
+
+    def transport(self, cert: tuple[Path, Path] | None = None,
+                  kube: KubeAccess | None = None) -> AsyncTransport:
+        pki = self.guests.pki
+        context = operator_context(pki.ca_file, *(cert or pki.operator))
+        if self.name == "Network":
+            return AsyncNetworkTransport(context)
+        return AsyncVsockTransport(kube or self.guests.operator_kube, context)
+
+
+def run(scenario: Callable[[AsyncTransport], Coroutine[Any, Any, T]],
+        transport: AsyncTransport, limit: float = 90.0) -> T:
+    """`scenario(transport)` on a fresh loop; the transport closed after it."""
+    async def bounded() -> T:
+        try:
+            async with asyncio.timeout(limit):
+                return await scenario(transport)
+        finally:
+            await transport.aclose()
+    return asyncio.run(bounded())
+
+
+@pytest.fixture(scope="module", params=["Network", "VSOCK"])
+def aio_channel(request: pytest.FixtureRequest, guests: Guests) -> AsyncChannel:
+    serving(guests, str(request.param))  # the agent answers (the blocking client says)
+    return AsyncChannel(str(request.param), guests.members[str(request.param)], guests)
+
+
+def test_async_status_answers_on_one_connection(aio_channel: AsyncChannel) -> None:
+    async def scenario(transport: AsyncTransport) -> None:
+        async with AsyncAgentClient(aio_channel.member, transport, None) as c:
+            status = await c.status()
+            again = await c.status()
+            health = await c.healthz()
+        assert status.member == aio_channel.member.name and status.cluster == CLUSTER
+        assert again.channel["accepted"] == status.channel["accepted"]  # kept alive
+        assert (health.member, health.agent_version) == (status.member, status.agent_version)
+    run(scenario, aio_channel.transport())
+
+
+def test_async_group_actions_arrive_through_the_follower(aio_channel: AsyncChannel) -> None:
+    """Configuration and group actions under the current epoch, their effects followed as
+    events over the same transport, and a stale epoch refused."""
+    states: list[str] = []
+    statuses: list[StatusReport] = []
+
+    async def on_events(name: str, batch: EventBatch | None,
+                        status: StatusReport | None) -> None:
+        if status is not None:
+            statuses.append(status)
+        for event in batch.events if batch else ():
+            if event.kind == GROUP_STATE and event.data.get("group") == "app":
+                states.append(str(event.data["state"]))
+
+    async def scenario(transport: AsyncTransport) -> None:
+        async with AsyncAgentClient(aio_channel.member, transport, None) as c:
+            c.epoch = at = (await c.status()).epoch + 1  # a newer operator epoch
+            applied = await c.put_config(CONFIG)
+            assert applied.epoch == at and (await c.get_config()).config == CONFIG
+            await wait_until(lambda: _state(c, "Offline"), 20, what="group app probed Offline")
+            follower = EventFollower(
+                lambda name: AsyncAgentClient(aio_channel.member, transport, at),
+                on_events, settings=FollowSettings(poll_seconds=2.0))
+            async with follower:
+                follower.follow(aio_channel.member.name)
+                await wait_until(lambda: statuses, 20, what="the follower's first status")
+                await c.group_action("app", "online", reason="async transport test")
+                await wait_until(lambda: "Online" in states, 20, what="app Online, as an event")
+                await c.group_action("app", "offline")
+                await wait_until(lambda: states[-1:] == ["Offline"], 20,
+                                 what="app Offline, as an event")
+            async with AsyncAgentClient(aio_channel.member, transport, at - 1) as stale:
+                with pytest.raises(AgentRefusal) as refused:
+                    await stale.group_action("app", "probe")
+        assert (refused.value.status, refused.value.reason) == (409, "StaleEpoch")
+        assert aio_channel.name in str(refused.value)
+    run(scenario, aio_channel.transport())
+
+
+async def _state(c: AsyncAgentClient, wanted: str) -> bool:
+    group = (await c.status()).group("app")
+    return group is not None and group.state == wanted
+
+
+def test_async_operator_certificate_of_another_ca_is_refused(
+        aio_channel: AsyncChannel) -> None:
+    async def scenario(transport: AsyncTransport) -> ChannelError:
+        async with AsyncAgentClient(aio_channel.member, transport, None) as c:
+            with pytest.raises(ChannelError) as refused:
+                await c.status()
+        return refused.value
+    error = run(scenario, aio_channel.transport(cert=aio_channel.guests.pki.foreign))
+    # For VSOCK the websocket through the apiserver opened; the inner handshake failed.
+    assert error.stage == "tls", error
+    assert error.transport == aio_channel.name
+
+
+def test_async_vsock_is_refused_without_rbac_on_the_subresource(
+        kube: Any, vsock: Channel, guests: Guests) -> None:
+    user = f"no-vsock-{uuid.uuid4().hex[:6]}"
+    guests.ns.kubectl(
+        "create", "rolebinding", f"{user}-view", "--clusterrole=view", f"--user={user}"
+    )
+    channel = AsyncChannel("VSOCK", guests.members["VSOCK"], guests)
+    transport = channel.transport(kube=kube_access(kube.local.control_plane.user_kubeconfig(user)))
+
+    async def scenario(transport: AsyncTransport) -> ChannelError:
+        async with AsyncAgentClient(channel.member, transport, None) as c:
+            with pytest.raises(ChannelError) as refused:
+                await c.status()
+        return refused.value
+    error = run(scenario, transport)
+    assert error.status == 403 and error.stage == "connect", error
+    assert "virtualmachineinstances/vsock" in str(error)

@@ -43,7 +43,7 @@ def test_chart_renders_objects_the_apiserver_accepts(kube) -> None:  # type: ign
                     "--set", "verbose=true")
     objects = docs(rendered)
     assert {o["kind"] for o in objects} == {
-        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"}
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"}
     kube.kubectl("create", "namespace", "guestha-system", check=False)
     kube.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     deployment = by_kind(objects, "Deployment")
@@ -56,6 +56,18 @@ def test_chart_renders_objects_the_apiserver_accepts(kube) -> None:  # type: ign
                     "Deployment")
     for spec in (deployment["spec"], plain["spec"]):
         assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    # The injection webhook: served by the operator behind the Service the apiserver calls.
+    service = by_kind(objects, "Service")
+    plain_service = by_kind(docs((REPO / "manifests/operator/webhook-service.yaml").read_text()),
+                            "Service")
+    for found, pod in ((service, deployment), (plain_service, plain)):
+        [container] = pod["spec"]["template"]["spec"]["containers"]
+        name = found["metadata"]["name"]
+        assert f"--webhook-service=guestha-system/{name}:443" in container["command"]
+        assert found["spec"]["ports"] == [{"name": "webhook", "port": 443,
+                                           "targetPort": "webhook"}]
+        assert found["spec"]["selector"].items() <= \
+            pod["spec"]["template"]["metadata"]["labels"].items()
 
 
 def test_chart_and_manifests_grant_the_same_rules() -> None:

@@ -266,3 +266,28 @@ def test_pair_keys_in_the_configuration_are_checked_and_all_or_none() -> None:
         DesiredConfig.from_dict({"peers": [
             {"member": "b", "address": "10.0.0.2", "heartbeatKey": key},
             {"member": "c", "address": "10.0.0.3"}]}, "a")
+
+
+def test_a_member_without_a_known_address_is_a_vote_that_nobody_can_speak_for() -> None:
+    """A member whose VM never ran has no address yet; it is still a member (the quorum
+    counts its vote), but nothing is sent to it and no datagram counts as its."""
+    from guestha.protocol.desired import DesiredConfig
+
+    config = DesiredConfig.from_dict({"peers": [{"member": "b", "address": "10.0.0.2"},
+                                                {"member": "c"}]}, "a")
+    assert [(p.member, p.address) for p in config.peers] == [("b", "10.0.0.2"), ("c", None)]
+    assert config.to_dict()["peers"][1] == {"member": "c"}
+    a, c = _agent("a", 5), _agent("c", 9)
+    try:
+        a.configure([PeerSpec("c", None, 9)], 0.1, 1.0)
+        a.send_now(ask=True)
+        assert a.counters["sent"] == 0
+        c.configure([_tap("a")], 0.1, 1.0)
+        [datagram] = _datagrams(c, a)
+        assert a.receive(datagram, "127.0.0.1", time.monotonic()) is None
+        assert a.counters["wrongSource"] == 1
+        [peer] = a.status(time.monotonic())
+        assert peer.address is None and peer.state == "Unknown"
+    finally:
+        a.close()
+        c.close()

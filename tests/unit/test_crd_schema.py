@@ -258,6 +258,8 @@ DEFAULTS = {
     ("ServiceGroup", "spec.autoFailover"): True,
     ("ServiceGroup", "spec.frozen"): False,
     ("ServiceGroup", "spec.onlineRetryLimit"): 0,
+    ("ServiceGroup", "spec.load"): 0,
+    ("InGuestCluster", "spec.members.[].capacity"): 100,
     ("ServiceGroup", "spec.faultExpirySeconds"): 0,
     ("ServiceGroup", "spec.resources.[].critical"): True,
     ("ServiceGroup", "spec.resources.[].restartLimit"): 0,

@@ -123,7 +123,7 @@ class PeerSpec:
     cluster key)."""
 
     member: str
-    address: str
+    address: str | None  # None: not known yet; nothing sent, nothing accepted
     port: int
     key: bytes | None = field(default=None, repr=False)
 
@@ -263,8 +263,10 @@ class Heartbeat(SocketThread):
             self._new_round(time.monotonic())
             datagrams = [(p.spec, encode(p.spec.key or self._cluster_key, self.member,
                                          self._payload(p, ask)))
-                         for p in self._peers.values() if only in (None, p.spec.member)]
+                         for p in self._peers.values()
+                         if only in (None, p.spec.member) and p.spec.address is not None]
         for spec, datagram in datagrams:
+            assert spec.address is not None  # filtered above
             try:
                 self._sock.sendto(datagram, (spec.address, spec.port))
                 self.counters["sent"] += 1
@@ -308,7 +310,7 @@ class Heartbeat(SocketThread):
         if spec is None:
             self._drop("unknownSender")
             return None
-        if not _same_address(source, spec.address):
+        if spec.address is None or not _same_address(source, spec.address):
             self._drop("wrongSource")
             return None
         payload = verify(spec.key or self._cluster_key, datagram)

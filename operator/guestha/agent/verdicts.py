@@ -154,7 +154,8 @@ def judge(seen: Seen, result: str, timed_out: bool, limits: Limits,
         return _recover(seen, "MonitorFailed", limits)
     if state in (OFFLINE, FAULTED):
         return Verdict(SET, UNKNOWN, "MonitorFailed"), moved(seen, UNKNOWN)
-    return Verdict(NOTE), replace(seen, steady_since=None)
+    # A failed monitor is an answer other than offline: it ends a row of offline results.
+    return Verdict(NOTE), replace(seen, tolerated=0, steady_since=None)
 
 
 def _recover(seen: Seen, reason: str, limits: Limits) -> tuple[Verdict, Seen]:

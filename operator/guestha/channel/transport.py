@@ -113,7 +113,8 @@ class Transport(Protocol):
     def dial(self, member: Member, timeout: float) -> Stream: ...
 
 
-def _describe_tls(exc: BaseException) -> str:
+def describe_tls(exc: BaseException) -> str:
+    """Why a TLS handshake with an agent failed, in words for the ChannelError."""
     text = str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"the agent's certificate was not accepted: {exc.verify_message or text}"
@@ -160,7 +161,7 @@ class NetworkTransport:
             ) from None
         except (ssl.SSLError, ConnectionError) as exc:
             raw.close()
-            raise ChannelError(member, self.name, "tls", _describe_tls(exc)) from None
+            raise ChannelError(member, self.name, "tls", describe_tls(exc)) from None
         except OSError as exc:
             raw.close()
             raise ChannelError(member, self.name, "connect", f"TLS handshake: {exc}") from None
@@ -200,6 +201,31 @@ class KubeAccess:
         return cls(
             str(configuration.host).rstrip("/"), ctx, tuple(headers), configuration.proxy or None
         )
+
+
+def vsock_url(server: str, member: Member) -> str:
+    """The websocket URL of a member's vsock port through the apiserver at `server`:
+    KubeVirt's subresource with `tls=false` (guestha's own TLS runs inside)."""
+    base = urlsplit(server)
+    scheme = "wss" if base.scheme == "https" else "ws"
+    path = (
+        f"{base.path.rstrip('/')}{SUBRESOURCES}/namespaces/{quote(member.namespace)}"
+        f"/virtualmachineinstances/{quote(member.name)}/vsock"
+    )
+    query = urlencode({"port": member.port, "tls": "false"})
+    return f"{scheme}://{base.netloc}{path}?{query}"
+
+
+def status_message(body: bytes | str, fallback: str) -> str:
+    """The apiserver's (or virt-api's) own words: the `message` of its Status body."""
+    text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
+    try:
+        message = json.loads(text).get("message")
+        if message:
+            return str(message)
+    except (ValueError, AttributeError):
+        pass
+    return text.strip()[:300] or fallback
 
 
 class _WebSocketPipe:
@@ -242,16 +268,7 @@ class _WebSocketPipe:
 
 
 def _status_message(exc: websocket.WebSocketBadStatusException) -> str:
-    """The apiserver's (or virt-api's) own words: the `message` of its Status body."""
-    body = exc.resp_body or b""
-    text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
-    try:
-        message = json.loads(text).get("message")
-        if message:
-            return str(message)
-    except (ValueError, AttributeError):
-        pass
-    return text.strip()[:300] or str(exc)
+    return status_message(exc.resp_body or b"", str(exc))
 
 
 class VsockTransport:
@@ -264,14 +281,7 @@ class VsockTransport:
         self.kube = kube
 
     def url(self, member: Member) -> str:
-        base = urlsplit(self.kube.server)
-        scheme = "wss" if base.scheme == "https" else "ws"
-        path = (
-            f"{base.path.rstrip('/')}{SUBRESOURCES}/namespaces/{quote(member.namespace)}"
-            f"/virtualmachineinstances/{quote(member.name)}/vsock"
-        )
-        query = urlencode({"port": member.port, "tls": "false"})
-        return f"{scheme}://{base.netloc}{path}?{query}"
+        return vsock_url(self.kube.server, member)
 
     def _proxy_options(self) -> dict[str, Any]:
         if not self.kube.proxy:
@@ -338,5 +348,5 @@ class VsockTransport:
             ) from None
         except (ssl.SSLError, ConnectionError) as exc:
             stream.close()
-            raise ChannelError(member, self.name, "tls", _describe_tls(exc)) from None
+            raise ChannelError(member, self.name, "tls", describe_tls(exc)) from None
         return stream

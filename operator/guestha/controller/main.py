@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import os
 from typing import Any
 
 import kopf
 
-from guestha.controller import clusters  # noqa: F401  (registers the handlers)
+from guestha.controller import (
+    clusters,  # noqa: F401  (registers the handlers)
+    injection,
+    webhook,
+)
 
 
 @kopf.on.startup()
@@ -31,13 +37,43 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
+def serve_webhook(options: webhook.WebhookOptions) -> None:
+    """Register the injection webhook's handlers and serve it from start-up on."""
+    injection.register()
+    atexit.register(webhook.cleanup)
+
+    async def start_webhook(settings: kopf.OperatorSettings, **_: Any) -> None:
+        await webhook.configure(settings, options)
+
+    kopf.on.startup(id="webhook")(start_webhook)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="guestha-operator", description=__doc__)
     parser.add_argument("--liveness", default=None, metavar="URL",
                         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--verbose", action="store_true")
+    env = os.environ.get
+    parser.add_argument("--namespace", default=env("GUESTHA_NAMESPACE", "guestha-system"),
+                        help="the operator's own namespace (the webhook CA's Secret)")
+    parser.add_argument("--webhook-listen", default=env("GUESTHA_WEBHOOK_LISTEN"),
+                        metavar="HOST:PORT", help="serve the injection webhook here (TLS); "
+                        "without it the operator injects nothing")
+    parser.add_argument("--webhook-url", default=env("GUESTHA_WEBHOOK_URL"), metavar="URL",
+                        help="https://host:port where the apiserver reaches the webhook "
+                        "(an apiserver outside the cluster's network, as the test bed's)")
+    parser.add_argument("--webhook-service", default=env("GUESTHA_WEBHOOK_SERVICE"),
+                        metavar="NAMESPACE/NAME[:PORT]",
+                        help="the Service in front of the webhook (in a cluster)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    if args.webhook_listen:
+        try:
+            options = webhook.WebhookOptions(args.namespace, args.webhook_listen,
+                                             args.webhook_url, args.webhook_service)
+        except ValueError as e:
+            parser.error(str(e))
+        serve_webhook(options)
     kopf.run(standalone=True, clusterwide=True, liveness_endpoint=args.liveness)
     return 0
 

@@ -1,17 +1,32 @@
 """The InGuestCluster spec as the operator reads it, and how it picks its member VMs.
 
-Where the spec carries what the agent also knows (the channel's transport and port), the
-names and defaults are guestha.protocol's, so the CRD, the operator and the agent agree.
+Where the spec carries what the agent also knows (the channel's transport and port, the
+heartbeat timing, the self-fencing timeout and the watchdog), the names and defaults are
+guestha.protocol's, so the CRD, the operator and the agent agree; what only the
+operator uses (the fencing policy, the migration allowance, member capacities) is
+defined here, once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from guestha.protocol import fields
 from guestha.protocol.constants import AGENT_PORT, NETWORK, TRANSPORTS
+from guestha.protocol.desired import FencingConfig, HeartbeatConfig
+
+# spec.fencing.policy
+FENCE_KUBEVIRT = "KubeVirt"  # power fencing through KubeVirt, self-fencing as fallback
+FENCE_SELF = "SelfFence"  # only the members' quorum-lease self-fencing
+FENCE_NONE = "None"  # no fencing: groups on a silent member are never moved
+FENCING_POLICIES = (FENCE_KUBEVIRT, FENCE_SELF, FENCE_NONE)
+
+DEFAULT_CAPACITY = 100  # spec.members[].capacity
+MAX_CAPACITY = 1_000_000
+MAX_SELF_FENCE_TIMEOUT_SECONDS = 3600
+MAX_MIGRATION_PAUSE_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -75,19 +90,78 @@ class ChannelSpec:
 
 
 @dataclass(frozen=True)
+class FencingSpec:
+    """`spec.fencing`: how a lost member is made safe (DESIGN.md rule 1)."""
+
+    policy: str = FENCE_KUBEVIRT
+    self_fence_timeout_seconds: int = FencingConfig.self_fence_timeout_seconds
+    watchdog: bool = FencingConfig.watchdog
+
+    @classmethod
+    def from_body(cls, spec: Mapping[str, Any]) -> FencingSpec:
+        where = "spec.fencing"
+        body = fields.obj(spec.get("fencing") or {}, where)
+        return cls(
+            fields.text(body, "policy", where, cls.policy, FENCING_POLICIES),
+            fields.integer(body, "selfFenceTimeoutSeconds", cls.self_fence_timeout_seconds,
+                           where, 1, MAX_SELF_FENCE_TIMEOUT_SECONDS),
+            fields.boolean(body, "watchdog", cls.watchdog, where))
+
+
+def heartbeat_from_body(spec: Mapping[str, Any]) -> HeartbeatConfig:
+    """`spec.heartbeat`, with the protocol's defaults and checks (the agents get it as is)."""
+    return HeartbeatConfig.from_dict(spec.get("heartbeat") or {}, "spec.heartbeat")
+
+
+@dataclass(frozen=True)
+class MigrationSpec:
+    """`spec.migration`: a live-migrating member's silence allowance (DESIGN.md)."""
+
+    max_pause_seconds: int = 30
+
+    @classmethod
+    def from_body(cls, spec: Mapping[str, Any]) -> MigrationSpec:
+        where = "spec.migration"
+        body = fields.obj(spec.get("migration") or {}, where)
+        return cls(fields.integer(body, "maxPauseSeconds", cls.max_pause_seconds, where, 0,
+                                  MAX_MIGRATION_PAUSE_SECONDS))
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
-    """What the operator needs of `InGuestCluster.spec` (the rest arrives with later parts)."""
+    """What the operator needs of `InGuestCluster.spec`."""
 
     members: tuple[str, ...]
     selector: Selector | None
     channel: ChannelSpec = ChannelSpec()
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+    fencing: FencingSpec = FencingSpec()
+    migration: MigrationSpec = MigrationSpec()
+    capacities: tuple[tuple[str, int], ...] = ()  # listed members' spec capacity
 
     @classmethod
     def from_body(cls, spec: Mapping[str, Any]) -> ClusterSpec:
-        members = tuple(str(m["name"]) for m in spec.get("members") or ())
+        """From an InGuestCluster's spec, with the CRD's defaults; a bad value is a
+        ValueError naming the field."""
+        members: list[str] = []
+        capacities: list[tuple[str, int]] = []
+        for i, raw in enumerate(fields.array(spec.get("members") or [], "spec.members")):
+            at = f"spec.members[{i}]"
+            body = fields.obj(raw, at)
+            name = fields.text(body, "name", at)
+            members.append(name)
+            capacities.append((name, fields.integer(body, "capacity", DEFAULT_CAPACITY, at, 0,
+                                                    MAX_CAPACITY)))
         raw_selector = spec.get("memberSelector")
-        return cls(members, Selector.from_body(raw_selector) if raw_selector else None,
-                   ChannelSpec.from_body(spec))
+        return cls(tuple(members), Selector.from_body(raw_selector) if raw_selector else None,
+                   ChannelSpec.from_body(spec), heartbeat_from_body(spec),
+                   FencingSpec.from_body(spec), MigrationSpec.from_body(spec),
+                   tuple(capacities))
+
+    def capacity(self, member: str) -> int:
+        """A member's capacity for failoverPolicy Load (members found by memberSelector,
+        and members listed without one, have the default)."""
+        return dict(self.capacities).get(member, DEFAULT_CAPACITY)
 
     def member_names(self, vm_labels: Mapping[str, Mapping[str, str]]) -> tuple[str, ...]:
         """The members: listed names, or the VMs (name -> labels) the selector matches."""

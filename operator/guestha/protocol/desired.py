@@ -98,7 +98,10 @@ class PeerConfig:
     """Another member, as heartbeats reach it."""
 
     member: str
-    address: str  # an IP address: the agent never resolves names in its loop
+    # An IP address (the agent never resolves names in its loop); None: not known yet (its
+    # VM has not run): the member still counts as a vote, but nothing is sent to it and
+    # no datagram counts as its.
+    address: str | None
     port: int | None = None  # None: the agent's own heartbeatPort (default HEARTBEAT_PORT)
     # The pair key of this member and the peer (heartbeatKey, base64; guestha.protocol.keys);
     # None: the identity file's cluster key, until the operator gives pair keys.
@@ -114,16 +117,20 @@ class PeerConfig:
         label = f"{where}[{member}]"
         fields.check_keys(body, frozenset({"member", "address", "port", "heartbeatKey"}), label)
         address = body.get("address")
-        try:
-            ipaddress.ip_address(address if isinstance(address, str) else "")
-        except ValueError as e:
-            raise fields.FieldError(f"{label}.address: must be an IP address, "
-                                    f"got {address!r}") from e
+        if address is not None:
+            try:
+                ipaddress.ip_address(address if isinstance(address, str) else "")
+            except ValueError as e:
+                raise fields.FieldError(f"{label}.address: must be an IP address, "
+                                        f"got {address!r}") from e
         port = fields.integer(body, "port", 1, label, 1, 65535) if "port" in body else None
-        return cls(member, str(address), port, _heartbeat_key(body, label))
+        return cls(member, None if address is None else str(address), port,
+                   _heartbeat_key(body, label))
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"member": self.member, "address": self.address}
+        out: dict[str, Any] = {"member": self.member}
+        if self.address is not None:
+            out["address"] = self.address
         if self.port is not None:
             out["port"] = self.port
         if self.heartbeat_key is not None:

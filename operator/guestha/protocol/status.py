@@ -84,7 +84,7 @@ class PeerStatus:
     """One peer as this agent's heartbeats see it, with the peer's own view."""
 
     member: str
-    address: str
+    address: str | None  # None: not known yet (guestha.protocol.desired.PeerConfig)
     port: int
     state: str  # states.PEER_UP (counted for quorum), PEER_DOWN, PEER_UNKNOWN
     last_heard_milliseconds: int | None
@@ -102,7 +102,7 @@ class PeerStatus:
     @classmethod
     def from_dict(cls, raw: Any, where: str) -> PeerStatus:
         b = _o(raw, where)
-        return cls(_text(b, "member", where), _text(b, "address", where),
+        return cls(_text(b, "member", where), fields.optional_text(b, "address", where),
                    _int(b, "port", None, where, 1, 65535),
                    _text(b, "state", where, choices=PEER_STATES),
                    fields.optional_integer(b, "lastHeardMilliseconds", where),

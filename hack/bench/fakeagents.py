@@ -1,0 +1,388 @@
+"""Many fake agents in one process, speaking the real channel protocol: for operator-scale
+benchmarks (1,500 members), where 1,500 real agents (and guests) would not fit.
+
+    hack/bench/run fakeagents --agents 1500 --folder DIR [--network 127.1.0.0] [--port 7480]
+
+Each fake agent is an asyncio mutual-TLS server on its own loopback address (127.1.0.1,
+127.1.0.2, ...; all of 127/8 is loopback on Linux) at the channel port, with a certificate
+of the cluster CA naming its member, and requires the operator's certificate, as the real
+agent does. It answers from guestha.protocol's own types: the status report, health, GET
+and PUT /v1/config (epoch and operation id rules: StaleEpoch, replay with
+Guestha-Replayed), group actions (online and offline take effect at once, with
+CommandApplied and GroupState events), and the /v1/events long-poll with its ring of 4096
+events, its stream per run and 410 EventsGone. No resources run: what is measured is the
+operator's side.
+
+Start-up writes the cluster's files into DIR (ca.crt, operator.crt/.key) and prints one
+JSON line: {"ca", "operatorCert", "operatorKey", "members": [{"name", "address", "port"}]}.
+Then it reads commands on stdin, one per line, and answers each with a JSON line:
+`burst K` (every agent emits K events, each with `data.t` = time.time() of its emission),
+`restart` (every agent starts a new run: new stream and incarnation, events from 1),
+`stats` (this process's RSS, CPU seconds and open connections), `quit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import ipaddress
+import json
+import os
+import resource
+import ssl
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from guestha.protocol.commands import ActionAccepted, Command, ConfigApplied, parse_command
+from guestha.protocol.constants import AGENT_PORT, REPLAYED_HEADER
+from guestha.protocol.desired import DESIRED_FIELDS, DesiredConfig
+from guestha.protocol.events import (
+    COMMAND_APPLIED,
+    CONFIG_APPLIED,
+    EPOCH_CHANGED,
+    EVENTS_GONE,
+    GROUP_STATE,
+    RESOURCE_STATE,
+    Event,
+    EventBatch,
+    EventsGone,
+)
+from guestha.protocol.fields import FieldError
+from guestha.protocol.keys import CLUSTER_KEY
+from guestha.protocol.states import IDLE, OFFLINE, ONLINE
+from guestha.protocol.status import (
+    EventCursor,
+    GroupStatus,
+    Health,
+    HeartbeatStatus,
+    QuorumStatus,
+    SelfFenceStatus,
+    StatusReport,
+    WatchdogStatus,
+)
+from kits.pki import Pki
+
+RING = 4096  # events held, as the agent
+MAX_POLL = 60.0  # seconds a long-poll may wait, as the agent
+MAX_REQUEST = 1024 * 1024
+VERSION = "fakeagent000000"
+
+
+def rfc3339(t: float | None = None) -> str:
+    t = time.time() if t is None else t
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+class Refused(Exception):
+    """A refusal with the agent's JSON error body (`body` replaces it when given)."""
+
+    def __init__(self, status: int, reason: str, message: str,
+                 body: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body or {"status": status, "reason": reason, "message": message}
+
+
+@dataclass
+class FakeAgent:
+    """One member's agent: its state, its event ring and its waiting long-polls."""
+
+    cluster: str
+    member: str
+    address: str
+    port: int
+    started: float = field(default_factory=time.monotonic)
+    incarnation: int = field(default_factory=time.time_ns)
+    stream: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    seq: int = 0
+    epoch: int = 0
+    config: DesiredConfig | None = None
+    groups: dict[str, GroupStatus] = field(default_factory=dict)
+    events: collections.deque[Event] = field(default_factory=lambda: collections.deque(
+        maxlen=RING))
+    operations: dict[str, tuple[str, int, Any]] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "requests": 0})
+    open: int = 0
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def restart(self) -> None:
+        """A new run: new stream and incarnation, events from 1 (waiting polls see 410)."""
+        self.stream, self.incarnation, self.seq = uuid.uuid4().hex[:16], time.time_ns(), 0
+        self.events.clear()
+        self.emit("AgentStarted", {"member": self.member, "incarnation": self.incarnation})
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        self.seq += 1
+        self.events.append(Event(self.seq, kind, rfc3339(), data))
+        self.wakeup.set()
+        self.wakeup = asyncio.Event()
+
+    # -- answers
+
+    def status(self) -> StatusReport:
+        now = rfc3339()
+        return StatusReport(
+            self.cluster, self.member, VERSION, self.incarnation, self.member,
+            round(time.monotonic() - self.started, 3), self.epoch, None, dict(self.groups),
+            None, (),
+            QuorumStatus(2, 2, True, 0, True, now, now, (self.member,), ()),
+            SelfFenceStatus(IDLE, "quorum", now, None, 0.0),
+            WatchdogStatus(None, False, 0, False, None, None, 10.0),
+            EventCursor(self.stream, self.seq),
+            HeartbeatStatus(500, 3000, CLUSTER_KEY, {}),
+            {**self.counters, "open": self.open})
+
+    def _command(self, path: str, body: Any, extra: frozenset[str]
+                 ) -> tuple[Command, dict[str, Any], tuple[int, Any] | None]:
+        """The command, the rest of its body, and its recorded answer when replayed."""
+        command, rest = parse_command(body, extra)
+        if command.epoch < self.epoch:
+            raise Refused(409, "StaleEpoch", f"epoch {command.epoch} is older than epoch "
+                          f"{self.epoch}, the newest this agent has seen")
+        record = self.operations.get(command.operation_id)
+        if record is not None:
+            if record[0] != path:
+                raise Refused(409, "OperationIdReused", "operation id used for another command")
+            return command, rest, (record[1], record[2])
+        if command.epoch > self.epoch:
+            self.epoch = command.epoch
+            self.emit(EPOCH_CHANGED, {"epoch": command.epoch})
+        return command, rest, None
+
+    def put_config(self, body: Any) -> tuple[int, Any, bool]:
+        command, rest, replay = self._command("/v1/config", body, DESIRED_FIELDS)
+        if replay is not None:
+            return replay[0], replay[1], True
+        config = DesiredConfig.from_dict(rest, self.member, "body")
+        self.config = config
+        self.groups = {g.name: self.groups.get(g.name, GroupStatus(OFFLINE, g.type))
+                       for g in config.groups}
+        names = tuple(g.name for g in config.groups)
+        peers = tuple(p.member for p in config.peers)
+        self.emit(CONFIG_APPLIED, {"groups": list(names), "peers": list(peers)})
+        answer = ConfigApplied(command.operation_id, command.epoch, names, peers).to_dict()
+        self.operations[command.operation_id] = ("/v1/config", 200, answer)
+        return 200, answer, False
+
+    def group_action(self, path: str, group: str, action: str, body: Any
+                     ) -> tuple[int, Any, bool]:
+        command, rest, replay = self._command(path, body, frozenset({"reason"}))
+        if replay is not None:
+            return replay[0], replay[1], True
+        current = self.groups.get(group)
+        if current is None:
+            raise Refused(404, "GroupNotFound", f"no group {group!r} on this agent")
+        state = {"online": ONLINE, "offline": OFFLINE}.get(action, current.state)
+        self.groups[group] = GroupStatus(state, current.type)
+        self.emit(COMMAND_APPLIED, {"group": group, "action": action, "epoch": command.epoch,
+                                    "operationId": command.operation_id,
+                                    "reason": rest.get("reason")})
+        if state != current.state:
+            self.emit(GROUP_STATE, {"group": group, "state": state})
+        answer = ActionAccepted(group, action, command.operation_id, command.epoch,
+                                current.state).to_dict()
+        self.operations[command.operation_id] = (path, 200, answer)
+        return 200, answer, False
+
+    async def long_poll(self, query: dict[str, list[str]]) -> Any:
+        def number(name: str, default: str) -> float:
+            try:
+                return float(query.get(name, [default])[0])
+            except ValueError:
+                raise Refused(400, "Invalid", f"query {name}: not a number") from None
+        after, wait = int(number("after", "-1")), min(number("timeout", "0"), MAX_POLL)
+        limit = int(min(max(number("limit", "500"), 1), 1000))
+        stream = query.get("stream", [None])[0]
+        deadline = time.monotonic() + wait
+        while True:
+            first = self.events[0].seq if self.events else self.seq + 1
+            if (stream and stream != self.stream) or after > self.seq or after < first - 1:
+                gone = EventsGone("read /v1/status and start again", self.stream, first,
+                                  self.seq)
+                raise Refused(410, EVENTS_GONE, gone.message, gone.to_dict())
+            if self.seq > after or time.monotonic() >= deadline:
+                break
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await self.wakeup.wait()
+            except TimeoutError:
+                pass
+        held = [e for e in self.events if e.seq > after]
+        return EventBatch(self.stream, self.seq, len(held) > limit, tuple(held[:limit])).to_dict()
+
+    async def answer(self, method: str, target: str, body: Any) -> tuple[int, Any, bool]:
+        url = urlsplit(target)
+        path, query = url.path, parse_qs(url.query)
+        parts = path.strip("/").split("/")
+        if (method, path) == ("GET", "/v1/status"):
+            return 200, self.status().to_dict(), False
+        if (method, path) == ("GET", "/v1/healthz"):
+            return 200, Health(self.member, VERSION, IDLE, False).to_dict(), False
+        if (method, path) == ("GET", "/v1/config"):
+            config = None if self.config is None else self.config.to_dict()
+            return 200, {"epoch": self.epoch, "config": config, "error": None}, False
+        if (method, path) == ("PUT", "/v1/config"):
+            return self.put_config(body)
+        if method == "POST" and len(parts) == 4 and parts[:2] == ["v1", "groups"]:
+            return self.group_action(path, parts[2], parts[3], body)
+        if (method, path) == ("GET", "/v1/events"):
+            return 200, await self.long_poll(query), False
+        raise Refused(404, "NotFound", f"no endpoint {method} {path}")
+
+    # -- the connection
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.counters["accepted"] += 1
+        self.open += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = lines[0].split(" ", 2)
+                headers = {k.strip().lower(): v.strip() for k, _, v in
+                           (line.partition(":") for line in lines[1:] if line)}
+                length = int(headers.get("content-length", "0"))
+                raw = await reader.readexactly(min(length, MAX_REQUEST))
+                self.counters["requests"] += 1
+                replayed = False
+                try:
+                    body = json.loads(raw) if raw else None
+                    status, answer, replayed = await self.answer(method, target, body)
+                except Refused as refused:
+                    status, answer = refused.status, refused.body
+                except (FieldError, ValueError) as exc:
+                    status, answer = 400, {"status": 400, "reason": "Invalid", "message": str(exc)}
+                data = json.dumps(answer).encode()
+                extra = f"{REPLAYED_HEADER}: true\r\n" if replayed else ""
+                writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                             f"{extra}Content-Length: {len(data)}\r\n\r\n".encode() + data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass  # the process quits: end quietly (asyncio 3.11 would log the cancellation)
+        finally:
+            self.open -= 1
+            writer.close()
+
+
+def raise_fd_limit(needed: int) -> int:
+    """The soft limit on open files raised to `needed` (at most the hard limit); the
+    limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    if soft < needed:
+        raise SystemExit(f"{needed} open files needed, the hard limit is {hard}")
+    return soft
+
+
+def server_context(pki: Pki, member: str, address: str) -> ssl.SSLContext:
+    cert, key = pki.agent_cert(member, address)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(pki.ca_file)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def addresses(network: str, count: int) -> list[str]:
+    """`count` host addresses of `network` (a /8 or /16 of 127/8), skipping .0 and .255."""
+    net = ipaddress.ip_network(f"{network}/16", strict=False)
+    hosts = [str(a) for a in net.hosts() if a.packed[-1] not in (0, 255)]
+    if count > len(hosts):
+        raise ValueError(f"--agents: at most {len(hosts)} in {net}")
+    return hosts[:count]
+
+
+def process_stats(agents: list[FakeAgent]) -> dict[str, Any]:
+    times = os.times()
+    rss = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+    return {"rss_bytes": rss, "cpu_seconds": round(times.user + times.system, 3),
+            "open_connections": sum(a.open for a in agents),
+            "requests": sum(a.counters["requests"] for a in agents)}
+
+
+async def commands(agents: list[FakeAgent]) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := (await reader.readline()).decode().strip():
+        word, _, arg = line.partition(" ")
+        if word == "burst":
+            count = int(arg or "1")
+            for i in range(count):
+                for agent in agents:
+                    agent.emit(RESOURCE_STATE, {"group": "bench", "resource": f"r{i}",
+                                                "state": ONLINE, "t": time.time()})
+                await asyncio.sleep(0)  # let the long-polls answer between rounds
+            reply: dict[str, Any] = {"burst": count, "events": count * len(agents)}
+        elif word == "restart":
+            for agent in agents:
+                agent.restart()
+            reply = {"restarted": len(agents)}
+        elif word == "stats":
+            reply = process_stats(agents)
+        elif word == "quit":
+            return
+        else:
+            reply = {"error": f"unknown command {line!r}"}
+        print(json.dumps(reply), flush=True)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    folder: Path = args.folder
+    pki = Pki(folder)
+    agents = [FakeAgent(args.cluster, f"{args.cluster}-{i:04d}", address, args.port)
+              for i, address in enumerate(addresses(args.network, args.agents))]
+    servers = []
+    for agent in agents:
+        agent.emit("AgentStarted", {"member": agent.member, "incarnation": agent.incarnation})
+        servers.append(await asyncio.start_server(
+            agent.serve, agent.address, agent.port,
+            ssl=server_context(pki, agent.member, agent.address)))
+    print(json.dumps({
+        "ca": str(pki.ca_file), "operatorCert": str(pki.operator[0]),
+        "operatorKey": str(pki.operator[1]),
+        "members": [{"name": a.member, "address": a.address, "port": a.port} for a in agents],
+    }), flush=True)
+    try:
+        await commands(agents)
+    finally:
+        for server in servers:
+            server.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="hack/bench/run fakeagents",
+                                     description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1500)
+    parser.add_argument("--folder", type=Path, required=True,
+                        help="where the cluster's certificates are written")
+    parser.add_argument("--cluster", default="fake")
+    parser.add_argument("--network", default="127.1.0.0", help="a /16 of 127/8")
+    parser.add_argument("--port", type=int, default=AGENT_PORT)
+    args = parser.parse_args()
+    args.folder.mkdir(parents=True, exist_ok=True)
+    raise_fd_limit(2 * args.agents + 256)  # a listening socket and a connection each
+    asyncio.run(main_async(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""The operator's asyncio client of one member's agent, for the per-cluster supervisor
+that holds 1,500 members in one process without a thread each.
+
+It is guestha.channel.client's AgentClient on an event loop: the same calls, framing and
+typed answers (guestha.channel.calls, guestha.channel.framing), the same errors
+(ChannelError naming member, transport and stage; AgentRefusal for the agent's own
+refusals), one kept-alive connection opened on first use, and one resend when the agent
+had closed a kept connection before a byte of the answer (safe for commands: each carries
+an operation id the agent applies once). What differs:
+
+- The operator's epoch is read for every request (`epoch` may be a callable, e.g. the
+  leadership Elector's), sent in the Guestha-Epoch header of every request (its quorum
+  vote at the agent) and in the body of every command.
+- Requests from several tasks are taken one at a time on the one connection; the deadline
+  of a request counts from its call, its wait for the connection included. A request that
+  fails, runs out of time or is cancelled drops the connection (its state is unknown);
+  the next request opens a new one.
+- Closing (`aclose`) is bounded and never raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from guestha.channel import calls
+from guestha.channel.aio_transport import AsyncStream, AsyncTransport
+from guestha.channel.calls import Call
+from guestha.channel.framing import AgentResponse, AnswerReader, FramingError, request_bytes
+from guestha.channel.transport import ChannelError, Member
+from guestha.protocol.commands import ActionAccepted, ConfigApplied
+from guestha.protocol.constants import EPOCH_HEADER
+from guestha.protocol.desired import ConfigDocument, DesiredConfig
+from guestha.protocol.events import EventBatch
+from guestha.protocol.status import Health, StatusReport
+
+T = TypeVar("T")
+Epoch = Callable[[], int] | int | None
+
+
+class _Closed(Exception):
+    """The agent closed the connection; `early`: before a byte of the answer."""
+
+    def __init__(self, early: bool) -> None:
+        super().__init__("closed")
+        self.early = early
+
+
+class AsyncAgentClient:
+    """HTTP/1.1 with JSON to one member's agent over an AsyncTransport."""
+
+    def __init__(
+        self,
+        member: Member,
+        transport: AsyncTransport,
+        epoch: Epoch,
+        timeout: float = 10.0,
+        connect_timeout: float | None = None,
+    ) -> None:
+        self.member = member
+        self.transport = transport
+        self.epoch = epoch  # an int, a callable giving it at each request, or None: no header
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout if connect_timeout is not None else timeout
+        self._stream: AsyncStream | None = None
+        self._reader = AnswerReader()
+        self._fresh = False  # the open connection has carried no request yet
+        self._lock = asyncio.Lock()
+
+    def current_epoch(self) -> int | None:
+        return self.epoch() if callable(self.epoch) else self.epoch
+
+    def _error(self, stage: str, message: str) -> ChannelError:
+        return ChannelError(self.member, self.transport.name, stage, message)
+
+    @property
+    def connected(self) -> bool:
+        return self._stream is not None
+
+    async def _connect(self) -> AsyncStream:
+        if self._stream is None:
+            self._stream = await self.transport.dial(self.member, self.connect_timeout)
+            self._reader.clear()
+            self._fresh = True
+        return self._stream
+
+    async def _drop(self) -> None:
+        stream, self._stream = self._stream, None
+        self._reader.clear()
+        if stream is not None:
+            await stream.aclose()
+
+    async def aclose(self) -> None:
+        """Closes the connection (waiting for a request in flight at most its deadline)."""
+        try:
+            async with asyncio.timeout(self.timeout), self._lock:
+                await self._drop()
+        except TimeoutError:
+            await self._drop()
+
+    async def __aenter__(self) -> AsyncAgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- HTTP
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float | None = None,
+        epoch: int | None = None,
+    ) -> AgentResponse:
+        """One request and its answer, whatever its status; it carries `epoch` (else the
+        client's) as the operator's epoch."""
+        wait = self.timeout if timeout is None else timeout
+        epoch = self.current_epoch() if epoch is None else epoch
+        message = request_bytes(method, path, self.member.name, body,
+                                None if epoch is None else (EPOCH_HEADER, epoch))
+        what = f"{method} {path}"
+        holding = False
+        try:
+            async with asyncio.timeout(wait), self._lock:
+                holding = True
+                try:
+                    return await self._send(message, what)
+                except BaseException:
+                    await self._drop()  # failed, timed out or cancelled: its state is unknown
+                    raise
+        except TimeoutError:
+            if not holding:
+                raise self._error(
+                    "timeout", f"{what}: the connection stayed busy with other requests "
+                    f"for {wait:g} s") from None
+            raise self._error("timeout", f"{what}: no answer within {wait:g} s") from None
+
+    async def _send(self, message: bytes, what: str) -> AgentResponse:
+        for attempt in (1, 2):
+            reused = self._stream is not None and not self._fresh
+            stream = await self._connect()
+            try:
+                return await self._exchange(stream, message)
+            except _Closed as closed:
+                await self._drop()
+                if attempt == 1 and reused and closed.early:
+                    continue  # the agent closed an idle kept-alive connection: once more
+                raise self._error(
+                    "closed", f"{what}: the agent closed the connection before answering"
+                ) from None
+            except FramingError as exc:
+                raise self._error("http", str(exc)) from None
+            except ssl.SSLError as exc:
+                raise self._error(
+                    "tls", f"{what}: TLS failed (the agent refused the operator's "
+                    f"certificate?): {exc}") from None
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                await self._drop()
+                if attempt == 1 and reused:
+                    continue
+                raise self._error("closed", f"{what}: {exc}") from None
+            except OSError as exc:
+                raise self._error("closed", f"{what}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    async def _exchange(self, stream: AsyncStream, message: bytes) -> AgentResponse:
+        self._fresh = False
+        await stream.send(message)
+        while (response := self._reader.next()) is None:
+            chunk = await stream.receive()
+            if not chunk:
+                raise _Closed(early=not self._reader.started)
+            self._reader.feed(chunk)
+        if response.closes:
+            await self._drop()
+        return response
+
+    # -- the agent's API (docs/agent-api.md)
+
+    async def call(self, call: Call[T]) -> T:
+        """One call of guestha.channel.calls, its answer typed."""
+        response = await self.request(call.method, call.path, call.body,
+                                      call.deadline(self.timeout), call.epoch)
+        return calls.answer(call, response, self.member, self.transport.name)
+
+    def _command_epoch(self) -> int:
+        epoch = self.current_epoch()
+        if epoch is None:
+            raise ValueError(f"a command to the agent of {self.member} needs the operator's "
+                             "epoch: this client has none")
+        return epoch
+
+    async def status(self) -> StatusReport:
+        """GET /v1/status: the agent's whole state."""
+        return await self.call(calls.status())
+
+    async def healthz(self) -> Health:
+        return await self.call(calls.healthz())
+
+    async def get_config(self) -> ConfigDocument:
+        """GET /v1/config: the configuration last put, and its epoch."""
+        return await self.call(calls.get_config())
+
+    async def put_config(
+        self, config: DesiredConfig, operation_id: str | None = None
+    ) -> ConfigApplied:
+        """PUT /v1/config: the whole desired configuration, under the operator's current
+        epoch and an operation id (new unless given: give the same one to a retry)."""
+        return await self.call(calls.put_config(self._command_epoch(), config, operation_id))
+
+    async def group_action(
+        self, group: str, action: str, operation_id: str | None = None, reason: str | None = None
+    ) -> ActionAccepted:
+        """POST /v1/groups/GROUP/ACTION (online, offline, clear, probe) under the operator's
+        current epoch: queued on the group's worker; progress arrives as events."""
+        return await self.call(
+            calls.group_action(group, action, self._command_epoch(), operation_id, reason))
+
+    async def events(
+        self, after: int, timeout: float, stream: str | None = None, limit: int | None = None
+    ) -> EventBatch:
+        """GET /v1/events: the events after `after`, waiting up to `timeout` seconds for
+        one (the request's own deadline is that plus calls.LONG_POLL_MARGIN). A 410
+        (events gone, or another agent run) raises AgentRefusal (its `gone` says where the
+        stream stands): read /v1/status and start again from its `events`."""
+        return await self.call(calls.events(after, timeout, stream, limit))
