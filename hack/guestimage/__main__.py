@@ -8,7 +8,8 @@ serial console on this terminal (log in as root, no password; Ctrl-a x quits qem
 from __future__ import annotations
 
 import argparse
-import os
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -47,8 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         machine = qemu.Machine(image, iso, Path(folder), forwards, console=True)
         print(f"guestimage: QMP at {machine.qmp_socket}, guest agent at "
               f"{machine.guest_agent_socket}", file=sys.stderr)
-        argv = machine.argv()
-        return os.spawnvp(os.P_WAIT, argv[0], argv)
+        process = subprocess.Popen(machine.argv())
+        # A SIGTERM to this program stops qemu too (and the seed's folder is removed).
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            return process.wait()
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 if __name__ == "__main__":
