@@ -4,7 +4,8 @@
 
 Root only (the image build uses debootstrap and chroot). Boots the cached Debian image
 (hack/guestimage) under qemu's software emulation, `--trials` times, each from a fresh seed
-made as the guest tier makes it (guestha's part after an owner's part), and measures, as
+made as the guest tier makes it (the per-member Secret of the operator's injection, an
+owner's #cloud-config first), and measures, as
 median, p95 and n, seconds from qemu's start to:
 
 - `guest_agent_s`: qemu-guest-agent answers guest-sync;
@@ -32,18 +33,17 @@ from guestha.channel.transport import ChannelError
 from guestha.protocol.constants import AGENT_PORT
 from guestimage import build, qemu
 from guestimage.qapi import GuestAgent
-from kits.pki import Pki
-from kits.qemuguest import BOOT_TIMEOUT, CLOUD_INIT_FINISHED, QemuGuest, channel_client, member_seed
+from kits.qemuguest import BOOT_TIMEOUT, CLOUD_INIT_FINISHED, QemuGuest, member_seed
 
-OWNER_PART = b"#cloud-config\nruncmd:\n  - [touch, /run/owner-ran]\n"
+OWNER_USER_DATA = b"#cloud-config\nruncmd:\n  - [touch, /run/owner-ran]\n"
 POLL = 1.0
 
 
-def trial(folder: Path, pki: Pki, index: int) -> dict[str, float]:
+def trial(folder: Path, index: int) -> dict[str, float]:
     member = f"bench-{index}"
-    seed_data, _ = member_seed(pki, "bench", "bench", member, (OWNER_PART,))
+    made = member_seed("bench", "bench", member, OWNER_USER_DATA)
     port = qemu.free_port()
-    guest = QemuGuest(folder / member, seed_data, {port: AGENT_PORT})
+    guest = QemuGuest(folder / member, made.seed, {port: AGENT_PORT})
     seen: dict[str, float] = {}
     with guest:
         while len(seen) < 3:
@@ -62,7 +62,7 @@ def trial(folder: Path, pki: Pki, index: int) -> dict[str, float]:
                     pass
             if "agent_answers_s" not in seen:
                 try:
-                    with channel_client(pki, "bench", member, port, timeout=POLL) as client:
+                    with made.channel_client(port, timeout=POLL) as client:
                         client.status()
                     seen["agent_answers_s"] = guest.elapsed()
                 except ChannelError:
@@ -92,9 +92,8 @@ def main() -> int:
     report["image_cached_ms"] = summary(cached)
     figures: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="guestboot-") as folder:
-        pki = Pki(Path(folder) / "pki")
         for index in range(max(1, args.trials)):
-            for name, value in trial(Path(folder), pki, index).items():
+            for name, value in trial(Path(folder), index).items():
                 figures.setdefault(name, []).append(value)
     report.update({name: summary(values) for name, values in sorted(figures.items())})
     text = json.dumps(report, indent=1)

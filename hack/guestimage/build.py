@@ -36,6 +36,10 @@ CHROOT_MOUNTS = (("proc", "proc", "proc"), ("sysfs", "sys", "sysfs"),
                  ("/dev", "dev", None), ("devpts", "dev/pts", "devpts"))
 
 
+class GuestImageError(RuntimeError):
+    """The image cannot be built here; the message says what is missing."""
+
+
 def cache_root() -> Path:
     """The guestha cache folder (XDG_CACHE_HOME or ~/.cache), as hack/testbed/build.py."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -212,10 +216,10 @@ def build(force: bool = False) -> Image:
         if target.complete() and not force:
             return target  # another session built it while this one waited
         if os.geteuid() != 0:
-            raise SystemExit("guestimage: building the image needs root (debootstrap, chroot)")
+            raise GuestImageError("building the image needs root (debootstrap, chroot)")
         for tool in ("debootstrap", "mkfs.ext4", "chroot"):
             if shutil.which(tool) is None:
-                raise SystemExit(f"guestimage: {tool} is missing (bash hack/setup installs it)")
+                raise GuestImageError(f"{tool} is missing (bash hack/setup installs it)")
         work = cache_root() / f".guest-image-{recipe.key()}.build"
         _remove_tree(work)  # a build that died half-way
         try:

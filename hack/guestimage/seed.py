@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from guestimage.build import GuestImageError
+
 VOLUME_LABEL = "cidata"
 
 
@@ -54,7 +56,7 @@ def write_iso(seed: Seed, path: Path) -> Path:
     """The seed as an ISO 9660 image labelled cidata, at `path`."""
     tool = shutil.which("genisoimage")
     if tool is None:
-        raise SystemExit("guestimage: genisoimage is missing (bash hack/setup installs it)")
+        raise GuestImageError("genisoimage is missing (bash hack/setup installs it)")
     with tempfile.TemporaryDirectory(prefix="cidata-") as folder:
         for name, data in seed.files().items():
             (Path(folder) / name).write_bytes(data)

@@ -1,5 +1,6 @@
-"""The real-guest tier: a Debian bookworm guest under qemu, booted from a NoCloud seed that
-carries guestha's part beside the guest owner's own, proves what the simulator cannot.
+"""The real-guest tier: a Debian bookworm guest under qemu, booted from the NoCloud seed of
+the per-member Secret that the operator's injection renders (the owner's own user-data,
+then guestha's part), proves what the simulator cannot.
 
 One boot serves the module (a boot takes a minute or more under software emulation): the
 real cloud-init finished without errors and ran the owner's part as well as guestha's;
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import yaml
@@ -23,18 +24,18 @@ import yaml
 from guestha.channel.client import AgentClient
 from guestha.channel.transport import ChannelError
 from guestha.cloudinit import recipe
+from guestha.controller.credentials import ClusterCredentials
+from guestha.model.injection import WATCHDOG_DEVICE
 from guestha.protocol.constants import AGENT_PORT
 from guestha.protocol.status import StatusReport
 from guestimage import qemu
-from kits.pki import Pki
 from kits.qemuguest import (
     BOOT_TIMEOUT,
     CLOUD_INIT_FINISHED,
     KERNEL_BANNER,
-    WATCHDOG_DEVICE,
+    MemberSeed,
     QemuGuest,
     booted,
-    channel_client,
     member_seed,
 )
 from kits.waiting import wait_for
@@ -46,7 +47,7 @@ NAMESPACE, CLUSTER, MEMBER = "apps", "web", "web-a"
 OWNER_FILE = "/etc/shop/greeting.txt"
 OWNER_TEXT = "hello from the guest's owner\n"
 OWNER_LOG = "/var/lib/shop/runcmd.log"
-OWNER_PART = b"#cloud-config\n" + yaml.safe_dump({
+OWNER_USER_DATA = b"#cloud-config\n" + yaml.safe_dump({
     "write_files": [{"path": OWNER_FILE, "permissions": "0644", "content": OWNER_TEXT}],
     "runcmd": [f"mkdir -p {os.path.dirname(OWNER_LOG)}",
                f"echo owner-runcmd >> {OWNER_LOG}"],
@@ -56,21 +57,22 @@ OWNER_PART = b"#cloud-config\n" + yaml.safe_dump({
 @dataclass
 class Booted:
     guest: QemuGuest
-    pki: Pki
+    member: MemberSeed
     port: int  # 127.0.0.1's port forwarded to the agent's
-    agent_version: str
 
-    def client(self, cert: tuple[Path, Path] | None = None) -> AgentClient:
-        return channel_client(self.pki, NAMESPACE, MEMBER, self.port, cert)
+    def client(self, context: ssl.SSLContext | None = None) -> AgentClient:
+        return self.member.channel_client(self.port, context)
 
-    def status(self) -> StatusReport:
-        with self.client() as client:
+    def status(self, timeout: float = 30.0) -> StatusReport:
+        with self.member.channel_client(self.port, timeout=timeout) as client:
             return client.status()
 
     def answering_status(self, timeout: float = BOOT_TIMEOUT) -> StatusReport:
         def attempt() -> StatusReport | None:
             try:
-                return self.status()
+                # short: while the guest boots, a connection through the forwarded port
+                # may hang until its timeout
+                return self.status(timeout=5.0)
             except ChannelError:
                 return None
         report = wait_for(attempt, timeout, interval=1.0, what="the agent to answer")
@@ -86,13 +88,13 @@ class Booted:
 @pytest.fixture(scope="module")
 def booted_guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Booted]:
     folder = tmp_path_factory.mktemp("qemu-guest")
-    pki = Pki(folder / "pki")
-    seed_data, version = member_seed(pki, NAMESPACE, CLUSTER, MEMBER, (OWNER_PART,))
+    member = member_seed(NAMESPACE, CLUSTER, MEMBER, OWNER_USER_DATA,
+                         {"fencing": {"watchdog": True}})
     port = qemu.free_port()
-    with booted(folder / "guest", seed_data, {port: AGENT_PORT}) as guest:
+    with booted(folder / "guest", member.seed, {port: AGENT_PORT}) as guest:
         guest.qmp()  # connected from the start, so no QMP event is missed
         guest.wait_serial(CLOUD_INIT_FINISHED)
-        yield Booted(guest, pki, port, version)
+        yield Booted(guest, member, port)
 
 
 def test_cloud_init_finished_without_errors(booted_guest: Booted) -> None:
@@ -128,13 +130,13 @@ def test_agent_runs_as_a_systemd_service_on_the_guests_python(booted_guest: Boot
 def test_operator_channel_reaches_the_agent_over_mutual_tls(booted_guest: Booted) -> None:
     report = booted_guest.answering_status()
     assert (report.cluster, report.member) == (CLUSTER, MEMBER)
-    assert report.agent_version == booted_guest.agent_version
+    assert report.agent_version == booted_guest.member.agent_version
     assert report.hostname == MEMBER
     assert report.watchdog.device == WATCHDOG_DEVICE
     assert report.watchdog.armed and report.watchdog.petting, report.watchdog
-    # mutual: a client certificate of another CA is refused by the agent in the guest
-    with pytest.raises(ChannelError) as refused, booted_guest.client(booted_guest.pki.foreign) \
-            as client:
+    # mutual: another cluster's operator certificate is refused by the agent in the guest
+    foreign = ClusterCredentials.new(NAMESPACE, "another-cluster").ssl_context()
+    with pytest.raises(ChannelError) as refused, booted_guest.client(foreign) as client:
         client.status()
     assert refused.value.stage in ("tls", "closed"), refused.value
 

@@ -11,25 +11,28 @@ with the end of the serial log. Timings of boots belong to hack/bench/guestboot.
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import os
 import re
+import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from guestha.channel.client import AgentClient
-from guestha.channel.transport import Member, NetworkTransport, operator_context
-from guestha.cloudinit import bundle, recipe
+from guestha.channel.transport import Member, NetworkTransport
+from guestha.cloudinit import bundle
+from guestha.controller import userdata
+from guestha.controller.credentials import ClusterCredentials
+from guestha.model.injection import InjectionSpec
 from guestimage import build, qemu, seed
 from guestimage.qapi import ExecResult, GuestAgent, Qmp
-from kits.pki import Pki
-from kits.userdata import APPEND, guest_user_data, multipart
 
 T = TypeVar("T")
-WATCHDOG_DEVICE = "/dev/watchdog"  # where Debian's kernel puts the i6300esb
 BOOT_TIMEOUT = 300.0  # seconds: from qemu's start to cloud-init finished, on a busy machine
 STOP_TIMEOUT = 15.0
 # What the serial console shows (cloud-init's final message; the kernel's first line).
@@ -186,27 +189,46 @@ def booted(folder: Path, seed_data: seed.Seed, forwards: dict[int, int],
         guest.stop()
 
 
-def member_seed(pki: Pki, namespace: str, cluster: str, member: str,
-                owner_parts: tuple[bytes, ...] = (),
-                watchdog_device: str | None = WATCHDOG_DEVICE) -> tuple[seed.Seed, str]:
-    """A member's NoCloud seed as KubeVirt gives it (instance-id NAME.NAMESPACE, hostname
-    the member) with guestha's part after the owner's own parts (appending to them, as the
-    injection's part does), the agent listening on AGENT_PORT and run by the guest's
-    python3; and the bundled agent's version."""
+
+@dataclass(frozen=True)
+class MemberSeed:
+    """What the operator's injection makes for one member, and its seed disk's content."""
+
+    secret: dict[str, Any]  # the per-member user-data Secret's manifest
+    seed: seed.Seed  # its user-data on the cidata disk, with KubeVirt's meta-data
+    credentials: ClusterCredentials  # the cluster's CA, operator certificate, heartbeat key
+    agent_version: str
+
+    def channel_client(self, port: int, context: ssl.SSLContext | None = None,
+                       timeout: float = 30.0) -> AgentClient:
+        """The operator's channel client (guestha.channel) to the guest's agent through
+        the port forwarded from 127.0.0.1, with the operator's TLS context of this cluster
+        (or `context`)."""
+        member = Member(self.credentials.namespace, self.seed.local_hostname, port,
+                        "127.0.0.1")
+        return AgentClient(member, NetworkTransport(context or self.credentials.ssl_context()),
+                           timeout=timeout)
+
+
+def member_seed(namespace: str, cluster: str, member: str, owner_user_data: bytes | None,
+                spec: Mapping[str, Any] | None = None) -> MemberSeed:
+    """The seed of a member VM of the InGuestCluster `cluster` (its `spec`; default: the
+    CRD's defaults, fencing.watchdog true), made as the operator's injection makes it:
+    fresh cluster credentials, the member's serving certificate, the member's user-data
+    (the owner's `owner_user_data`, then guestha's part: guestha.controller.userdata) in
+    the per-member Secret, whose `userdata` is what virt-launcher puts on the cidata disk
+    (instance-id NAME.NAMESPACE, hostname the VM's name)."""
+    cluster_spec = dict(spec or {})
+    body = {"apiVersion": "guestha.io/v1alpha1", "kind": "InGuestCluster",
+            "metadata": {"name": cluster, "namespace": namespace, "uid": str(uuid.uuid4())},
+            "spec": cluster_spec}
+    injection = InjectionSpec.from_spec(cluster_spec)
+    credentials = ClusterCredentials.new(namespace, cluster)
     built = bundle.build()
-    guestha_part = guest_user_data(
-        member, cluster, pki, built.data, os.urandom(32), recipe.GUEST_PYTHON,
-        watchdog_device=watchdog_device, merge_how=APPEND if owner_parts else ())
-    user_data = multipart(*owner_parts, guestha_part) if owner_parts else guestha_part
-    return (seed.Seed(user_data, seed.kubevirt_instance_id(member, namespace), member),
-            built.version)
-
-
-def channel_client(pki: Pki, namespace: str, member: str, port: int,
-                   cert: tuple[Path, Path] | None = None, timeout: float = 30.0
-                   ) -> AgentClient:
-    """The operator's channel client (guestha.channel) to a guest's agent through the
-    port forwarded from 127.0.0.1, with the operator's certificate (or `cert`)."""
-    context = operator_context(pki.ca_file, *(cert or pki.operator))
-    return AgentClient(Member(namespace, member, port, "127.0.0.1"), NetworkTransport(context),
-                       timeout=timeout)
+    data = userdata.member_user_data(injection, cluster, member, credentials,
+                                     credentials.issue_member(member), owner_user_data,
+                                     built.data)
+    secret = userdata.build_secret(namespace, member, body, data)
+    rendered = base64.b64decode(secret["data"][userdata.USERDATA_KEY])
+    return MemberSeed(secret, seed.Seed(rendered, seed.kubevirt_instance_id(member, namespace),
+                                        member), credentials, built.version)

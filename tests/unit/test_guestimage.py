@@ -1,18 +1,14 @@
-"""The guest tier's pure parts: the image's cache key, the seed's files, the multipart
-user-data the tests give guests, and the qemu command line's promises (the cached image is
-never written, the watchdog resets)."""
+"""The guest tier's pure parts: the image's cache key, the seed's files, and the qemu
+command line's promises (the cached image is never written, the watchdog resets)."""
 
 from __future__ import annotations
 
-import email
 import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from guestimage import build, qemu, recipe, seed
-from kits.userdata import APPEND, multipart
 
 pytestmark = pytest.mark.unit
 
@@ -49,24 +45,6 @@ def test_seed_files_are_virt_launchers() -> None:
 def test_a_seed_without_an_instance_id_is_refused() -> None:
     with pytest.raises(ValueError, match="instance_id"):
         seed.Seed(b"#cloud-config\n", "", "web-a").files()
-
-
-def test_multipart_keeps_the_parts_in_order_and_typed() -> None:
-    owner = b"#cloud-config\nruncmd: [echo owner]\n"
-    script = b"#!/bin/sh\necho script\n"
-    guestha = b"#cloud-config\n" + yaml.safe_dump(
-        {"runcmd": ["echo guestha"], "merge_how": list(APPEND)}).encode()
-    message = email.message_from_bytes(multipart(owner, script, guestha))
-    assert message.get_content_type() == "multipart/mixed"
-    parts = [p for p in message.walk() if not p.is_multipart()]
-    assert [p.get_content_type() for p in parts] == [
-        "text/cloud-config", "text/x-shellscript", "text/cloud-config"]
-    assert [p.get_payload(decode=True) for p in parts] == [owner, script, guestha]
-
-
-def test_multipart_refuses_a_part_cloud_init_would_not_know() -> None:
-    with pytest.raises(ValueError, match=r"parts\[1\]"):
-        multipart(b"#cloud-config\n{}\n", b"plain words\n")
 
 
 def test_the_qemu_command_line(tmp_path: Path) -> None:
