@@ -62,6 +62,7 @@ def state(data: dict[str, Any]) -> ClusterState:
         if body.get("agent_reachable", True) and "last_contact" not in body:
             body["last_contact"] = now
         body["groups"] = dict(body.get("groups") or {})
+        body["incomplete"] = frozenset(body.get("incomplete") or ())
         members.append(MemberState(**body))
     groups = []
     for raw in data.get("groups") or ():

@@ -87,6 +87,7 @@ def states(draw: Any) -> ClusterState:
         lambda states: {g: s for g, s in zip(gnames, states, strict=True) if s is not None})
     members = []
     for name in names:
+        seen = draw(reports)
         members.append(MemberState(
             name, capacity=draw(st.integers(0, 150)),
             vm=draw(mostly("Running", *VM_STATES)),
@@ -94,7 +95,9 @@ def states(draw: Any) -> ClusterState:
             last_heard_by_peers=draw(times), node_ready=draw(mostly(True, False)),
             stop_confirmed=draw(mostly(False, True)),
             fence_requested_at=draw(st.one_of(st.none(), st.none(), times)),
-            migrating=draw(mostly(False, True)), groups=draw(reports)))
+            migrating=draw(mostly(False, True)), groups=seen,
+            incomplete=frozenset(g for g, s in seen.items()
+                                 if s == PARTIAL and draw(st.booleans()))))
     groups = []
     for gname in gnames:
         systems = draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
@@ -160,8 +163,9 @@ PROPS = settings(max_examples=100, deadline=None,
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(states())
 def test_p1_rule1_holds_for_every_online(state: ClusterState) -> None:
-    """P1: a Failover group is onlined on B only where B's agent reports it Offline, and
-    every other member that could run it is proven clear."""
+    """P1: a Failover group is onlined on B only where B's agent reports it Offline (or
+    Partial for resources that never started: completed in place), and every other
+    member that could run it is proven clear."""
     result = plan(state)
     groups = failover_groups(state)
     members = {m.name: m for m in state.members}
@@ -170,7 +174,9 @@ def test_p1_rule1_holds_for_every_online(state: ClusterState) -> None:
             continue
         g = groups[action.group]
         target = members[action.member]
-        assert target.agent_reachable and target.groups.get(g.name) == OFFLINE
+        assert target.agent_reachable
+        assert target.groups.get(g.name) == OFFLINE or (
+            target.groups.get(g.name) == PARTIAL and g.name in target.incomplete)
         for other in state.members:
             if other.name != action.member:
                 assert rule1_clear(state, g, other), (action, other)
@@ -180,14 +186,17 @@ def test_p1_rule1_holds_for_every_online(state: ClusterState) -> None:
 @given(states())
 def test_p2_never_two_onlines_of_one_failover_group(state: ClusterState) -> None:
     """P2: at most one online per Failover group, and none while an answering agent
-    reports it running, starting, stopping or unknown anywhere."""
+    reports it running, starting, stopping or unknown anywhere else (where it is Partial
+    for resources that never started, the online completes it in place)."""
     result = plan(state)
     groups = failover_groups(state)
-    onlines = [a.group for a in result.actions if a.kind == "online" and a.group in groups]
-    assert len(onlines) == len(set(onlines))
-    for name in onlines:
+    onlines = [(a.group, a.member) for a in result.actions
+               if a.kind == "online" and a.group in groups]
+    assert len(onlines) == len({g for g, _ in onlines})
+    for name, target in onlines:
         busy = [m.name for m in state.members if m.agent_reachable
-                and m.groups.get(name) not in (None, OFFLINE, FAULTED)]
+                and m.groups.get(name) not in (None, OFFLINE, FAULTED)
+                and not (m.name == target and name in m.incomplete)]
         assert not busy, (name, busy)
 
 

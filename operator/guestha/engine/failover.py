@@ -50,6 +50,24 @@ def clear_faults(out: Outcome) -> None:
                 out.clear(m, reasons.CLEAR_REQUESTED, f"clear of {g.name} on {m} requested")
 
 
+def complete_in_place(out: Outcome, member: str, busy: list[str]) -> bool:
+    """The group runs on `member`, Partial only because resources were added while it ran
+    (the agent probed them, none faulted): an online there starts them, nothing moves.
+    Only when it runs nowhere else and every other member is proven not to (rule 1)."""
+    snap, g = out.ctx.snap, out.group
+    m = snap.members.get(member)
+    if m is None or g.name not in m.incomplete or snap.report(g.name, member) != PARTIAL \
+            or not g.wanted_online or busy != [member] or not snap.usable(member):
+        return False
+    if any(not snap.proven_not_running(g.name, other)
+           for other in snap.could_run(g) if other != member):
+        return False
+    out.online(member, reasons.COMPLETE_ONLINE,
+               f"{g.name} on {member}: starting the resources added while it ran")
+    out.say(reasons.COMPLETE_ONLINE, out.onlines[-1].message)
+    return True
+
+
 def hard_followers(out: Outcome) -> None:
     """A Hard parent faulted: its children go offline there (dependencies.py)."""
     ctx = out.ctx
@@ -124,6 +142,8 @@ def plan_failover(ctx: Context, g: GroupState) -> Outcome:
             return out.say(reasons.DEPENDENCY_NOT_MET, out.offlines[-1].message)
         if out.offlines:
             return out.say(out.offlines[0].reason, out.offlines[0].message)
+        if keep is not None and complete_in_place(out, keep, running + stopping):
+            return out
         if keep is not None and reports[keep] != STARTING:
             return out.say(reasons.STEADY, f"{name} is {reports[keep]} on {keep}")
         where = ", ".join(f"{m} {reports[m]}" for m in running + stopping)

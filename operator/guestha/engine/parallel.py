@@ -40,6 +40,10 @@ def plan_parallel(ctx: Context, g: GroupState) -> Outcome:
             why = dependencies.broken(snap, ctx.placed, g, m)
             if why:
                 out.offline(m, reasons.DEPENDENCY_NOT_MET, why)
+            elif state == PARTIAL and name in snap.members[m].incomplete \
+                    and g.wanted_online and snap.usable(m):
+                out.online(m, reasons.COMPLETE_ONLINE,
+                           f"{name} on {m}: starting the resources added while it ran")
     hard_followers(out)
     if not g.wanted_online:
         return out.say(reasons.NOT_WANTED,

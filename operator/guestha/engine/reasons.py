@@ -13,6 +13,7 @@ ONLINE_REQUESTED = "OnlineRequested"  # wanted online although autoStart is off
 FAILOVER = "Failover"  # it faulted or lost its member: moved to the next one by policy
 ONLINE_RETRY = "OnlineRetry"  # an online attempt faulted: retried in place (onlineRetryLimit)
 SWITCHOVER = "Switchover"  # a Switchover moves it
+COMPLETE_ONLINE = "CompleteOnline"  # resources added while it ran: started in place
 
 # Why a group goes (or stays) offline, or is cleared.
 CONCURRENCY_VIOLATION = "ConcurrencyViolation"  # a Failover group found running twice

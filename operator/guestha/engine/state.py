@@ -130,6 +130,9 @@ class MemberState:
     fence_requested_at: float | None = None
     migrating: bool = False  # KubeVirt live-migrates its VMI now
     groups: Mapping[str, str] = field(default_factory=dict)  # group -> protocol state
+    # Groups Partial here only because some resources never started (added while the group
+    # ran; no resource faulted): an online on this member completes them in place.
+    incomplete: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
