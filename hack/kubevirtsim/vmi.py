@@ -4,10 +4,11 @@ Pending -> Scheduling -> Scheduled (a node picked) -> the guest host booted -> R
 status.interfaces, Ready and AgentConnected; a guest that dies makes the VMI Failed (or
 Succeeded when it powered itself off); a deleted VMI's guest is powered off, its final
 phase stored (virt-handler's write), and only then the finalizer goes (virt-controller's),
-so a watch's DELETED event shows how the guest ended. What a node's virt-handler would write is written only while that node
-answers: on an Unresponsive node the VMI's status freezes and its deletion stays pending
-behind the finalizer while the guest runs on. VMIs have no status subresource: status is
-written with the whole object, guarded by resourceVersion.
+so a watch's DELETED event shows how the guest ended. What a node's virt-handler would
+write is written only while that node answers: on an Unresponsive node the VMI's status
+freezes and its deletion stays pending behind the finalizer while the guest runs on. VMIs
+have no status subresource: status is written with the whole object, guarded by
+resourceVersion.
 """
 
 from __future__ import annotations
