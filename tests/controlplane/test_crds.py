@@ -356,7 +356,7 @@ def test_server_applies_defaults(kube: Kube, namespace: str) -> None:
     kube.kubectl("create", "-n", namespace, "-f", "-", input=as_list(objects))
     cluster = get(kube, "igc", "minimal", namespace)["spec"]
     assert cluster == {
-        "members": [{"name": "a"}],
+        "members": [{"name": "a", "capacity": 100}],
         "heartbeat": {"intervalMilliseconds": 500, "peerTimeoutMilliseconds": 3000},
         "fencing": {"policy": "KubeVirt", "selfFenceTimeoutSeconds": 10, "watchdog": True},
         "channel": {"transport": "Network", "port": 7480},
