@@ -24,6 +24,8 @@ from typing import Any
 from kubernetes import config as kconfig
 from kubernetes.client.exceptions import ApiException
 
+from kits import simguests
+
 SUB = "/apis/subresources.kubevirt.io/v1"
 FAULT = "kubevirtsim.guestha.io/fault"
 
@@ -122,15 +124,7 @@ def vm_manifest(
 
 def guest_pids(token: str) -> list[int]:
     """Host pids of the guest processes whose command line names the boot token."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if f"echo-{token}".encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
+    return simguests.copies(f"echo-{token}".encode())
 
 
 def crash_guest(pids: list[int]) -> None:

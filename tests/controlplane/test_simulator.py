@@ -25,6 +25,7 @@ import pytest
 import yaml
 from kubevirtkit import FAULT, Namespace, has_condition, wait_for
 
+from kits import simguests
 from kubevirtsim.simulator import NETWORK_KEPT
 from testbed.controlplane import NODE_MONITOR_GRACE_SECONDS, NODE_MONITOR_PERIOD_SECONDS
 from testbed.devcluster import KUBEVIRT_DIR
@@ -123,17 +124,7 @@ def token_of(vmi: dict[str, Any], port: int, timeout: float = 90.0) -> str:
 
 def guest_pids(token: str) -> list[int]:
     """Host pids of processes whose command line names the guest's marker file."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if f"marker-{token}".encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
+    return simguests.copies(f"marker-{token}".encode())
 
 
 def crash_guest(token: str) -> None:

@@ -48,7 +48,8 @@ def test_majority_running_is_available_but_degraded() -> None:
     assert cond["Progressing"]["status"] == "True"
     assert (status["memberCount"], status["readyMembers"]) == (3, 2)
     assert status["observedGeneration"] == 3
-    assert status["members"][0] == {"name": "a", "phase": "Running", "address": "10.0.0.1"}
+    assert status["members"][0] == {"name": "a", "phase": "Running", "address": "10.0.0.1",
+                                    "agent": "Unknown"}
 
 
 def test_minority_running_is_not_available() -> None:
@@ -88,3 +89,21 @@ def test_member_selector() -> None:
     assert spec.member_names(vms) == ("w1",)
     listed = ClusterSpec.from_body({"members": [{"name": "b"}, {"name": "a"}]})
     assert listed.member_names(vms) == ("b", "a")
+
+
+def test_agents_connected_disconnected_and_the_operators_vote_for_quorum() -> None:
+    views = [MemberView(n, MemberPhase.RUNNING, f"10.0.0.{i}") for i, n in enumerate("abc")]
+    seen = cluster_status.AgentSeen
+    first = cluster_status.build(views, {}, 1, T0, {"a": seen(True, "v1"), "b": seen(True)},
+                                 epoch=4)
+    by_name = {m["name"]: m for m in first["members"]}
+    assert (by_name["a"]["agent"], by_name["a"]["agentVersion"],
+            by_name["a"]["lastSeenTime"]) == ("Connected", "v1", T0)
+    assert by_name["c"]["agent"] == "Unknown"  # never reached
+    assert first["quorum"] is True and first["epoch"] == 4  # 2 agents + operator of 4 votes
+    later = T1
+    second = cluster_status.build(views, first, 1, later, {"a": seen(False), "b": seen(True)})
+    by_name = {m["name"]: m for m in second["members"]}
+    assert (by_name["a"]["agent"], by_name["a"]["lastSeenTime"]) == ("Disconnected", later)
+    assert by_name["b"]["lastSeenTime"] == T0  # still connected: not rewritten
+    assert second["quorum"] is False  # 1 agent + operator of 4 votes

@@ -12,6 +12,8 @@ from typing import Any
 
 import kubernetes
 
+from guestha.channel.transport import KubeAccess
+
 GROUP, VERSION = "guestha.io", "v1alpha1"
 
 
@@ -66,3 +68,9 @@ def status_of(exc: BaseException) -> int | None:
     if isinstance(exc, kubernetes.client.exceptions.ApiException):
         return int(exc.status) if exc.status is not None else None
     return None
+
+
+def kube_access() -> KubeAccess:
+    """The apiserver as the channel's VSOCK transport reaches it (the operator's own
+    credentials)."""
+    return KubeAccess.from_configuration(_api_client().configuration)

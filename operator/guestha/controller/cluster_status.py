@@ -7,6 +7,7 @@ differs, so an idle cluster costs no API writes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from guestha.model.conditions import set_condition
@@ -16,7 +17,16 @@ AVAILABLE, DEGRADED, PROGRESSING = "Available", "Degraded", "Progressing"
 _STARTING = {MemberPhase.PENDING, MemberPhase.SCHEDULING, MemberPhase.SCHEDULED}
 
 
-def _member(view: MemberView, old: Mapping[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AgentSeen:
+    """A member's agent as the operator's channel finds it."""
+
+    connected: bool
+    version: str | None = None
+
+
+def _member(view: MemberView, old: Mapping[str, Any], agent: AgentSeen | None,
+            now: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": view.name, "phase": str(view.phase)}
     if view.address:
         entry["address"] = view.address
@@ -29,6 +39,18 @@ def _member(view: MemberView, old: Mapping[str, Any]) -> dict[str, Any]:
     for kept in ("agentVersion", "lastSeenTime"):  # reported by agents, not by KubeVirt
         if kept in old:
             entry[kept] = old[kept]
+    if agent is None:
+        entry["agent"] = "Disconnected" if old.get("lastSeenTime") else "Unknown"
+    else:
+        entry["agent"] = "Connected" if agent.connected else (
+            "Disconnected" if old.get("lastSeenTime") else "Unknown")
+        if agent.version:
+            entry["agentVersion"] = agent.version
+        # written when the agent is found or lost, not at every answer (no write storm)
+        if agent.connected and old.get("agent") != "Connected":
+            entry["lastSeenTime"] = now
+        if not agent.connected and old.get("agent") == "Connected":
+            entry["lastSeenTime"] = now
     return entry
 
 
@@ -37,8 +59,10 @@ def _names(views: Sequence[MemberView]) -> str:
 
 
 def build(views: Sequence[MemberView], old: Mapping[str, Any], generation: int,
-          now: str) -> dict[str, Any]:
-    """The InGuestCluster status for these member views."""
+          now: str, agents: Mapping[str, AgentSeen] | None = None,
+          epoch: int | None = None) -> dict[str, Any]:
+    """The InGuestCluster status for these member views (and, once the supervisor
+    reaches them, their agents; `epoch` is the leader's)."""
     old_members = {m.get("name"): m for m in old.get("members") or ()}
     running = [v for v in views if v.running]
     down = [v for v in views if not v.running]
@@ -65,10 +89,18 @@ def build(views: Sequence[MemberView], old: Mapping[str, Any], generation: int,
         "MembersStarting" if starting else "Settled",
         f"starting: {_names(starting)}" if starting else "no member is starting",
         now, generation)
-    return {
+    status: dict[str, Any] = {
         "observedGeneration": generation,
         "memberCount": len(views),
         "readyMembers": len(running),
-        "members": [_member(v, old_members.get(v.name, {})) for v in views],
+        "members": [_member(v, old_members.get(v.name, {}),
+                            None if agents is None else agents.get(v.name), now)
+                    for v in views],
         "conditions": conditions,
     }
+    if agents is not None:
+        connected = sum(1 for a in agents.values() if a.connected)
+        status["quorum"] = connected + 1 > (len(views) + 1) // 2
+    if epoch is not None:
+        status["epoch"] = epoch
+    return status

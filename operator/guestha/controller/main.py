@@ -10,9 +10,15 @@ from typing import Any
 
 import kopf
 
-from guestha.controller import (
-    clusters,  # noqa: F401  (registers the handlers)
+from guestha.controller import (  # noqa: F401  (importing registers their handlers)
+    clusters,
+    indexes,
     injection,
+    leader,
+    metrics,
+    nodeleases,
+    outputs,
+    servicegroups,
     webhook,
 )
 
@@ -48,6 +54,16 @@ def serve_webhook(options: webhook.WebhookOptions) -> None:
     kopf.on.startup(id="webhook")(start_webhook)
 
 
+def serve_metrics(listen: str) -> None:
+    """Serve /metrics (Prometheus) from start-up on."""
+    host, _, port = listen.rpartition(":")
+
+    async def start_metrics(**_: Any) -> None:
+        await metrics.serve(host or "0.0.0.0", int(port))
+
+    kopf.on.startup(id="metrics")(start_metrics)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="guestha-operator", description=__doc__)
     parser.add_argument("--liveness", default=None, metavar="URL",
@@ -65,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook-service", default=env("GUESTHA_WEBHOOK_SERVICE"),
                         metavar="NAMESPACE/NAME[:PORT]",
                         help="the Service in front of the webhook (in a cluster)")
+    parser.add_argument("--metrics-listen", default=env("GUESTHA_METRICS_LISTEN"),
+                        metavar="HOST:PORT", help="serve Prometheus metrics on /metrics here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
     if args.webhook_listen:
@@ -74,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             parser.error(str(e))
         serve_webhook(options)
+    if args.metrics_listen:
+        serve_metrics(args.metrics_listen)
     kopf.run(standalone=True, clusterwide=True, liveness_endpoint=args.liveness)
     return 0
 

@@ -23,6 +23,12 @@ class Wakeups:
         for event in self._subscribers.get(namespace, ()):
             event.set()
 
+    def notify_all(self) -> None:
+        """A cluster-wide change (a Node, a node Lease): every subscriber looks again."""
+        for events in self._subscribers.values():
+            for event in events:
+                event.set()
+
     @contextlib.contextmanager
     def subscribe(self, namespace: str) -> Iterator[asyncio.Event]:
         event = asyncio.Event()

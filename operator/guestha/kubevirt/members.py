@@ -36,8 +36,10 @@ def observe(name: str, vm: Mapping[str, Any] | None,
     """The view of member `name` from its VM and VMI (either may be absent)."""
     if vmi is not None:
         status = vmi.get("status") or {}
+        meta = vmi.get("metadata") or {}
         return MemberView(name, _phase(vmi), _address(vmi), status.get("nodeName"),
-                          _agent_connected(vmi))
+                          _agent_connected(vmi), meta.get("uid"),
+                          bool(meta.get("deletionTimestamp")))
     if vm is None:
         return MemberView(name, MemberPhase.MISSING)
     return MemberView(name, MemberPhase.STOPPED)

@@ -29,6 +29,8 @@ class MemberView:
     address: str | None = None
     node: str | None = None
     guest_agent: bool = False  # the VMI's AgentConnected condition
+    uid: str | None = None  # the VMI's uid: which run of the VM this is
+    deleting: bool = False  # the VMI has a deletionTimestamp (a stop was asked for)
 
     @property
     def running(self) -> bool:

@@ -1,0 +1,243 @@
+"""What a supervisor's pass writes: the status of the cluster, its ServiceGroups and
+Switchovers, Events for every transition, the groups' endpoints, and metrics.
+
+Writes are level-based and sparse: a status is patched only when it differs from what
+the object holds, an Event only on a transition, an EndpointSlice only when where the
+group is online changed. So a settled cluster costs no API writes, and 1,500 members
+restarting together do not become a storm of identical patches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from guestha.controller import cluster_status, group_status, metrics
+from guestha.controller.links import MemberLink
+from guestha.controller.observe import CLEAR_ANNOTATION, GroupFacts
+from guestha.engine import GroupDecision, Plan, SwitchoverDecision
+from guestha.model.members import MemberView
+from guestha.protocol.states import ONLINE, UNKNOWN
+
+EVENT_REASONS = {"online": "OnlineRequested", "offline": "OfflineRequested",
+                 "clear": "FaultsCleared", "fence": "FenceRequested"}
+FINISHED = ("Succeeded", "Failed")
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Writer(Protocol):
+    """The Kubernetes API as a pass writes to it (controller.outputs has the real one)."""
+
+    async def patch_status(self, plural: str, name: str, status: Mapping[str, Any]) -> None: ...
+
+    def event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None: ...
+
+    async def endpoints(self, group: Mapping[str, Any], addresses: Mapping[str, str]) -> None: ...
+
+
+@dataclass
+class GroupRecord:
+    """What the publisher remembers of a group between passes."""
+
+    online_on: tuple[str, ...] | None = None  # where the last pass found it (None: unknown)
+    home: str | None = None  # where a Failover group was last Online
+    moving: tuple[str, str, float] | None = None  # (from, cause, since) of a failover
+    endpoints: tuple[tuple[str, str], ...] | None = None  # what the slice was set to
+
+
+@dataclass
+class Publisher:
+    """Writes one cluster's outputs (see the module docstring)."""
+
+    namespace: str
+    cluster: str
+    writer: Writer
+    records: dict[str, GroupRecord] = field(default_factory=dict)
+
+    async def publish(self, result: Plan, views: Sequence[MemberView],
+                      cluster_body: Mapping[str, Any], groups: Sequence[GroupFacts],
+                      group_bodies: Mapping[str, Mapping[str, Any]],
+                      switchover_bodies: Mapping[str, Mapping[str, Any]],
+                      links: Mapping[str, MemberLink], epoch: int, now: float,
+                      fencing: Mapping[str, Any] | None = None) -> None:
+        writes: list[Awaitable[None]] = []
+        agents = {name: cluster_status.AgentSeen(
+            link.reachable, link.state.report.agent_version if link.state.report else None)
+            for name, link in links.items()}
+        old = dict(cluster_body.get("status") or {})
+        generation = int((cluster_body.get("metadata") or {}).get("generation") or 0)
+        new = cluster_status.build(views, old, generation, now_iso(), agents, epoch)
+        for key in ("fencings", "lastFencing"):
+            if key in old:
+                new[key] = old[key]
+        new.update(fencing or {})
+        if group_status.differs(old, new):
+            writes.append(self.writer.patch_status("inguestclusters", self.cluster, new))
+        addresses = {v.name: v.address for v in views if v.address}
+        cleared: dict[str, int] = {}
+        for action in result.actions:
+            if action.kind == "clear" and action.group is not None:
+                cleared[action.group] = cleared.get(action.group, 0) + 1
+        switching = {str((switchover_bodies[n].get("spec") or {}).get("serviceGroup"))
+                     for n, d in result.switchovers.items()
+                     if n in switchover_bodies and d.phase not in FINISHED}
+        for g in groups:
+            writes.extend(self._group(g, result.groups.get(g.name), group_bodies[g.name],
+                                      links, addresses, cleared.get(g.name, 0),
+                                      g.name in switching, now))
+        for name, decision in result.switchovers.items():
+            body = switchover_bodies.get(name)
+            if body is not None:
+                writes.extend(self._switchover(name, body, decision))
+        for link in links.values():
+            for group, resource, why in link.take_faults():
+                body = group_bodies.get(group)
+                if body is not None:
+                    self.writer.event(body, "Warning", "ResourceFaulted",
+                                      f"{resource} on {link.member}: {why}")
+        await asyncio.gather(*writes)
+
+    def actions(self, result: Plan, group_bodies: Mapping[str, Mapping[str, Any]],
+                cluster_body: Mapping[str, Any]) -> None:
+        """An Event per action carried out, on its group (a fencing on the cluster)."""
+        for action in result.actions:
+            body = cluster_body if action.kind == "fence" else group_bodies.get(action.group or "")
+            if body is not None:
+                self.writer.event(body, "Warning" if action.kind == "fence" else "Normal",
+                                  EVENT_REASONS.get(action.kind, action.kind),
+                                  f"{action.kind} on {action.member} ({action.reason}): "
+                                  f"{action.message}")
+
+    def forget(self, groups: Sequence[str]) -> None:
+        kept = set(groups)
+        for name in list(self.records):
+            if name not in kept:
+                del self.records[name]
+                metrics.forget_group(self.namespace, self.cluster, name)
+
+    # -- one group
+
+    def _group(self, g: GroupFacts, decision: GroupDecision | None,
+               body: Mapping[str, Any], links: Mapping[str, MemberLink],
+               addresses: Mapping[str, str | None], cleared: int, switching: bool,
+               now: float) -> list[Awaitable[None]]:
+        record = self.records.setdefault(g.name, GroupRecord())
+        writes: list[Awaitable[None]] = []
+        online = tuple(decision.online_on) if decision is not None else ()
+        extra = self._failover(g, decision, record, body, links, switching, now)
+        if g.clear_requested and not g.spec.get("frozen"):
+            # the clear was carried out this pass (or there was nothing to clear)
+            extra["lastClear"] = {"value": g.annotations.get(CLEAR_ANNOTATION),
+                                  "time": now_iso(), "faultsCleared": cleared}
+        members = [_seen(links.get(m), m, g.name)
+                   for m in (str(s.get("member")) for s in g.spec.get("systems") or ())]
+        wanted = g.wanted_online or bool(online)
+        new = group_status.build(g.status, g.generation, decision, members, wanted,
+                                 bool(g.spec.get("frozen")), now_iso(), extra)
+        if group_status.differs(g.status, new):
+            writes.append(self.writer.patch_status("servicegroups", g.name, new))
+        if decision is not None and online != record.online_on:
+            if online:
+                self.writer.event(body, "Normal", "GroupOnline",
+                                  f"online on {', '.join(online)}")
+            elif record.online_on:
+                self.writer.event(body, "Normal", "GroupOffline",
+                                  f"offline on {', '.join(record.online_on)}")
+            record.online_on = online
+        if g.spec.get("service"):
+            slice_addresses = tuple(sorted((m, a) for m in online
+                                           if (a := addresses.get(m)) is not None))
+            if slice_addresses != record.endpoints:
+                record.endpoints = slice_addresses
+                writes.append(self.writer.endpoints(body, dict(slice_addresses)))
+        metrics.set_group_state(self.namespace, self.cluster, g.name,
+                                decision.state if decision is not None else UNKNOWN)
+        metrics.GROUP_ONLINE_MEMBERS.labels(self.namespace, self.cluster, g.name).set(
+            len(online))
+        return writes
+
+    def _failover(self, g: GroupFacts, decision: GroupDecision | None, record: GroupRecord,
+                  body: Mapping[str, Any], links: Mapping[str, MemberLink], switching: bool,
+                  now: float) -> dict[str, Any]:
+        """failovers and lastFailover of a Failover group: one starts when the group is
+        no longer online on the member it was last Online on (its home), unless a
+        Switchover moves it; it ends when the group is Online on another member (back
+        home: no failover). Its cause is ResourceFaulted when the home's agent still
+        answers (the group faulted there), MemberLost otherwise; its duration runs from
+        the first pass that found the group gone from home (the loss noticed)."""
+        if decision is None or g.spec.get("type", "Failover") != "Failover":
+            return {}
+        online = tuple(decision.online_on)
+        home = record.home
+        if home is None or home in online:
+            record.moving = None
+            if decision.state == ONLINE and online:
+                record.home = online[0]
+            return {}
+        if record.moving is None and not switching:
+            link = links.get(home)
+            cause = "ResourceFaulted" if link is not None and link.reachable else "MemberLost"
+            record.moving = (home, cause, now)
+            metrics.FAILOVERS.labels(self.namespace, self.cluster, g.name, cause).inc()
+            self.writer.event(body, "Warning", "FailoverStarted",
+                              f"{g.name} no longer online on {home} ({cause}): {decision.message}")
+        if decision.state != ONLINE or not online:
+            return {}
+        record.home = online[0]
+        if record.moving is None:  # moved on purpose (a Switchover)
+            return {}
+        origin, cause, since = record.moving
+        record.moving = None
+        duration = now - since
+        metrics.FAILOVER_SECONDS.labels(self.namespace, self.cluster).observe(duration)
+        self.writer.event(body, "Normal", "FailedOver",
+                          f"from {origin} to {online[0]} in {duration * 1000:.0f} ms ({cause})")
+        return {"failovers": int(g.status.get("failovers") or 0) + 1,
+                "lastFailover": {"from": origin, "to": online[0], "reason": cause,
+                                 "time": now_iso(), "durationMilliseconds": int(duration * 1000)}}
+
+    # -- one switchover
+
+    def _switchover(self, name: str, body: Mapping[str, Any],
+                    decision: SwitchoverDecision) -> list[Awaitable[None]]:
+        old = dict(body.get("status") or {})
+        new: dict[str, Any] = {
+            "phase": decision.phase, "from": decision.from_member, "to": decision.to,
+            "reason": decision.reason, "message": decision.message,
+            "observedGeneration": int((body.get("metadata") or {}).get("generation") or 0)}
+        if not old.get("startTime"):
+            new["startTime"] = now_iso()
+        if decision.phase in FINISHED and not old.get("completionTime"):
+            new["completionTime"] = now_iso()
+        new = {k: v for k, v in new.items() if v is not None}
+        if not group_status.differs(old, new):
+            return []
+        if old.get("phase") != decision.phase:
+            self.writer.event(body, "Warning" if decision.phase == "Failed" else "Normal",
+                              f"Switchover{decision.phase}", decision.message)
+        return [self.writer.patch_status("switchovers", name, new)]
+
+
+def _seen(link: MemberLink | None, member: str, group: str) -> group_status.MemberSeen:
+    if link is None:
+        return group_status.MemberSeen(member, UNKNOWN, False)
+    report = link.state.report
+    resources: list[group_status.ResourceSeen] = []
+    if report is not None and group in report.groups:
+        for r in report.groups[group].resources:
+            resources.append(group_status.ResourceSeen(
+                r.name, link.state.resources.get((group, r.name), r.state), r.restarts,
+                r.message))
+    known = {r.name for r in resources}
+    for (g, name), state in sorted(link.state.resources.items()):
+        if g == group and name not in known:  # reported by events since the last report
+            resources.append(group_status.ResourceSeen(name, state))
+    return group_status.MemberSeen(member, link.state.groups.get(group, UNKNOWN),
+                                   link.reachable, tuple(resources))
+

@@ -1,0 +1,400 @@
+"""One InGuestCluster's supervisor: the loop that keeps its groups where they should be.
+
+One asyncio task per cluster (kopf's daemon) holds a MemberLink per running member and
+one EventFollower (a task per member, no thread). Each pass is level-based and
+idempotent: read what the API shows (kopf's indexes, through `read`), put each agent its
+desired configuration, build the engine's ClusterState, ask the engine for a plan, carry
+out its actions (group commands over the channel, fencing through KubeVirt), then write
+what changed (controller.publisher). A pass runs when anything it reads changes (an
+agent's event, a watched object) and when the engine's next bound passes, so a fault is
+planned for within milliseconds and a bound is acted on when it passes.
+
+Only the leader acts (safety rule 2): without the Lease a pass plans (to stay warm) but
+carries out nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from guestha.channel.aio import (
+    AgentRefusal,
+    AsyncAgentClient,
+    ChannelError,
+    Contact,
+    EventFollower,
+    FollowSettings,
+    Member,
+)
+from guestha.controller import metrics, observe
+from guestha.controller.links import MemberLink
+from guestha.controller.publisher import Publisher, Writer, now_iso
+from guestha.controller.sightings import Sightings
+from guestha.engine import Action, GroupState, Plan, plan
+from guestha.model.agentconfig import GroupSource, member_config
+from guestha.model.cluster import ClusterSpec
+from guestha.model.members import MemberView
+from guestha.protocol.events import CONFIG_APPLIED, EventBatch
+from guestha.protocol.fields import FieldError
+from guestha.protocol.states import FAULTED, ONLINE
+from guestha.protocol.status import StatusReport
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 30.0  # a pass at least this often, whatever happens
+SETTLE_SECONDS = 0.005  # let a burst of changes land in one pass
+FENCE_POLL_SECONDS = 1.0  # a pass this often while a stop waits for its node's word
+OPERATOR_LEASE_SECONDS = 15  # how long one contact keeps the operator's vote at the agents
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a member's guest: its VMI's uid and the node it ran on. A stop is
+    judged for the run the groups were on, not for whatever VMI has the name now."""
+
+    uid: str
+    node: str | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one pass reads from the API (through kopf's indexes)."""
+
+    cluster: Mapping[str, Any]  # the InGuestCluster's body
+    views: Sequence[MemberView]
+    groups: Sequence[observe.GroupFacts]
+    group_bodies: Mapping[str, Mapping[str, Any]]
+    switchovers: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]]
+    switchover_bodies: Mapping[str, Mapping[str, Any]]
+    nodes: Mapping[str, bool]  # node name -> Ready and renewing its Lease
+
+
+class Fencer(Protocol):
+    """Fencing through KubeVirt and its verdicts (controller.outputs has the real one)."""
+
+    async def fence(self, member: str, run: Run) -> None: ...
+
+    def stop_confirmed(self, member: str, run: Run, fenced: bool, view: MemberView) -> bool:
+        """Whether the stop of `run` is confirmed (DESIGN.md rule 1b); `fenced`: the
+        operator requested it."""
+        ...
+
+
+class Outputs(Writer, Fencer, Protocol):
+    """Everything a pass does outside the process."""
+
+
+@dataclass
+class GroupMemory:
+    """Online attempts per member (VCS OnlineRetryLimit), from the agents' reports."""
+
+    pending: set[str] = field(default_factory=set)  # members asked to online it
+    failures: dict[str, int] = field(default_factory=dict)  # onlines there that faulted
+
+
+class ClusterSupervisor:
+    """The supervisor of one InGuestCluster (see the module docstring)."""
+
+    def __init__(self, namespace: str, name: str, read: Callable[[], Snapshot],
+                 outputs: Outputs, client: Callable[[Member], AsyncAgentClient], port: int,
+                 heartbeat_secret: bytes, leader: Callable[[], bool],
+                 epoch: Callable[[], int], follow: FollowSettings | None = None) -> None:
+        self.namespace, self.name = namespace, name
+        self._read = read
+        self._out = outputs
+        self._client = client
+        self._port = port
+        self._secret = heartbeat_secret
+        self._leader = leader
+        self._epoch = epoch
+        self._follower = EventFollower(self._follower_client, self._on_events,
+                                       self._on_contact, follow)
+        self.links: dict[str, MemberLink] = {}
+        self.sightings = Sightings()
+        self.publisher = Publisher(namespace, name, outputs)
+        self._groups: dict[str, GroupMemory] = {}
+        self._runs: dict[str, Run] = {}  # member -> the run its agent was last seen on
+        self._fences: dict[str, tuple[Run, float]] = {}  # member -> (run, requested at)
+        self._fencing: dict[str, Any] = {}  # status.fencings / lastFencing to write
+        self._stopped: set[str] = set()  # runs whose stop was confirmed (proof once given)
+        self._wake = asyncio.Event()
+        self.last_plan: Plan | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stopped: Callable[[], bool]) -> None:
+        try:
+            while not stopped():
+                deadline = await self.step()
+                timeout = FENCE_POLL_SECONDS if self._fences else RESYNC_SECONDS
+                if deadline is not None:
+                    timeout = max(0.0, min(timeout, deadline - time.monotonic()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                self._wake.clear()
+                await asyncio.sleep(SETTLE_SECONDS)
+        finally:
+            await self._follower.aclose()
+            await asyncio.gather(*(link.close() for link in self.links.values()),
+                                 return_exceptions=True)
+            self.links.clear()
+
+    # -- what the follower tells (in each member's task)
+
+    def _follower_client(self, member: str) -> AsyncAgentClient:
+        return self.links[member].client()
+
+    async def _on_events(self, member: str, batch: EventBatch | None,
+                         report: StatusReport | None) -> None:
+        link = self.links.get(member)
+        if link is None:
+            return
+        if report is not None:
+            link.on_report(report)
+        if batch is not None:
+            link.on_batch(batch)
+            if any(e.kind == CONFIG_APPLIED for e in batch.events):
+                # the groups' resources changed: read them whole once (events name only
+                # the resources that change state)
+                try:
+                    link.on_report(await link.commands.status())
+                except (AgentRefusal, ChannelError) as e:
+                    log.info("%s/%s: status after a new configuration: %s", self.namespace,
+                             member, e)
+        self.wake()
+
+    async def _on_contact(self, member: str, contact: Contact) -> None:
+        link = self.links.get(member)
+        if link is None:
+            return
+        if contact.reachable and not link.reachable:
+            # back from a silence (or a new run): it may have heard the others until now
+            self.sightings.peer_returned(member, time.monotonic(), self.links)
+        link.on_contact(contact)
+        self.wake()
+
+    # -- one pass
+
+    async def step(self) -> float | None:
+        """One pass; returns the time (monotonic) of the engine's next bound."""
+        snap = self._read()
+        now = time.monotonic()
+        try:
+            spec = ClusterSpec.from_body(snap.cluster.get("spec") or {})
+        except (FieldError, ValueError) as e:
+            log.error("%s/%s: spec refused: %s", self.namespace, self.name, e)
+            return None
+        await self._sync_links(snap.views)
+        self.sightings.members([v.name for v in snap.views], now)
+        leader = self._leader()
+        if leader:
+            await self._push_configs(snap)
+        self._fencing = {}
+        members = [self._member_facts(v, snap) for v in snap.views]
+        self._count_onlines(snap)
+        groups = self._group_states(snap)
+        started = time.perf_counter()
+        result = plan(observe.cluster_state(now, spec, float(OPERATOR_LEASE_SECONDS), members,
+                                            groups, snap.switchovers, leader))
+        metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
+        self.last_plan = result
+        if leader:
+            await self._execute(result, snap)
+            self.publisher.forget([g.name for g in snap.groups])
+            await self.publisher.publish(result, snap.views, snap.cluster, snap.groups,
+                                         snap.group_bodies, snap.switchover_bodies,
+                                         self.links, self._epoch(), now, self._fencing)
+        return result.next_wakeup
+
+    async def _sync_links(self, views: Sequence[MemberView]) -> None:
+        """A link per running member's VMI; a new run of the guest (another VMI uid) or a
+        new address gets a new link, so nothing the old run said counts for the new."""
+        wanted = {v.name: v for v in views if v.running and v.uid}
+        for name in list(self.links):
+            link = self.links[name]
+            view = wanted.get(name)
+            if view is None or (view.address, view.uid) != (link.address, link.uid):
+                del self.links[name]
+                await self._follower.unfollow(name)
+                await link.close()
+        for name, view in wanted.items():
+            if name not in self.links:
+                member = Member(self.namespace, name, self._port, view.address)
+                self.links[name] = MemberLink(self.namespace, self.name, member, view.uid,
+                                              functools.partial(self._client, member))
+                self._follower.follow(name)
+
+    async def _push_configs(self, snap: Snapshot) -> None:
+        names = [v.name for v in snap.views]
+        addresses = {v.name: v.address for v in snap.views}
+        sources = [GroupSource(g.name, g.spec) for g in snap.groups]
+        spec = snap.cluster.get("spec") or {}
+        pushes = []
+        for name, link in self.links.items():
+            if not link.reachable:
+                continue
+            try:
+                config = member_config(self.name, name, names, addresses, sources, spec,
+                                       self._secret, OPERATOR_LEASE_SECONDS)
+            except ValueError as e:
+                log.warning("%s/%s: no configuration for %s: %s", self.namespace, self.name,
+                            name, e)
+                continue
+            pushes.append(link.push(config))
+        await asyncio.gather(*pushes)
+
+    def _member_facts(self, view: MemberView, snap: Snapshot) -> observe.MemberFacts:
+        """The member as the engine sees it. While the run its groups were last seen on
+        (self._runs) is not confirmed stopped, a new run's agent does not speak for the
+        member: the old guest may still run a group (a force-deleted VMI on a node that
+        stopped answering keeps its qemu), and the new agent knows nothing of it. The
+        member stays the old run (silent, its last report as history) until that stop
+        is confirmed or its quorum lease runs out."""
+        now = time.monotonic()
+        link = self.links.get(view.name)
+        sight = self.sightings.of(view.name)
+        confirmed = self._stop_confirmed(view, snap)
+        run = self._runs.get(view.name)
+        speaks = link is not None and link.reachable and bool(view.uid)
+        if speaks and run is not None and run.uid != view.uid:
+            speaks = run.uid in self._stopped  # a new run, once the old one is proven off
+        if speaks and link is not None and view.uid:
+            if run is None or run.uid != view.uid:
+                if run is not None:
+                    self._stopped.discard(run.uid)
+                self._runs[view.name] = Run(view.uid, view.node)
+                confirmed = False  # the new run is running
+            if link.last_contact is not None:
+                self.sightings.answered(view.name, link.last_contact, link.state.groups)
+        for name, other in self.links.items():
+            if name != view.name and other.reachable:
+                self.sightings.heard(view.name, other.hears(view.name, now))
+        fence = self._fences.get(view.name)
+        spec = snap.cluster.get("spec") or {}
+        capacity = next((int(m.get("capacity", 100)) for m in spec.get("members") or ()
+                         if m.get("name") == view.name), 100)
+        return observe.MemberFacts(
+            view=view, capacity=capacity, reachable=speaks,
+            last_contact=sight.last_contact, last_heard_by_peers=sight.last_heard_by_peers,
+            node_ready=bool(view.node) and snap.nodes.get(view.node or "", False),
+            stop_confirmed=confirmed, fence_requested_at=fence[1] if fence else None,
+            migrating=False, groups=dict(sight.groups),
+            incomplete=observe.incomplete(link.state.groups, link.state.resources)
+            if speaks and link is not None else frozenset())
+
+    def _stop_confirmed(self, view: MemberView, snap: Snapshot) -> bool:
+        """Rule 1b for the run the member's groups were on (and for a fenced run, which
+        is told as an Event and in status): asked only once that run is over or being
+        stopped, and remembered, with the moment, as the peers' last hearing."""
+        fence = self._fences.get(view.name)
+        if fence is not None:
+            fenced, _ = fence
+            if fenced.uid in self._stopped or self._out.stop_confirmed(
+                    view.name, fenced, True, view):
+                self._confirmed(view.name, fenced)
+                del self._fences[view.name]
+                metrics.FENCINGS.labels(self.namespace, self.name, view.name,
+                                        "Confirmed").inc()
+                self._out.event(snap.cluster, "Warning", "Fenced",
+                                f"the stop of {view.name}'s guest (VMI {fenced.uid}) was "
+                                f"confirmed by its node")
+                last = dict((snap.cluster.get("status") or {}).get("lastFencing") or {})
+                if last.get("member") == view.name:
+                    self._fencing["lastFencing"] = dict(last, confirmedTime=now_iso())
+        run = self._runs.get(view.name)
+        if run is None:
+            return False
+        if run.uid in self._stopped:
+            return True
+        if view.uid == run.uid and view.running:
+            return False
+        if not self._out.stop_confirmed(view.name, run, False, view):
+            return False
+        self._confirmed(view.name, run)
+        return True
+
+    def _confirmed(self, member: str, run: Run) -> None:
+        if run.uid not in self._stopped:
+            self._stopped.add(run.uid)
+            self.sightings.peer_stopped(member, time.monotonic(), self.links)
+
+    def _memory(self, group: str) -> GroupMemory:
+        return self._groups.setdefault(group, GroupMemory())
+
+    def _count_onlines(self, snap: Snapshot) -> None:
+        for g in snap.groups:
+            memory = self._memory(g.name)
+            for member in list(memory.pending):
+                state = self.sightings.of(member).groups.get(g.name) \
+                    if member in self.links else None
+                if state == ONLINE:
+                    memory.pending.discard(member)
+                    memory.failures.pop(member, None)
+                elif state == FAULTED:
+                    memory.pending.discard(member)
+                    memory.failures[member] = memory.failures.get(member, 0) + 1
+
+    def _group_states(self, snap: Snapshot) -> list[GroupState]:
+        states = []
+        for g in snap.groups:
+            facts = observe.GroupFacts(g.name, g.spec, g.status, g.annotations,
+                                       dict(self._memory(g.name).failures), g.generation)
+            try:
+                states.append(observe.group_state(facts))
+            except (FieldError, ValueError) as e:
+                log.error("%s/%s: ServiceGroup %s left out: %s", self.namespace, self.name,
+                          g.name, e)
+        return states
+
+    async def _execute(self, result: Plan, snap: Snapshot) -> None:
+        """The plan's actions: one member's in order, members at once."""
+        by_member: dict[str, list[Action]] = {}
+        for action in result.actions:
+            by_member.setdefault(action.member, []).append(action)
+        views = {v.name: v for v in snap.views}
+        await asyncio.gather(*(self._carry_out(actions, views) for actions in
+                               by_member.values()))
+        self.publisher.actions(result, snap.group_bodies, snap.cluster)
+
+    async def _carry_out(self, actions: Sequence[Action],
+                         views: Mapping[str, MemberView]) -> None:
+        for action in actions:
+            if action.kind == "fence":
+                run = self._runs.get(action.member)
+                view = views.get(action.member)
+                if run is None or action.member in self._fences or run.uid in self._stopped \
+                        or view is None or view.uid != run.uid:
+                    # never seen running, asked already, known stopped, or its VMI is
+                    # gone already (KubeVirt finishes it: only the proof is awaited)
+                    continue
+                log.warning("%s/%s: fencing %s (run %s): %s", self.namespace, self.name,
+                            action.member, run.uid, action.message)
+                self._fences[action.member] = (run, time.monotonic())
+                old = (self._read().cluster.get("status") or {})
+                self._fencing = {
+                    "fencings": int(old.get("fencings") or 0) + 1,
+                    "lastFencing": {"member": action.member, "reason": action.reason,
+                                    "message": action.message[:4096],
+                                    "requestedTime": now_iso()}}
+                metrics.FENCINGS.labels(self.namespace, self.name, action.member,
+                                        "Requested").inc()
+                await self._out.fence(action.member, run)
+                continue
+            link = self.links.get(action.member)
+            if link is None or action.group is None:
+                continue
+            log.info("%s/%s: %s %s on %s (%s): %s", self.namespace, self.name, action.kind,
+                     action.group, action.member, action.reason, action.message)
+            if action.kind == "online":
+                self._memory(action.group).pending.add(action.member)
+            elif action.kind == "clear":
+                self._memory(action.group).failures.clear()
+            await link.command(action.group, action.kind)
