@@ -1,0 +1,100 @@
+"""What the operator writes about failovers (guestha.controller.publisher).
+
+The accounting had two defects found end to end (a failover counted only when the
+engine's reason said Failover in the very pass the group left its member; a group back
+on its own member counted as moved); these tables pin the rules down: a failover starts
+when a Failover group is no longer online on the member it was last Online on (unless a
+Switchover moves it), ends when it is Online on another, and runs from the first pass
+that saw it gone. The API writer is a recorder here: the rule is what is tested; the
+real writes are in tests/controlplane/test_failover.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from guestha.controller.observe import GroupFacts
+from guestha.controller.publisher import Publisher
+from guestha.engine import GroupDecision, Plan, SwitchoverDecision
+
+pytestmark = pytest.mark.unit
+
+SPEC = {"type": "Failover", "systems": [{"member": m, "priority": i}
+                                        for i, m in enumerate(("a", "b", "c"))]}
+BODY = {"metadata": {"name": "shop", "namespace": "ns", "uid": "u1"}, "spec": SPEC}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, str, dict[str, Any]]] = []
+        self.events: list[tuple[str, str]] = []
+
+    async def patch_status(self, plural: str, name: str, status: Mapping[str, Any]) -> None:
+        self.patches.append((plural, name, dict(status)))
+
+    def event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        self.events.append((reason, message))
+
+    async def endpoints(self, group: Mapping[str, Any], addresses: Mapping[str, str]) -> None:
+        pass
+
+
+def run(steps: list[tuple[float, str, tuple[str, ...], str, bool]]) -> tuple[
+        Recorder, dict[str, Any]]:
+    """Each step: (time, state, onlineOn, reason, a switchover running) -> the recorder
+    and the group's status as last written (fed back like the API would)."""
+    writer = Recorder()
+    publisher = Publisher("ns", "web", writer)
+    status: dict[str, Any] = {}
+    for now, state, online, reason, switching in steps:
+        plan = Plan((), (), {"shop": GroupDecision(state, online, None, reason, reason)},
+                    {"swo": SwitchoverDecision("Running", "a", "b", "Switchover", "")}
+                    if switching else {}, None)
+        bodies = {"swo": {"metadata": {"name": "swo"}, "spec": {"serviceGroup": "shop"}}}
+        asyncio.run(publisher.publish(
+            plan, (), {"metadata": {"name": "web"}}, [GroupFacts("shop", SPEC, status, {})],
+            {"shop": BODY}, bodies, {}, 1, now))
+        for plural, _, new in writer.patches:
+            if plural == "servicegroups":
+                status = new
+    return writer, status
+
+
+def test_a_failover_is_counted_from_the_pass_that_saw_the_group_gone() -> None:
+    writer, status = run([
+        (0.0, "Online", ("a",), "Steady", False),
+        (5.0, "Stopping", (), "InProgress", False),  # the fault: gone from a
+        (5.2, "Offline", (), "NotConfirmedOffline", False),
+        (5.3, "Starting", (), "AutoStart", False),  # the reason need not say Failover
+        (5.9, "Online", ("b",), "Steady", False)])
+    assert status["failovers"] == 1
+    last = status["lastFailover"]
+    assert (last["from"], last["to"], last["reason"]) == ("a", "b", "MemberLost")
+    assert last["durationMilliseconds"] == 900
+    assert [r for r, _ in writer.events].count("FailoverStarted") == 1
+    assert [r for r, _ in writer.events].count("FailedOver") == 1
+
+
+def test_back_on_its_own_member_is_no_failover() -> None:
+    _, status = run([
+        (0.0, "Online", ("a",), "Steady", False),
+        (1.0, "Starting", (), "OnlineRetry", False),
+        (2.0, "Online", ("a",), "Steady", False)])
+    assert status.get("failovers", 0) == 0 and "lastFailover" not in status
+
+
+def test_a_switchover_is_no_failover() -> None:
+    writer, status = run([
+        (0.0, "Online", ("a",), "Steady", False),
+        (1.0, "Switching", (), "Switchover", True),
+        (2.0, "Online", ("b",), "Steady", True),
+        (3.0, "Online", ("b",), "Steady", False),
+        (4.0, "Stopping", (), "InProgress", False),  # a later loss of b counts from b
+        (4.5, "Online", ("c",), "Steady", False)])
+    assert status["failovers"] == 1
+    assert (status["lastFailover"]["from"], status["lastFailover"]["to"]) == ("b", "c")
+    assert "FailoverStarted" not in [r for r, m in writer.events if "on a" in m]
