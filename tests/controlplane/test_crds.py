@@ -375,6 +375,7 @@ def test_server_applies_defaults(kube: Kube, namespace: str) -> None:
         "frozen": False,
         "onlineRetryLimit": 0,
         "faultExpirySeconds": 0,
+        "load": 0,
         "dependencies": [{"serviceGroup": "other", "kind": "OnlineLocal", "rigidity": "Firm"}],
         "service": {"ports": [{"port": 80, "protocol": "TCP"}]},
     }
