@@ -38,9 +38,16 @@ from guestha.controller.links import MemberLink
 from guestha.controller.publisher import Publisher, Writer, now_iso
 from guestha.controller.sightings import Sightings
 from guestha.engine import Action, GroupState, Plan, plan
-from guestha.model.agentconfig import GroupSource, member_config
+from guestha.model.agentconfig import (
+    GroupSource,
+    cluster_offline_budget,
+    counted_offline_budget,
+    held_after_push,
+    member_config,
+)
 from guestha.model.cluster import ClusterSpec
 from guestha.model.members import MemberView
+from guestha.protocol.desired import DesiredConfig
 from guestha.protocol.events import CONFIG_APPLIED, EventBatch
 from guestha.protocol.fields import FieldError
 from guestha.protocol.states import FAULTED, ONLINE
@@ -124,6 +131,7 @@ class ClusterSupervisor:
         self._fences: dict[str, tuple[Run, float]] = {}  # member -> (run, requested at)
         self._fencing: dict[str, Any] = {}  # status.fencings / lastFencing to write
         self._stopped: set[str] = set()  # runs whose stop was confirmed (proof once given)
+        self._budgets: dict[str, int] = {}  # run uid -> the offline budget its agent holds
         self._wake = asyncio.Event()
         self.last_plan: Plan | None = None
 
@@ -195,15 +203,19 @@ class ClusterSupervisor:
         await self._sync_links(snap.views)
         self.sightings.members([v.name for v in snap.views], now)
         leader = self._leader()
+        budget = cluster_offline_budget([GroupSource(g.name, g.spec) for g in snap.groups])
         if leader:
-            await self._push_configs(snap)
+            await self._push_configs(snap, budget)
+        else:
+            self._budgets.clear()  # another leader may give the agents other values
         self._fencing = {}
         members = [self._member_facts(v, snap) for v in snap.views]
         self._count_onlines(snap)
         groups = self._group_states(snap)
         started = time.perf_counter()
         result = plan(observe.cluster_state(now, spec, float(OPERATOR_LEASE_SECONDS), members,
-                                            groups, snap.switchovers, leader))
+                                            groups, snap.switchovers, leader,
+                                            float(self._held_budget(budget, snap.views))))
         metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
         self.last_plan = result
         if leader:
@@ -232,7 +244,28 @@ class ClusterSupervisor:
                                               functools.partial(self._client, member))
                 self._follower.follow(name)
 
-    async def _push_configs(self, snap: Snapshot) -> None:
+    def _held_budget(self, wanted: int, views: Sequence[MemberView]) -> int:
+        """The offline budget the engine counts (agentconfig.counted_offline_budget). A
+        silent agent keeps the configuration it last applied, which may carry a longer
+        budget than the groups ask for now (edited since, or put by an earlier
+        operator): it is known only for a run whose agent confirmed a configuration to
+        this process while it led."""
+        for uid in set(self._budgets) - {r.uid for r in self._runs.values()} \
+                - {link.uid for link in self.links.values()}:
+            del self._budgets[uid]
+        runs = [self._runs.get(v.name) for v in views]
+        return counted_offline_budget(wanted, [None if r is None else self._budgets.get(r.uid)
+                                               for r in runs])
+
+    def _pushed(self, link: MemberLink, config: DesiredConfig) -> None:
+        if not link.uid:
+            return
+        held = held_after_push(self._budgets.get(link.uid),
+                               config.fencing.offline_timeout_seconds, link.applied == config)
+        if held is not None:
+            self._budgets[link.uid] = held
+
+    async def _push_configs(self, snap: Snapshot, budget: int) -> None:
         names = [v.name for v in snap.views]
         addresses = {v.name: v.address for v in snap.views}
         sources = [GroupSource(g.name, g.spec) for g in snap.groups]
@@ -243,13 +276,15 @@ class ClusterSupervisor:
                 continue
             try:
                 config = member_config(self.name, name, names, addresses, sources, spec,
-                                       self._secret, OPERATOR_LEASE_SECONDS)
+                                       self._secret, OPERATOR_LEASE_SECONDS, budget)
             except ValueError as e:
                 log.warning("%s/%s: no configuration for %s: %s", self.namespace, self.name,
                             name, e)
                 continue
-            pushes.append(link.push(config))
-        await asyncio.gather(*pushes)
+            pushes.append((link, config))
+        await asyncio.gather(*(link.push(config) for link, config in pushes))
+        for link, config in pushes:
+            self._pushed(link, config)
 
     def _member_facts(self, view: MemberView, snap: Snapshot) -> observe.MemberFacts:
         """The member as the engine sees it. While the run its groups were last seen on
