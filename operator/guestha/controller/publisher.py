@@ -65,14 +65,15 @@ class Publisher:
                       group_bodies: Mapping[str, Mapping[str, Any]],
                       switchover_bodies: Mapping[str, Mapping[str, Any]],
                       links: Mapping[str, MemberLink], epoch: int, now: float,
-                      fencing: Mapping[str, Any] | None = None) -> None:
+                      fencing: Mapping[str, Any] | None = None,
+                      runs: Mapping[str, Mapping[str, str]] | None = None) -> None:
         writes: list[Awaitable[None]] = []
         agents = {name: cluster_status.AgentSeen(
             link.reachable, link.state.report.agent_version if link.state.report else None)
             for name, link in links.items()}
         old = dict(cluster_body.get("status") or {})
         generation = int((cluster_body.get("metadata") or {}).get("generation") or 0)
-        new = cluster_status.build(views, old, generation, now_iso(), agents, epoch)
+        new = cluster_status.build(views, old, generation, now_iso(), agents, epoch, runs)
         for key in ("fencings", "lastFencing"):
             if key in old:
                 new[key] = old[key]

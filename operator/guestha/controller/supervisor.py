@@ -33,11 +33,11 @@ from guestha.channel.aio import (
     FollowSettings,
     Member,
 )
-from guestha.controller import metrics, observe
+from guestha.controller import cluster_status, metrics, observe
 from guestha.controller.links import MemberLink
 from guestha.controller.publisher import Publisher, Writer, now_iso
 from guestha.controller.sightings import Sightings
-from guestha.engine import Action, GroupState, Plan, plan
+from guestha.engine import Action, ClusterState, GroupState, Plan, plan, safety
 from guestha.model.agentconfig import (
     GroupSource,
     cluster_offline_budget,
@@ -202,6 +202,7 @@ class ClusterSupervisor:
             return None
         await self._sync_links(snap.views)
         self.sightings.members([v.name for v in snap.views], now)
+        self._recall_runs(snap)
         leader = self._leader()
         budget = cluster_offline_budget([GroupSource(g.name, g.spec) for g in snap.groups])
         if leader:
@@ -213,18 +214,52 @@ class ClusterSupervisor:
         self._count_onlines(snap)
         groups = self._group_states(snap)
         started = time.perf_counter()
-        result = plan(observe.cluster_state(now, spec, float(OPERATOR_LEASE_SECONDS), members,
-                                            groups, snap.switchovers, leader,
-                                            float(self._held_budget(budget, snap.views))))
+        state = observe.cluster_state(now, spec, float(OPERATOR_LEASE_SECONDS), members,
+                                      groups, snap.switchovers, leader,
+                                      float(self._held_budget(budget, snap.views)))
+        result = plan(state)
         metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
         self.last_plan = result
+        self._past_lease(state, snap.views)
         if leader:
             await self._execute(result, snap)
             self.publisher.forget([g.name for g in snap.groups])
             await self.publisher.publish(result, snap.views, snap.cluster, snap.groups,
                                          snap.group_bodies, snap.switchover_bodies,
-                                         self.links, self._epoch(), now, self._fencing)
+                                         self.links, self._epoch(), now, self._fencing,
+                                         {m: {"uid": r.uid, **({"node": r.node} if r.node
+                                                              else {})}
+                                          for m, r in self._runs.items()})
         return result.next_wakeup
+
+    def _recall_runs(self, snap: Snapshot) -> None:
+        """The run each member's groups were last seen on, as the InGuestCluster status
+        keeps it, for members this process has not heard yet (it just started, or just
+        took over): a member's new run must not speak for it while an older run that an
+        earlier operator heard may still run its groups (see `_member_facts`)."""
+        kept = cluster_status.runs(snap.cluster.get("status") or {})
+        for view in snap.views:
+            if view.name not in self._runs and view.name in kept:
+                uid, node = kept[view.name]
+                self._runs[view.name] = Run(uid, node)
+
+    def _past_lease(self, state: ClusterState, views: Sequence[MemberView]) -> None:
+        """A run that a newer run of its member replaced (or whose VMI is gone) and whose
+        quorum lease ran out (rule 1c) is as good as stopped: its agent self-fenced and,
+        no longer the member's, can never be told to online anything again. So the new
+        run may speak for the member from now on, even where the node never confirms
+        the old run's stop (a VMI force-deleted on a node that stopped answering)."""
+        # only a run whose VMI left the API or was replaced: a VMI of the same uid may be
+        # Running again (its node answers again), its agent back, its groups online
+        current = {v.name: v.uid for v in views}
+        for member in state.members:
+            run = self._runs.get(member.name)
+            if run is None or run.uid in self._stopped or current.get(member.name) == run.uid:
+                continue
+            if safety.confirmed_down(member, state):
+                log.info("%s/%s: run %s of %s is past its quorum lease", self.namespace,
+                         self.name, run.uid, member.name)
+                self._confirmed(member.name, run)
 
     async def _sync_links(self, views: Sequence[MemberView]) -> None:
         """A link per running member's VMI; a new run of the guest (another VMI uid) or a
