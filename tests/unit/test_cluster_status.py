@@ -114,10 +114,11 @@ def test_the_run_each_member_was_heard_on_is_kept_for_the_next_operator() -> Non
     other replica); a pass that gives none keeps what is there."""
     views = [MemberView("a", MemberPhase.RUNNING, "10.0.0.1", "node-1"),
              MemberView("b", MemberPhase.STOPPED)]
-    status = cluster_status.build(views, {}, 1, T0, runs={"a": {"uid": "u-1", "node": "node-1"}})
-    assert cluster_status.runs(status) == {"a": ("u-1", "node-1")}
+    status = cluster_status.build(views, {}, 1, T0, runs={"a": {
+        "uid": "u-1", "node": "node-1", "address": "10.0.0.1"}})
+    assert cluster_status.runs(status) == {"a": ("u-1", "node-1", "10.0.0.1")}
     assert "run" not in status["members"][1]
     again = cluster_status.build(views, status, 1, T0)
     assert again == status  # kept, and nothing new: nothing to write
     assert cluster_status.runs({"members": [{"name": "a", "run": {"uid": "u-2"}}]}) == {
-        "a": ("u-2", None)}
+        "a": ("u-2", None, None)}

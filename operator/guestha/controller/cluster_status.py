@@ -62,13 +62,15 @@ def _names(views: Sequence[MemberView]) -> str:
     return ", ".join(f"{v.name} ({v.phase})" for v in views)
 
 
-def runs(status: Mapping[str, Any]) -> dict[str, tuple[str, str | None]]:
-    """The runs kept in an InGuestCluster status (see `build`): member -> (uid, node)."""
-    found: dict[str, tuple[str, str | None]] = {}
+def runs(status: Mapping[str, Any]) -> dict[str, tuple[str, str | None, str | None]]:
+    """The runs kept in an InGuestCluster status (see `build`): member -> (uid, node,
+    address)."""
+    found: dict[str, tuple[str, str | None, str | None]] = {}
     for m in status.get("members") or ():
         run = m.get("run") if isinstance(m, Mapping) else None
         if isinstance(run, Mapping) and run.get("uid") and m.get("name"):
-            found[str(m["name"])] = (str(run["uid"]), run.get("node") or None)
+            found[str(m["name"])] = (str(run["uid"]), run.get("node") or None,
+                                     run.get("address") or None)
     return found
 
 
@@ -78,7 +80,8 @@ def build(views: Sequence[MemberView], old: Mapping[str, Any], generation: int,
           runs: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
     """The InGuestCluster status for these member views (and, once the supervisor
     reaches them, their agents; `epoch` is the leader's; `runs`: the run each member's
-    agent was last heard on, {"uid", "node"}, kept as it was where not given)."""
+    agent was last heard on, {"uid", "node", "address"}, kept as it was where not
+    given)."""
     old_members = {m.get("name"): m for m in old.get("members") or ()}
     running = [v for v in views if v.running]
     down = [v for v in views if not v.running]

@@ -68,6 +68,7 @@ class Run:
 
     uid: str
     node: str | None
+    address: str | None = None  # where its agent was reached (None: not known)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ class ClusterSupervisor:
         self._fencing: dict[str, Any] = {}  # status.fencings / lastFencing to write
         self._stopped: set[str] = set()  # runs whose stop was confirmed (proof once given)
         self._budgets: dict[str, int] = {}  # run uid -> the offline budget its agent holds
+        # member -> (when its agent confirmed its configuration, the peers' addresses in it)
+        self._peer_addresses: dict[str, tuple[float, dict[str, str | None]]] = {}
         self._wake = asyncio.Event()
         self.last_plan: Plan | None = None
 
@@ -227,8 +230,9 @@ class ClusterSupervisor:
             await self.publisher.publish(result, snap.views, snap.cluster, snap.groups,
                                          snap.group_bodies, snap.switchover_bodies,
                                          self.links, self._epoch(), now, self._fencing,
-                                         {m: {"uid": r.uid, **({"node": r.node} if r.node
-                                                              else {})}
+                                         {m: {k: v for k, v in (("uid", r.uid),
+                                                                 ("node", r.node),
+                                                                 ("address", r.address)) if v}
                                           for m, r in self._runs.items()})
         return result.next_wakeup
 
@@ -240,8 +244,7 @@ class ClusterSupervisor:
         kept = cluster_status.runs(snap.cluster.get("status") or {})
         for view in snap.views:
             if view.name not in self._runs and view.name in kept:
-                uid, node = kept[view.name]
-                self._runs[view.name] = Run(uid, node)
+                self._runs[view.name] = Run(*kept[view.name])
 
     def _past_lease(self, state: ClusterState, views: Sequence[MemberView]) -> None:
         """A run that a newer run of its member replaced (or whose VMI is gone) and whose
@@ -299,6 +302,11 @@ class ClusterSupervisor:
                                config.fencing.offline_timeout_seconds, link.applied == config)
         if held is not None:
             self._budgets[link.uid] = held
+        if link.applied == config:
+            addresses = {p.member: p.address for p in config.peers}
+            known = self._peer_addresses.get(link.member)
+            if known is None or known[1] != addresses:
+                self._peer_addresses[link.member] = (time.monotonic(), addresses)
 
     async def _push_configs(self, snap: Snapshot, budget: int) -> None:
         names = [v.name for v in snap.views]
@@ -340,13 +348,14 @@ class ClusterSupervisor:
             if run is None or run.uid != view.uid:
                 if run is not None:
                     self._stopped.discard(run.uid)
-                self._runs[view.name] = Run(view.uid, view.node)
+                self._runs[view.name] = Run(view.uid, view.node, view.address)
                 confirmed = False  # the new run is running
             if link.last_contact is not None:
                 self.sightings.answered(view.name, link.last_contact, link.state.groups)
+        replaced = run if run is not None and run.uid != view.uid and not speaks else None
         for name, other in self.links.items():
             if name != view.name and other.reachable:
-                self.sightings.heard(view.name, other.hears(view.name, now))
+                self.sightings.heard(view.name, self._heard(name, other, view, replaced, now))
         fence = self._fences.get(view.name)
         spec = snap.cluster.get("spec") or {}
         capacity = next((int(m.get("capacity", 100)) for m in spec.get("members") or ()
@@ -359,6 +368,25 @@ class ClusterSupervisor:
             migrating=False, groups=dict(sight.groups),
             incomplete=observe.incomplete(link.state.groups, link.state.resources)
             if speaks and link is not None else frozenset())
+
+    def _heard(self, peer: str, link: MemberLink, view: MemberView, replaced: Run | None,
+               now: float) -> float | None:
+        """When `peer` last heard the member of `view`, as far as it counts for the run
+        the member's groups were on. While that run is `replaced` by a newer one (not
+        speaking yet), a peer whose configuration names the new run's address (and not
+        the old one's) hears only the new run from when it confirmed that configuration:
+        its hearing after that is not the old run's, which must not keep the old run's
+        quorum-lease bound from passing."""
+        heard = link.hears(view.name, now)
+        if replaced is None or heard is None or not view.address:
+            return heard
+        applied = self._peer_addresses.get(peer)
+        if applied is None:
+            return heard
+        at, addresses = applied
+        if addresses.get(view.name) == view.address != replaced.address:
+            return min(heard, at)
+        return heard
 
     def _stop_confirmed(self, view: MemberView, snap: Snapshot) -> bool:
         """Rule 1b for the run the member's groups were on (and for a fenced run, which
