@@ -142,34 +142,41 @@ class DevCluster:
         self.control_plane.write_token_kubeconfig(path, token, "guestha-operator")
         return path
 
+    def liveness_file(self, name: str = OPERATOR) -> Path:
+        """Where operator process `name`'s liveness URL is recorded (its port is picked at
+        start)."""
+        return self.folder / ("operator-liveness" if name == OPERATOR else f"{name}-liveness")
+
     @property
     def operator_liveness(self) -> Path:
-        """Where the operator's liveness URL is recorded (its port is picked at start)."""
-        return self.folder / "operator-liveness"
+        return self.liveness_file(OPERATOR)
 
-    def start_operator(self, timeout: float = 60.0) -> None:
-        """The operator with its own ServiceAccount; returns once kopf's liveness probe
-        answers, which kopf serves only after the operator's startup handlers ran."""
+    def start_operator(self, timeout: float = 60.0, name: str = OPERATOR) -> None:
+        """An operator process with its own ServiceAccount; returns once kopf's liveness
+        probe answers, which kopf serves only after the operator's startup handlers ran.
+        Another `name` starts one more replica (its log is `<name>.log`), as the manifests'
+        second replica: the replicas elect one leader through their Lease. The injection
+        webhook's configuration points at the replica that started last."""
         state = self.control_plane.state()
-        if not (OPERATOR in state.pids and processes.alive(state.pids[OPERATOR])):
+        if not (name in state.pids and processes.alive(state.pids[name])):
             url = f"http://127.0.0.1:{free_port()}/healthz"
-            self.operator_liveness.write_text(url)
+            self.liveness_file(name).write_text(url)
             env = {"KUBECONFIG": str(self.operator_kubeconfig())}
             # The injection webhook: the apiserver runs on this host, outside any pod
             # network, so it reaches the operator at a 127.0.0.1 URL.
             webhook = f"127.0.0.1:{free_port()}"
-            self._start(OPERATOR, [sys.executable, "-m", "guestha.controller.main",
-                                   "--liveness", url, "--namespace", "guestha-system",
-                                   "--webhook-listen", webhook,
-                                   "--webhook-url", f"https://{webhook}"], env)
-        self.wait_operator_ready(timeout)
+            self._start(name, [sys.executable, "-m", "guestha.controller.main",
+                               "--liveness", url, "--namespace", "guestha-system",
+                               "--webhook-listen", webhook,
+                               "--webhook-url", f"https://{webhook}"], env)
+        self.wait_operator_ready(timeout, name)
 
-    def wait_operator_ready(self, timeout: float) -> None:
-        url = self.operator_liveness.read_text().strip()
+    def wait_operator_ready(self, timeout: float, name: str = OPERATOR) -> None:
+        url = self.liveness_file(name).read_text().strip()
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
-            self._check_alive(OPERATOR)
+            self._check_alive(name)
             try:
                 with urllib.request.urlopen(url, timeout=5) as r:
                     if r.status == 200:
@@ -179,7 +186,7 @@ class DevCluster:
             time.sleep(0.2)
         raise TimeoutError(f"the operator's liveness probe {url} did not answer within "
                            f"{timeout:.0f}s ({last}); see "
-                           f"{self.control_plane.logs / (OPERATOR + '.log')}")
+                           f"{self.control_plane.logs / (name + '.log')}")
 
     def up(self, simulator: bool = True, operator: bool = True) -> None:
         """Start what is not running and return when all of it is ready: the apiserver,
@@ -205,12 +212,27 @@ class DevCluster:
             processes.stop(pid, timeout)
         self.control_plane._save(state)
 
+    def kill_process(self, name: str) -> None:
+        """SIGKILL process `name` (its whole process group), as a crash: no clean shutdown,
+        so an operator keeps its Lease until the Lease expires."""
+        state = self.control_plane.state()
+        pid = state.pids.pop(name, None)
+        if pid is not None:
+            processes.kill(pid)
+        self.control_plane._save(state)
+
+    def log_of(self, name: str) -> Path:
+        """Process `name`'s log (appended to by every start of that name)."""
+        return self.control_plane.logs / f"{name}.log"
+
     def down(self, keep_data: bool = False) -> None:
-        """Stop in reverse: operator, simulator (it powers off its guests),
+        """Stop in reverse: operator(s), simulator (it powers off its guests),
         kube-controller-manager, apiserver, etcd;
         then forget the cluster's objects (etcd's data), unless `keep_data`: guests cannot
         outlive the simulator, so the next `up` starts from nothing, as a new cluster does."""
-        self.stop_process(OPERATOR)
+        for name in sorted(self.control_plane.state().pids):
+            if name.startswith(OPERATOR):  # every replica
+                self.stop_process(name)
         self.stop_process(SIMULATOR)
         if self.sim_state.exists():
             from kubevirtsim import guesthost  # the sweep for a simulator that died uncleanly

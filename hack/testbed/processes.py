@@ -49,6 +49,19 @@ def stop(pid: int, timeout: float) -> None:
     raise RuntimeError(f"process {pid} survived SIGKILL")
 
 
+def kill(pid: int, timeout: float = 5.0) -> None:
+    """SIGKILL the process group of `pid` at once (a crash) and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not alive(pid):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"process {pid} survived SIGKILL")
+
+
 def referencing(text: str) -> list[int]:
     """Pids of processes whose command line mentions `text` (strays of a lost state file)."""
     found = []

@@ -25,6 +25,7 @@ import pytest
 from kubevirtkit import Namespace
 
 from kits import simguests
+from kits.sgstatus import group, online_on, reasons, state_on, vm
 
 pytestmark = pytest.mark.controlplane
 
@@ -32,16 +33,6 @@ CLUSTER = "web"
 MEMBERS = ("web-a", "web-b", "web-c")
 MARKER = f"0.{random.randrange(10**8, 10**9)}"  # in the application's command line only
 TIMEOUT = 90.0
-
-
-def vm(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {"runStrategy": "Always", "template": {"spec": {
-            "terminationGracePeriodSeconds": 0,
-            "domain": {"devices": {}, "memory": {"guest": "128Mi"}, "resources": {}}}}},
-    }
 
 
 def shop(resources: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -94,23 +85,6 @@ def copies() -> Iterator[simguests.CopyCounter]:
     counter.check()
 
 
-def group(ns: Namespace, name: str = "shop") -> dict[str, Any]:
-    return (ns.get("sg", name) or {}).get("status") or {}
-
-
-def online_on(ns: Namespace, members: tuple[str, ...], name: str = "shop") -> Any:
-    def check() -> Any:
-        status = group(ns, name)
-        if status.get("state") == "Online" and tuple(sorted(status.get("onlineOn") or ())) \
-                == tuple(sorted(members)):
-            return status
-        return None
-    try:
-        return ns.wait_for(f"{name} online on {members}", check)
-    except AssertionError as e:
-        raise AssertionError(f"{e}; status: {group(ns, name)}") from None
-
-
 def slice_addresses(ns: Namespace) -> list[str]:
     found = json.loads(ns.kubectl("get", "endpointslices", "-l",
                                   "kubernetes.io/service-name=shop", "-o", "json").stdout)
@@ -129,31 +103,6 @@ def app_pid(ns: Namespace, simulator: Any, member: str) -> int:
     pids = [p for p in simguests.copies(MARKER.encode()) if p in in_guest]
     assert len(pids) == 1, f"{member}: application pids {pids}"
     return pids[0]
-
-
-def states(ns: Namespace, name: str = "shop") -> dict[str, str]:
-    """The group's state on each member, as its status shows it."""
-    return {m["name"]: m["state"] for m in group(ns, name).get("members", ())}
-
-
-def state_on(ns: Namespace, member: str, wanted: tuple[str, ...],
-             name: str = "shop") -> dict[str, str]:
-    seen: dict[str, str] = {}
-
-    def check() -> dict[str, str] | None:
-        seen.clear()
-        seen.update(states(ns, name))
-        return dict(seen) if seen.get(member) in wanted else None
-
-    try:
-        found: dict[str, str] = ns.wait_for(f"{name} {' or '.join(wanted)} on {member}", check)
-    except AssertionError as e:
-        raise AssertionError(f"{e}; states: {seen}; status: {group(ns, name)}") from None
-    return found
-
-
-def reasons(ns: Namespace, name: str = "shop") -> list[str]:
-    return [e["reason"] for e in ns.events(name)]
 
 
 @pytest.fixture(scope="module")

@@ -78,12 +78,15 @@ def copies(marker: bytes) -> list[int]:
 @dataclass
 class CopyCounter:
     """Counts the live copies of a program every `interval` seconds in a thread of its
-    own, from /proc, and keeps every instant with more than one (safety rule 1)."""
+    own, from /proc, and keeps every instant with more than one (safety rule 1), and when
+    each copy (pid) was first and last seen alive (time.time()), so a test can tell that
+    one copy was gone before the next one started."""
 
     marker: bytes
     interval: float = 0.02
     samples: int = 0
     doubles: list[tuple[float, list[int]]] = field(default_factory=list)
+    seen: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid -> first, last
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -100,9 +103,17 @@ class CopyCounter:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             pids = copies(self.marker)
+            at = time.time()
+            for pid in pids:
+                self.seen[pid] = (self.seen.get(pid, (at, at))[0], at)
             self.samples += 1
             if len(pids) > 1:
                 self.doubles.append((time.time(), pids))
+
+    def pids_since(self, since: float) -> list[int]:
+        """The copies first seen alive at or after `since`, oldest first."""
+        return sorted((p for p, (first, _) in list(self.seen.items()) if first >= since),
+                      key=lambda p: self.seen[p][0])
 
     def check(self) -> None:
         assert self.samples > 0, "the copy counter never sampled"

@@ -107,3 +107,18 @@ def test_agents_connected_disconnected_and_the_operators_vote_for_quorum() -> No
     assert (by_name["a"]["agent"], by_name["a"]["lastSeenTime"]) == ("Disconnected", later)
     assert by_name["b"]["lastSeenTime"] == T0  # still connected: not rewritten
     assert second["quorum"] is False  # 1 agent + operator of 4 votes
+
+
+def test_the_run_each_member_was_heard_on_is_kept_for_the_next_operator() -> None:
+    """The supervisor's runs go to status and come back from it (a restarted operator, the
+    other replica); a pass that gives none keeps what is there."""
+    views = [MemberView("a", MemberPhase.RUNNING, "10.0.0.1", "node-1"),
+             MemberView("b", MemberPhase.STOPPED)]
+    status = cluster_status.build(views, {}, 1, T0, runs={"a": {
+        "uid": "u-1", "node": "node-1", "address": "10.0.0.1"}})
+    assert cluster_status.runs(status) == {"a": ("u-1", "node-1", "10.0.0.1")}
+    assert "run" not in status["members"][1]
+    again = cluster_status.build(views, status, 1, T0)
+    assert again == status  # kept, and nothing new: nothing to write
+    assert cluster_status.runs({"members": [{"name": "a", "run": {"uid": "u-2"}}]}) == {
+        "a": ("u-2", None, None)}

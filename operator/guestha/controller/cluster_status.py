@@ -26,12 +26,16 @@ class AgentSeen:
 
 
 def _member(view: MemberView, old: Mapping[str, Any], agent: AgentSeen | None,
-            now: str) -> dict[str, Any]:
+            now: str, run: Mapping[str, str] | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": view.name, "phase": str(view.phase)}
     if view.address:
         entry["address"] = view.address
     if view.node:
         entry["node"] = view.node
+    if run is not None:
+        entry["run"] = dict(run)
+    elif "run" in old:
+        entry["run"] = old["run"]
     if view.phase is MemberPhase.MISSING:
         entry["message"] = "no VirtualMachine of this name in the cluster's namespace"
     elif view.phase is MemberPhase.STOPPED:
@@ -58,11 +62,26 @@ def _names(views: Sequence[MemberView]) -> str:
     return ", ".join(f"{v.name} ({v.phase})" for v in views)
 
 
+def runs(status: Mapping[str, Any]) -> dict[str, tuple[str, str | None, str | None]]:
+    """The runs kept in an InGuestCluster status (see `build`): member -> (uid, node,
+    address)."""
+    found: dict[str, tuple[str, str | None, str | None]] = {}
+    for m in status.get("members") or ():
+        run = m.get("run") if isinstance(m, Mapping) else None
+        if isinstance(run, Mapping) and run.get("uid") and m.get("name"):
+            found[str(m["name"])] = (str(run["uid"]), run.get("node") or None,
+                                     run.get("address") or None)
+    return found
+
+
 def build(views: Sequence[MemberView], old: Mapping[str, Any], generation: int,
           now: str, agents: Mapping[str, AgentSeen] | None = None,
-          epoch: int | None = None) -> dict[str, Any]:
+          epoch: int | None = None,
+          runs: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
     """The InGuestCluster status for these member views (and, once the supervisor
-    reaches them, their agents; `epoch` is the leader's)."""
+    reaches them, their agents; `epoch` is the leader's; `runs`: the run each member's
+    agent was last heard on, {"uid", "node", "address"}, kept as it was where not
+    given)."""
     old_members = {m.get("name"): m for m in old.get("members") or ()}
     running = [v for v in views if v.running]
     down = [v for v in views if not v.running]
@@ -94,7 +113,8 @@ def build(views: Sequence[MemberView], old: Mapping[str, Any], generation: int,
         "memberCount": len(views),
         "readyMembers": len(running),
         "members": [_member(v, old_members.get(v.name, {}),
-                            None if agents is None else agents.get(v.name), now)
+                            None if agents is None else agents.get(v.name), now,
+                            (runs or {}).get(v.name))
                     for v in views],
         "conditions": conditions,
     }

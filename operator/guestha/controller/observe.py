@@ -89,9 +89,12 @@ class GroupFacts:
         return bool(self.spec.get("autoStart", True))
 
 
-def settings(spec: ClusterSpec, operator_lease: float) -> Settings:
+def settings(spec: ClusterSpec, operator_lease: float, offline_timeout: float) -> Settings:
+    """`offline_timeout`: the longest offline budget any member's agent may hold (the
+    supervisor's count of what it put to them, guestha.model.agentconfig)."""
     heartbeat_interval = spec.heartbeat.interval_milliseconds / 1000.0
-    return Settings.of(spec, LEASE_MARGIN_SECONDS + heartbeat_interval, operator_lease)
+    return Settings.of(spec, LEASE_MARGIN_SECONDS + heartbeat_interval, operator_lease,
+                       offline_timeout)
 
 
 def member_state(facts: MemberFacts) -> MemberState:
@@ -121,8 +124,8 @@ def switchover(name: str, spec: Mapping[str, Any], status: Mapping[str, Any]) ->
 def cluster_state(now: float, spec: ClusterSpec, operator_lease: float,
                   members: Sequence[MemberFacts], groups: Sequence[GroupState],
                   switchovers: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
-                  leader: bool) -> ClusterState:
+                  leader: bool, offline_timeout: float) -> ClusterState:
     return ClusterState(
-        now=now, settings=settings(spec, operator_lease),
+        now=now, settings=settings(spec, operator_lease, offline_timeout),
         members=tuple(member_state(m) for m in members), groups=tuple(groups),
         switchovers=tuple(switchover(*s) for s in switchovers), leader=leader)

@@ -46,7 +46,7 @@ class GroupRecord:
     """What the publisher remembers of a group between passes."""
 
     online_on: tuple[str, ...] | None = None  # where the last pass found it (None: unknown)
-    home: str | None = None  # where a Failover group was last Online
+    home: str | None = None  # where a Failover group was last Online (at first: its status)
     moving: tuple[str, str, float] | None = None  # (from, cause, since) of a failover
     endpoints: tuple[tuple[str, str], ...] | None = None  # what the slice was set to
 
@@ -65,14 +65,15 @@ class Publisher:
                       group_bodies: Mapping[str, Mapping[str, Any]],
                       switchover_bodies: Mapping[str, Mapping[str, Any]],
                       links: Mapping[str, MemberLink], epoch: int, now: float,
-                      fencing: Mapping[str, Any] | None = None) -> None:
+                      fencing: Mapping[str, Any] | None = None,
+                      runs: Mapping[str, Mapping[str, str]] | None = None) -> None:
         writes: list[Awaitable[None]] = []
         agents = {name: cluster_status.AgentSeen(
             link.reachable, link.state.report.agent_version if link.state.report else None)
             for name, link in links.items()}
         old = dict(cluster_body.get("status") or {})
         generation = int((cluster_body.get("metadata") or {}).get("generation") or 0)
-        new = cluster_status.build(views, old, generation, now_iso(), agents, epoch)
+        new = cluster_status.build(views, old, generation, now_iso(), agents, epoch, runs)
         for key in ("fencings", "lastFencing"):
             if key in old:
                 new[key] = old[key]
@@ -127,7 +128,9 @@ class Publisher:
                body: Mapping[str, Any], links: Mapping[str, MemberLink],
                addresses: Mapping[str, str | None], cleared: int, switching: bool,
                now: float) -> list[Awaitable[None]]:
-        record = self.records.setdefault(g.name, GroupRecord())
+        record = self.records.get(g.name)
+        if record is None:
+            record = self.records[g.name] = GroupRecord(home=_home(g.status))
         writes: list[Awaitable[None]] = []
         online = tuple(decision.online_on) if decision is not None else ()
         extra = self._failover(g, decision, record, body, links, switching, now)
@@ -222,6 +225,14 @@ class Publisher:
             self.writer.event(body, "Warning" if decision.phase == "Failed" else "Normal",
                               f"Switchover{decision.phase}", decision.message)
         return [self.writer.patch_status("switchovers", name, new)]
+
+
+def _home(status: Mapping[str, Any]) -> str | None:
+    """Where a group was last Online by the status as written (by this operator or one
+    before it): a process that starts while the group is away from there (a restart
+    mid-failover, the other replica taking over) still counts the failover it finishes."""
+    online = list(status.get("onlineOn") or ())
+    return str(online[0]) if status.get("state") == ONLINE and len(online) == 1 else None
 
 
 def _seen(link: MemberLink | None, member: str, group: str) -> group_status.MemberSeen:

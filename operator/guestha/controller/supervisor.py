@@ -33,14 +33,21 @@ from guestha.channel.aio import (
     FollowSettings,
     Member,
 )
-from guestha.controller import metrics, observe
+from guestha.controller import cluster_status, metrics, observe
 from guestha.controller.links import MemberLink
 from guestha.controller.publisher import Publisher, Writer, now_iso
 from guestha.controller.sightings import Sightings
-from guestha.engine import Action, GroupState, Plan, plan
-from guestha.model.agentconfig import GroupSource, member_config
+from guestha.engine import Action, ClusterState, GroupState, Plan, plan, safety
+from guestha.model.agentconfig import (
+    GroupSource,
+    cluster_offline_budget,
+    counted_offline_budget,
+    held_after_push,
+    member_config,
+)
 from guestha.model.cluster import ClusterSpec
 from guestha.model.members import MemberView
+from guestha.protocol.desired import DesiredConfig
 from guestha.protocol.events import CONFIG_APPLIED, EventBatch
 from guestha.protocol.fields import FieldError
 from guestha.protocol.states import FAULTED, ONLINE
@@ -61,6 +68,7 @@ class Run:
 
     uid: str
     node: str | None
+    address: str | None = None  # where its agent was reached (None: not known)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,9 @@ class ClusterSupervisor:
         self._fences: dict[str, tuple[Run, float]] = {}  # member -> (run, requested at)
         self._fencing: dict[str, Any] = {}  # status.fencings / lastFencing to write
         self._stopped: set[str] = set()  # runs whose stop was confirmed (proof once given)
+        self._budgets: dict[str, int] = {}  # run uid -> the offline budget its agent holds
+        # member -> (when its agent confirmed its configuration, the peers' addresses in it)
+        self._peer_addresses: dict[str, tuple[float, dict[str, str | None]]] = {}
         self._wake = asyncio.Event()
         self.last_plan: Plan | None = None
 
@@ -194,25 +205,64 @@ class ClusterSupervisor:
             return None
         await self._sync_links(snap.views)
         self.sightings.members([v.name for v in snap.views], now)
+        self._recall_runs(snap)
         leader = self._leader()
+        budget = cluster_offline_budget([GroupSource(g.name, g.spec) for g in snap.groups])
         if leader:
-            await self._push_configs(snap)
+            await self._push_configs(snap, budget)
+        else:
+            self._budgets.clear()  # another leader may give the agents other values
         self._fencing = {}
         members = [self._member_facts(v, snap) for v in snap.views]
         self._count_onlines(snap)
         groups = self._group_states(snap)
         started = time.perf_counter()
-        result = plan(observe.cluster_state(now, spec, float(OPERATOR_LEASE_SECONDS), members,
-                                            groups, snap.switchovers, leader))
+        state = observe.cluster_state(now, spec, float(OPERATOR_LEASE_SECONDS), members,
+                                      groups, snap.switchovers, leader,
+                                      float(self._held_budget(budget, snap.views)))
+        result = plan(state)
         metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
         self.last_plan = result
+        self._past_lease(state, snap.views)
         if leader:
             await self._execute(result, snap)
             self.publisher.forget([g.name for g in snap.groups])
             await self.publisher.publish(result, snap.views, snap.cluster, snap.groups,
                                          snap.group_bodies, snap.switchover_bodies,
-                                         self.links, self._epoch(), now, self._fencing)
+                                         self.links, self._epoch(), now, self._fencing,
+                                         {m: {k: v for k, v in (("uid", r.uid),
+                                                                 ("node", r.node),
+                                                                 ("address", r.address)) if v}
+                                          for m, r in self._runs.items()})
         return result.next_wakeup
+
+    def _recall_runs(self, snap: Snapshot) -> None:
+        """The run each member's groups were last seen on, as the InGuestCluster status
+        keeps it, for members this process has not heard yet (it just started, or just
+        took over): a member's new run must not speak for it while an older run that an
+        earlier operator heard may still run its groups (see `_member_facts`)."""
+        kept = cluster_status.runs(snap.cluster.get("status") or {})
+        for view in snap.views:
+            if view.name not in self._runs and view.name in kept:
+                self._runs[view.name] = Run(*kept[view.name])
+
+    def _past_lease(self, state: ClusterState, views: Sequence[MemberView]) -> None:
+        """A run that a newer run of its member replaced (or whose VMI is gone) and whose
+        quorum lease ran out (rule 1c) is as good as stopped: its agent self-fenced and,
+        no longer the member's, can never be told to online anything again. So the new
+        run may speak for the member from now on, even where the node never confirms
+        the old run's stop (a VMI force-deleted on a node that stopped answering)."""
+        # only a run whose VMI left the API or was replaced: a VMI of the same uid may be
+        # Running again (its node answers again), its agent back, its groups online
+        current = {v.name: v.uid for v in views}
+        for member in state.members:
+            run = self._runs.get(member.name)
+            if run is None or run.uid in self._stopped or current.get(member.name) == run.uid:
+                continue
+            if safety.confirmed_down(member, state):
+                log.info("%s/%s: run %s of %s is past its quorum lease", self.namespace,
+                         self.name, run.uid, member.name)
+                self._confirmed(member.name, run)
 
     async def _sync_links(self, views: Sequence[MemberView]) -> None:
         """A link per running member's VMI; a new run of the guest (another VMI uid) or a
@@ -232,7 +282,33 @@ class ClusterSupervisor:
                                               functools.partial(self._client, member))
                 self._follower.follow(name)
 
-    async def _push_configs(self, snap: Snapshot) -> None:
+    def _held_budget(self, wanted: int, views: Sequence[MemberView]) -> int:
+        """The offline budget the engine counts (agentconfig.counted_offline_budget). A
+        silent agent keeps the configuration it last applied, which may carry a longer
+        budget than the groups ask for now (edited since, or put by an earlier
+        operator): it is known only for a run whose agent confirmed a configuration to
+        this process while it led."""
+        for uid in set(self._budgets) - {r.uid for r in self._runs.values()} \
+                - {link.uid for link in self.links.values()}:
+            del self._budgets[uid]
+        runs = [self._runs.get(v.name) for v in views]
+        return counted_offline_budget(wanted, [None if r is None else self._budgets.get(r.uid)
+                                               for r in runs])
+
+    def _pushed(self, link: MemberLink, config: DesiredConfig) -> None:
+        if not link.uid:
+            return
+        held = held_after_push(self._budgets.get(link.uid),
+                               config.fencing.offline_timeout_seconds, link.applied == config)
+        if held is not None:
+            self._budgets[link.uid] = held
+        if link.applied == config:
+            addresses = {p.member: p.address for p in config.peers}
+            known = self._peer_addresses.get(link.member)
+            if known is None or known[1] != addresses:
+                self._peer_addresses[link.member] = (time.monotonic(), addresses)
+
+    async def _push_configs(self, snap: Snapshot, budget: int) -> None:
         names = [v.name for v in snap.views]
         addresses = {v.name: v.address for v in snap.views}
         sources = [GroupSource(g.name, g.spec) for g in snap.groups]
@@ -243,13 +319,15 @@ class ClusterSupervisor:
                 continue
             try:
                 config = member_config(self.name, name, names, addresses, sources, spec,
-                                       self._secret, OPERATOR_LEASE_SECONDS)
+                                       self._secret, OPERATOR_LEASE_SECONDS, budget)
             except ValueError as e:
                 log.warning("%s/%s: no configuration for %s: %s", self.namespace, self.name,
                             name, e)
                 continue
-            pushes.append(link.push(config))
-        await asyncio.gather(*pushes)
+            pushes.append((link, config))
+        await asyncio.gather(*(link.push(config) for link, config in pushes))
+        for link, config in pushes:
+            self._pushed(link, config)
 
     def _member_facts(self, view: MemberView, snap: Snapshot) -> observe.MemberFacts:
         """The member as the engine sees it. While the run its groups were last seen on
@@ -270,13 +348,14 @@ class ClusterSupervisor:
             if run is None or run.uid != view.uid:
                 if run is not None:
                     self._stopped.discard(run.uid)
-                self._runs[view.name] = Run(view.uid, view.node)
+                self._runs[view.name] = Run(view.uid, view.node, view.address)
                 confirmed = False  # the new run is running
             if link.last_contact is not None:
                 self.sightings.answered(view.name, link.last_contact, link.state.groups)
+        replaced = run if run is not None and run.uid != view.uid and not speaks else None
         for name, other in self.links.items():
             if name != view.name and other.reachable:
-                self.sightings.heard(view.name, other.hears(view.name, now))
+                self.sightings.heard(view.name, self._heard(name, other, view, replaced, now))
         fence = self._fences.get(view.name)
         spec = snap.cluster.get("spec") or {}
         capacity = next((int(m.get("capacity", 100)) for m in spec.get("members") or ()
@@ -289,6 +368,25 @@ class ClusterSupervisor:
             migrating=False, groups=dict(sight.groups),
             incomplete=observe.incomplete(link.state.groups, link.state.resources)
             if speaks and link is not None else frozenset())
+
+    def _heard(self, peer: str, link: MemberLink, view: MemberView, replaced: Run | None,
+               now: float) -> float | None:
+        """When `peer` last heard the member of `view`, as far as it counts for the run
+        the member's groups were on. While that run is `replaced` by a newer one (not
+        speaking yet), a peer whose configuration names the new run's address (and not
+        the old one's) hears only the new run from when it confirmed that configuration:
+        its hearing after that is not the old run's, which must not keep the old run's
+        quorum-lease bound from passing."""
+        heard = link.hears(view.name, now)
+        if replaced is None or heard is None or not view.address:
+            return heard
+        applied = self._peer_addresses.get(peer)
+        if applied is None:
+            return heard
+        at, addresses = applied
+        if addresses.get(view.name) == view.address != replaced.address:
+            return min(heard, at)
+        return heard
 
     def _stop_confirmed(self, view: MemberView, snap: Snapshot) -> bool:
         """Rule 1b for the run the member's groups were on (and for a fenced run, which

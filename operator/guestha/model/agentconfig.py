@@ -7,6 +7,13 @@ two members with different lists could both believe they hold a majority. A
 ServiceGroup's `spec.type` and `spec.resources` are the agent's group configuration
 as they stand (the CRD and guestha.protocol.config share the names); a group goes to
 the members its `spec.systems` lists.
+
+The agents' offline budget (FencingConfig.offline_timeout_seconds: how long a
+self-fencing agent may take to take its Failover groups offline) is derived from the
+groups' own resource timeouts, never longer than FencingConfig's default: it is part of
+the quorum-lease bound (guestha.engine.safety.lease_bound), so groups that stop in
+seconds are failed over from a silent member in seconds plus the self-fence timeout,
+not after a fixed minute.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from guestha.protocol import fields
-from guestha.protocol.config import GroupConfig
+from guestha.protocol.config import FAILOVER, GroupConfig
 from guestha.protocol.desired import DesiredConfig, FencingConfig, HeartbeatConfig, PeerConfig
 from guestha.protocol.keys import pair_key
 
@@ -42,7 +49,56 @@ class GroupSource:
         return GroupConfig.from_dict(body, f"ServiceGroup {self.name}: spec")
 
 
-def fencing_config(spec: Mapping[str, Any], operator_lease_seconds: int) -> FencingConfig:
+def offline_budget_seconds(groups: Sequence[GroupConfig]) -> int:
+    """How long an agent may take to take its Failover groups offline (self-fencing or
+    stopping): what the slowest Failover group needs, its resources stopped one after
+    another, each its offline and clean timeouts and two monitors (before and after, as
+    the agent's offline runs them); at least 1 s, and never more than
+    FencingConfig.offline_timeout_seconds (the default budget: the agent shares it out
+    among its actions, and the guest watchdog resets a guest that overruns it).
+
+    The engine must count the budget the agents HOLD: see the supervisor's use (a
+    silent agent may still hold an older, longer one)."""
+    needs = [sum(r.timeouts.offline_seconds + r.timeouts.clean_seconds
+                 + 2 * r.monitor.timeout_seconds for r in g.resources)
+             for g in groups if g.type == FAILOVER]
+    low, _ = FencingConfig.BOUNDS["offline_timeout_seconds"]
+    return max(low, min(max(needs, default=low), FencingConfig.offline_timeout_seconds))
+
+
+def held_after_push(known: int | None, pushed: int, confirmed: bool) -> int | None:
+    """The offline budget an agent holds after the operator put it `pushed`: that one
+    once the agent confirmed it; else (a push that failed may still have been applied)
+    the longer of the two, and still unknown (None) when it was unknown before."""
+    if confirmed:
+        return pushed
+    return None if known is None else max(known, pushed)
+
+
+def counted_offline_budget(wanted: int, held: Sequence[int | None]) -> int:
+    """The offline budget the engine counts in the quorum-lease bound: the longest any
+    member's agent may hold (`held`, one per member; None where unknown: then
+    FencingConfig's default, the most any operator gives), and never less than the one
+    being put to them now (`wanted`)."""
+    default = FencingConfig.offline_timeout_seconds
+    return max([wanted, *(default if h is None else h for h in held)])
+
+
+def cluster_offline_budget(groups: Sequence[GroupSource]) -> int:
+    """`offline_budget_seconds` over the cluster's groups that an agent would take (a
+    group it would refuse reaches no agent, so it needs no time there)."""
+    configs = []
+    for g in groups:
+        try:
+            configs.append(g.group_config())
+        except ValueError:
+            continue
+    return offline_budget_seconds(configs)
+
+
+def fencing_config(spec: Mapping[str, Any], operator_lease_seconds: int,
+                   offline_timeout_seconds: int = FencingConfig.offline_timeout_seconds
+                   ) -> FencingConfig:
     """`spec.fencing` of an InGuestCluster as the agent takes it: policy None means no
     self-fencing either (groups on a silent member are never moved)."""
     fencing = fields.obj(spec.get("fencing") or {}, "spec.fencing")
@@ -53,7 +109,7 @@ def fencing_config(spec: Mapping[str, Any], operator_lease_seconds: int) -> Fenc
         "spec.fencing", 1, 3600)
     return FencingConfig(self_fence_timeout_seconds=timeout,
                          operator_lease_seconds=operator_lease_seconds,
-                         offline_timeout_seconds=default.offline_timeout_seconds,
+                         offline_timeout_seconds=offline_timeout_seconds,
                          watchdog=fields.boolean(fencing, "watchdog", default.watchdog,
                                                  "spec.fencing"))
 
@@ -61,11 +117,14 @@ def fencing_config(spec: Mapping[str, Any], operator_lease_seconds: int) -> Fenc
 def member_config(cluster: str, member: str, members: Sequence[str],
                   addresses: Mapping[str, str | None], groups: Sequence[GroupSource],
                   cluster_spec: Mapping[str, Any], secret: bytes,
-                  operator_lease_seconds: int) -> DesiredConfig:
+                  operator_lease_seconds: int,
+                  offline_timeout_seconds: int = FencingConfig.offline_timeout_seconds
+                  ) -> DesiredConfig:
     """The desired configuration of `member`: the groups whose systems list it (by name),
     every other member as a peer (address None while it has none) with the pair key
     derived from the cluster's heartbeat secret, and the cluster's heartbeat and fencing
-    settings."""
+    settings, with `offline_timeout_seconds` as the offline budget (one value for every
+    member: `cluster_offline_budget`)."""
     peers = tuple(PeerConfig(other, addresses.get(other), None,
                              pair_key(secret, cluster, member, other))
                   for other in sorted(set(members)) if other != member)
@@ -75,4 +134,4 @@ def member_config(cluster: str, member: str, members: Sequence[str],
         groups=mine, peers=peers,
         heartbeat=HeartbeatConfig.from_dict(cluster_spec.get("heartbeat") or {},
                                             "spec.heartbeat"),
-        fencing=fencing_config(cluster_spec, operator_lease_seconds))
+        fencing=fencing_config(cluster_spec, operator_lease_seconds, offline_timeout_seconds))

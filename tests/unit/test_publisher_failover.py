@@ -1,0 +1,82 @@
+"""A failover is counted in the ServiceGroup's status (failovers, lastFailover) by
+whichever operator process finishes it (guestha.controller.publisher), including one
+that starts (a restart, the other replica taking over) while the group is away from
+the member it was last Online on: that member is read from the status as written."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from guestha.controller.observe import GroupFacts
+from guestha.controller.publisher import Publisher
+from guestha.engine import GroupDecision, Plan
+
+pytestmark = pytest.mark.unit
+
+SPEC = {"cluster": "web", "type": "Failover",
+        "systems": [{"member": "web-a"}, {"member": "web-b"}], "resources": []}
+
+
+class Writes:
+    def __init__(self) -> None:
+        self.statuses: list[tuple[str, str, dict[str, Any]]] = []
+        self.events: list[str] = []
+
+    async def patch_status(self, plural: str, name: str, status: Mapping[str, Any]) -> None:
+        self.statuses.append((plural, name, dict(status)))
+
+    def event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        self.events.append(reason)
+
+    async def endpoints(self, group: Mapping[str, Any], addresses: Mapping[str, str]) -> None:
+        pass
+
+
+def passes(publisher: Publisher, status: dict[str, Any],
+           decisions: list[GroupDecision]) -> dict[str, Any]:
+    """Publish one pass per decision, each reading the status the one before wrote."""
+    writer = publisher.writer
+    assert isinstance(writer, Writes)
+    for i, decision in enumerate(decisions):
+        facts = GroupFacts("shop", SPEC, status, {}, generation=1)
+        body = {"metadata": {"name": "shop", "generation": 1}, "spec": SPEC, "status": status}
+        plan = Plan(groups={"shop": decision})
+        asyncio.run(publisher.publish(plan, [], {"metadata": {}}, [facts], {"shop": body},
+                                      {}, {}, 1, float(i)))
+        written = [s for p, n, s in writer.statuses if p == "servicegroups"]
+        if written:
+            status = written[-1]
+    return status
+
+
+ONLINE_A = GroupDecision("Online", ("web-a",), None, "", "")
+AWAY = GroupDecision("Faulted", (), "web-b", "", "")
+ONLINE_B = GroupDecision("Online", ("web-b",), None, "", "")
+
+
+def test_a_failover_seen_whole_by_one_process_is_counted() -> None:
+    status = passes(Publisher("ns", "web", Writes()), {"failovers": 2},
+                    [ONLINE_A, AWAY, ONLINE_B])
+    assert status["failovers"] == 3
+    assert (status["lastFailover"]["from"], status["lastFailover"]["to"]) == ("web-a", "web-b")
+
+
+def test_a_failover_finished_by_a_new_process_is_counted() -> None:
+    """The process that saw the group Online on web-a is gone (killed mid-failover);
+    the status it wrote says so. The next one finishes the failover and counts it."""
+    before = {"state": "Online", "onlineOn": ["web-a"], "failovers": 2}
+    writer = Writes()
+    status = passes(Publisher("ns", "web", writer), before, [AWAY, ONLINE_B])
+    assert status["failovers"] == 3
+    assert (status["lastFailover"]["from"], status["lastFailover"]["to"]) == ("web-a", "web-b")
+    assert "FailedOver" in writer.events
+
+
+def test_a_new_process_finding_the_group_where_it_was_counts_nothing() -> None:
+    before = {"state": "Online", "onlineOn": ["web-a"], "failovers": 2}
+    status = passes(Publisher("ns", "web", Writes()), before, [ONLINE_A])
+    assert status.get("failovers", 2) == 2 and "lastFailover" not in status
