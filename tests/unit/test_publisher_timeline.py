@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +19,7 @@ from guestha.controller.observe import GroupFacts
 from guestha.controller.publisher import Publisher
 from guestha.engine import Action, GroupDecision, Plan, SwitchoverDecision
 from guestha.model.members import MemberPhase, MemberView
+from kits.moves import Move, moves
 
 pytestmark = pytest.mark.unit
 
@@ -28,8 +28,6 @@ SPEC = {"type": "Failover", "systems": [{"member": "a"}, {"member": "b"}],
 BODY: dict[str, Any] = {"metadata": {"name": "shop"}}
 VIEWS = [MemberView("a", MemberPhase.RUNNING, "10.0.0.1"),
          MemberView("b", MemberPhase.RUNNING, "10.0.0.2")]
-LINE = re.compile(r"moved shop from (\w) to (\w) \((\w+)\): noticed=([\d.]+) "
-                  r"planned=([\d.]+) confirmed=([\d.]+) endpoints=([\d.]+)")
 
 
 class Kept:
@@ -66,8 +64,9 @@ def online_b() -> tuple[Action, ...]:
     return (Action("online", "b", "shop", "Failover", ""),)
 
 
-def lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, ...]]:
-    return [m.groups() for r in caplog.records if (m := LINE.search(r.getMessage()))]
+def lines(caplog: pytest.LogCaptureFixture) -> list[Move]:
+    """The moves logged, read back as the failover benchmark reads them."""
+    return moves("\n".join(r.getMessage() for r in caplog.records))
 
 
 def test_a_failover_logs_when_it_was_noticed_planned_confirmed_and_its_endpoints_written(
@@ -81,10 +80,10 @@ def test_a_failover_logs_when_it_was_noticed_planned_confirmed_and_its_endpoints
     one_pass(publisher, 101.7, "Starting", (), online_b())  # planned again: not the first
     assert not lines(caplog)
     one_pass(publisher, 102.25, "Online", ("b",))
-    [(origin, to, cause, noticed, planned, confirmed, written)] = lines(caplog)
-    assert (origin, to, cause) == ("a", "b", "MemberLost")  # no link to a: it is lost
-    assert (float(noticed), float(planned), float(confirmed)) == (101.0, 101.5, 102.25)
-    assert float(written) > 0  # the host's monotonic clock after the slice's write
+    [move] = lines(caplog)
+    assert (move.group, move.origin, move.to, move.cause) == ("shop", "a", "b", "MemberLost")
+    assert (move.noticed, move.planned, move.confirmed) == (101.0, 101.5, 102.25)
+    assert move.endpoints > 0  # the host's monotonic clock after the slice's write
     assert writer.slices[-1] == {"b": "10.0.0.2"}
     one_pass(publisher, 103.0, "Online", ("b",))  # settled: no second line
     assert len(lines(caplog)) == 1
@@ -97,8 +96,8 @@ def test_the_online_planned_with_the_loss_counts_from_the_same_pass(
     one_pass(publisher, 10.0, "Online", ("a",))
     one_pass(publisher, 11.0, "Starting", (), online_b())
     one_pass(publisher, 11.4, "Online", ("b",))
-    [(_, _, _, noticed, planned, confirmed, _)] = lines(caplog)
-    assert (float(noticed), float(planned), float(confirmed)) == (11.0, 11.0, 11.4)
+    [move] = lines(caplog)
+    assert (move.noticed, move.planned, move.confirmed) == (11.0, 11.0, 11.4)
 
 
 def test_a_switchover_logs_its_move_too(caplog: pytest.LogCaptureFixture) -> None:
@@ -108,9 +107,9 @@ def test_a_switchover_logs_its_move_too(caplog: pytest.LogCaptureFixture) -> Non
     one_pass(publisher, 10.5, "Online", ("a",), switchover=True)  # offline asked at a
     one_pass(publisher, 11.0, "Offline", (), online_b(), switchover=True)
     one_pass(publisher, 11.8, "Online", ("b",), switchover=True)
-    [(origin, to, cause, noticed, planned, confirmed, _)] = lines(caplog)
-    assert (origin, to, cause) == ("a", "b", "Switchover")
-    assert (float(noticed), float(planned), float(confirmed)) == (11.0, 11.0, 11.8)
+    [move] = lines(caplog)
+    assert (move.origin, move.to, move.cause) == ("a", "b", "Switchover")
+    assert (move.noticed, move.planned, move.confirmed) == (11.0, 11.0, 11.8)
 
 
 def test_back_home_before_anything_moved_logs_nothing(
