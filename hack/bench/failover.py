@@ -20,8 +20,10 @@ bench makes and times itself). From inside, the operator's one log line per move
 online confirmed by the agent's event, the endpoints written; one host, one clock) splits
 the trial: detection (fault -> noticed; for a Switchover: created -> the group offline at
 home, the app's stop included), decision (-> planned), online (-> confirmed, the app's
-start included), endpoints (-> written). An observer counts the application's live
-copies every 20 ms the whole time: any instant with two fails the benchmark.
+start included), endpoints (-> written). For a crash or a hang, also when the home's VMI
+was first seen final or gone (`vmi_final`) and how long the online then waited for the
+node's proof of the stop (`proof_wait`: DESIGN.md rule 1b). An observer counts the
+application's live copies every 20 ms the whole time: any instant with two fails the run.
 
     hack/bench/run failover [--trials 30] [--scenarios app,crash,...] [--json out.json]
 """
@@ -104,6 +106,7 @@ class Seen:
     state: str
     online_on: tuple[str, ...]
     addresses: tuple[str, ...]
+    down: bool = False  # the followed VMI (Watcher.follow) final (Failed, Succeeded) or gone
 
 
 @dataclass
@@ -112,6 +115,7 @@ class Watcher:
     its own (a client of its own), and keeps each reading that differs from the last."""
 
     seen: list[Seen] = field(default_factory=list)
+    follow: tuple[str, str] | None = None  # (member, VMI uid): a run to see end
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
@@ -129,21 +133,36 @@ class Watcher:
                         "guestha.io", "v1alpha1", NAMESPACE, "servicegroups", GROUP)
                     slices = discovery.list_namespaced_endpoint_slice(
                         NAMESPACE, label_selector=f"kubernetes.io/service-name={GROUP}")
+                    down = self._down(custom)
                 except kubernetes.client.ApiException:
                     continue
                 status = body.get("status") or {}
                 seen = Seen(time.monotonic(), str(status.get("state")),
                             tuple(status.get("onlineOn") or ()),
                             tuple(sorted(a for s in slices.items for e in s.endpoints or ()
-                                         for a in e.addresses or ())))
-                if last is None or (seen.state, seen.online_on, seen.addresses) != (
-                        last.state, last.online_on, last.addresses):
+                                         for a in e.addresses or ())), down)
+                if last is None or (seen.state, seen.online_on, seen.addresses, seen.down) != (
+                        last.state, last.online_on, last.addresses, last.down):
                     with self._lock:
                         self.seen.append(seen)
                 last = seen
 
         self._thread = threading.Thread(target=run, name="watcher", daemon=True)
         self._thread.start()
+
+    def _down(self, custom: Any) -> bool:
+        follow = self.follow
+        if follow is None:
+            return False
+        try:
+            vmi = custom.get_namespaced_custom_object("kubevirt.io", "v1", NAMESPACE,
+                                                      "virtualmachineinstances", follow[0])
+        except kubernetes.client.ApiException as e:
+            if e.status == 404:
+                return True
+            raise
+        return bool(vmi["metadata"]["uid"] != follow[1] or
+                    (vmi.get("status") or {}).get("phase") in ("Failed", "Succeeded"))
 
     def stop(self) -> None:
         self._stop.set()
@@ -249,6 +268,8 @@ class Bench:
         uid = self.vmi(home)["metadata"]["uid"]
         frozen: list[int] = []
         target = None
+        if scenario == "crash" or scenario.startswith("hang"):
+            self.watcher.follow = (home, uid)
         if scenario == "app":
             pid = self.app_pid(home)
             t0 = time.monotonic()
@@ -277,11 +298,19 @@ class Bench:
         switched = self.watcher.first(t0, lambda s: s.addresses == (address,),
                                       "the EndpointSlice switched")
         moved = self.moved(offset, home, there)
+        down: Seen | None = None
+        if self.watcher.follow is not None:
+            self.watcher.follow = None
+            down = self.watcher.first(t0, lambda s: s.down, "the home's VMI final or gone")
         figures = {"status_online": online.at - t0, "slice_switched": switched.at - t0,
                    "detection": moved.noticed - t0,
                    "decision": moved.planned - moved.noticed,
                    "online": moved.confirmed - moved.planned,
                    "endpoints": moved.endpoints - moved.confirmed}
+        if down is not None:
+            # KubeVirt's word that the guest is down, and the wait for its node's proof
+            figures["vmi_final"] = down.at - t0
+            figures["proof_wait"] = moved.planned - max(down.at, moved.noticed)
         if scenario == "app":
             self.clears += 1
             self.cluster.kubectl("-n", NAMESPACE, "annotate", "sg", GROUP, "--overwrite",
