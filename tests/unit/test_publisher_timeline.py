@@ -47,12 +47,13 @@ class Kept:
 
 
 def one_pass(publisher: Publisher, now: float, state: str, online_on: tuple[str, ...],
-             actions: tuple[Action, ...] = (), switchover: bool = False) -> None:
+             actions: tuple[Action, ...] = (), switchover: str = "") -> None:
+    """A pass; `switchover`: the phase of a Switchover of the group to b, if any."""
     decision = GroupDecision(state, online_on, None, "", "")
     switchovers: dict[str, Any] = {}
     bodies: dict[str, Any] = {}
     if switchover:
-        switchovers = {"to-b": SwitchoverDecision("Running", "a", "b", "", "")}
+        switchovers = {"to-b": SwitchoverDecision(switchover, "a", "b", "", "")}
         bodies = {"to-b": {"metadata": {"name": "to-b"}, "spec": {"serviceGroup": "shop"}}}
     asyncio.run(publisher.publish(
         Plan(actions=actions, groups={"shop": decision}, switchovers=switchovers),
@@ -104,11 +105,24 @@ def test_a_switchover_logs_its_move_too(caplog: pytest.LogCaptureFixture) -> Non
     caplog.set_level(logging.INFO, "guestha.controller.publisher")
     publisher = Publisher("ns", "web", Kept())
     one_pass(publisher, 10.0, "Online", ("a",))
-    one_pass(publisher, 10.5, "Online", ("a",), switchover=True)  # offline asked at a
-    one_pass(publisher, 11.0, "Offline", (), online_b(), switchover=True)
-    one_pass(publisher, 11.8, "Online", ("b",), switchover=True)
+    one_pass(publisher, 10.5, "Online", ("a",), switchover="Running")  # offline asked at a
+    one_pass(publisher, 11.0, "Offline", (), online_b(), switchover="Running")
+    one_pass(publisher, 11.8, "Online", ("b",), switchover="Running")
     [move] = lines(caplog)
     assert (move.origin, move.to, move.cause) == ("a", "b", "Switchover")
+    assert (move.noticed, move.planned, move.confirmed) == (11.0, 11.0, 11.8)
+
+
+def test_a_switchover_that_succeeds_in_the_pass_that_finds_the_group_online_keeps_its_times(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The engine may call the Switchover Succeeded in the very pass that sees the group
+    Online on its target: the move still counts from the pass the group left home."""
+    caplog.set_level(logging.INFO, "guestha.controller.publisher")
+    publisher = Publisher("ns", "web", Kept())
+    one_pass(publisher, 10.0, "Online", ("a",))
+    one_pass(publisher, 11.0, "Offline", (), online_b(), switchover="Running")
+    one_pass(publisher, 11.8, "Online", ("b",), switchover="Succeeded")
+    [move] = lines(caplog)
     assert (move.noticed, move.planned, move.confirmed) == (11.0, 11.0, 11.8)
 
 

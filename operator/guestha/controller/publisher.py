@@ -207,7 +207,7 @@ class Publisher:
         record.moved = {"group": g.name, "from": home, "to": online[0], "left": record.left,
                         "planned": record.planned, "confirmed": now,
                         "cause": record.moving[1] if record.moving else "Switchover",
-                        "noticed": record.moving[2] if record.moving else record.left}
+                        "noticed": record.left if record.left is not None else now}
         record.left = record.planned = None
         if record.moving is None:  # moved on purpose (a Switchover)
             return {}
