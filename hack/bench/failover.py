@@ -275,7 +275,8 @@ class Bench:
             # the engine then onlines the group there again, by priority: no failover to
             # time. Its guest is broken from the second system instead (untimed move).
             self.switchover(MEMBERS[1])
-            home = self.settled()
+            home = self.wait(f"the group moved to {MEMBERS[1]}",
+                             lambda: self.settled() == MEMBERS[1] and MEMBERS[1])
         offset = self.log.stat().st_size
 
         def away(s: Seen) -> bool:
