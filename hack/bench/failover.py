@@ -220,14 +220,14 @@ class Bench:
     def status(self) -> dict[str, Any]:
         return dict(self.get("servicegroups", GROUP).get("status") or {})
 
-    def wait(self, what: str, test: Callable[[], Any]) -> Any:
-        deadline = time.monotonic() + TIMEOUT
+    def wait(self, what: str, test: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = test()
             if found:
                 return found
             time.sleep(0.1)
-        raise TimeoutError(f"{what}: not within {TIMEOUT:.0f} s; status {self.status()}")
+        raise TimeoutError(f"{what}: not within {timeout:.0f} s; status {self.status()}")
 
     def settled(self) -> str:
         """Until the group is Online on one member, every other member Offline with its
@@ -274,9 +274,15 @@ class Bench:
             # The first system's VM is back (runStrategy) before its stop is proven, and
             # the engine then onlines the group there again, by priority: no failover to
             # time. Its guest is broken from the second system instead (untimed move).
-            self.switchover(MEMBERS[1])
-            home = self.wait(f"the group moved to {MEMBERS[1]}",
-                             lambda: self.settled() == MEMBERS[1] and MEMBERS[1])
+            for attempt in range(3):  # a Switchover may fail (its target just rejoined)
+                self.switchover(MEMBERS[1])
+                try:
+                    home = self.wait(f"the group moved to {MEMBERS[1]}",
+                                     lambda: self.settled() == MEMBERS[1] and MEMBERS[1], 30)
+                    break
+                except TimeoutError:
+                    if attempt == 2:
+                        raise
         offset = self.log.stat().st_size
 
         def away(s: Seen) -> bool:
