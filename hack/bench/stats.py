@@ -1,4 +1,4 @@
-"""The figures every benchmark reports: median, p95 and the trial count. Standard library
+"""The figures every benchmark reports: median, p95, max and the trial count. Standard library
 only, so that a benchmark run with the guests' Python (3.9, no test bed packages) has it."""
 
 from __future__ import annotations
@@ -13,4 +13,5 @@ def percentile(values: list[float], p: float) -> float:
 
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 3),
-            "p95": round(percentile(values, 95), 3), "n": len(values)}
+            "p95": round(percentile(values, 95), 3), "max": round(max(values), 3),
+            "n": len(values)}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +27,8 @@ from guestha.protocol.states import ONLINE, UNKNOWN
 EVENT_REASONS = {"online": "OnlineRequested", "offline": "OfflineRequested",
                  "clear": "FaultsCleared", "fence": "FenceRequested"}
 FINISHED = ("Succeeded", "Failed")
+
+log = logging.getLogger(__name__)
 
 
 def now_iso() -> str:
@@ -49,6 +53,12 @@ class GroupRecord:
     home: str | None = None  # where a Failover group was last Online (at first: its status)
     moving: tuple[str, str, float] | None = None  # (from, cause, since) of a failover
     endpoints: tuple[tuple[str, str], ...] | None = None  # what the slice was set to
+    # The timeline of a move, for the one log line it ends with (see _timeline): when
+    # the group was first found gone from home (a failover or a Switchover), the first
+    # pass that planned its online elsewhere, and the move done, not yet logged.
+    left: float | None = None
+    planned: float | None = None
+    moved: dict[str, Any] | None = None
 
 
 @dataclass
@@ -103,6 +113,7 @@ class Publisher:
                     self.writer.event(body, "Warning", "ResourceFaulted",
                                       f"{resource} on {link.member}: {why}")
         await asyncio.gather(*writes)
+        self._timeline(result, now)
 
     def actions(self, result: Plan, group_bodies: Mapping[str, Mapping[str, Any]],
                 cluster_body: Mapping[str, Any]) -> None:
@@ -180,9 +191,12 @@ class Publisher:
         home = record.home
         if home is None or home in online:
             record.moving = None
+            record.left = record.planned = None
             if decision.state == ONLINE and online:
                 record.home = online[0]
             return {}
+        if record.left is None:
+            record.left = now
         if record.moving is None and not switching:
             link = links.get(home)
             cause = "ResourceFaulted" if link is not None and link.reachable else "MemberLost"
@@ -193,6 +207,11 @@ class Publisher:
         if decision.state != ONLINE or not online:
             return {}
         record.home = online[0]
+        record.moved = {"group": g.name, "from": home, "to": online[0], "left": record.left,
+                        "planned": record.planned, "confirmed": now,
+                        "cause": record.moving[1] if record.moving else "Switchover",
+                        "noticed": record.left if record.left is not None else now}
+        record.left = record.planned = None
         if record.moving is None:  # moved on purpose (a Switchover)
             return {}
         origin, cause, since = record.moving
@@ -204,6 +223,31 @@ class Publisher:
         return {"failovers": int(g.status.get("failovers") or 0) + 1,
                 "lastFailover": {"from": origin, "to": online[0], "reason": cause,
                                  "time": now_iso(), "durationMilliseconds": int(duration * 1000)}}
+
+    def _timeline(self, result: Plan, now: float) -> None:
+        """One INFO line per move of a Failover group (a failover or a Switchover), with
+        the monotonic times (time.monotonic(), the host's CLOCK_MONOTONIC, so a benchmark
+        on the same host can set them against its own) of each step: `noticed`, the pass
+        that found the group gone from home (a failover's start); `planned`, the first
+        pass whose plan onlined it elsewhere; `confirmed`, the pass that found it Online
+        there (woken by the agent's event); `endpoints`, that pass's writes done, its
+        EndpointSlice among them. Pass times are a pass's start; hack/bench/failover
+        reads these lines."""
+        for action in result.actions:
+            record = self.records.get(action.group or "")
+            if action.kind == "online" and record is not None and record.left is not None \
+                    and record.planned is None:
+                record.planned = now
+        done = time.monotonic()
+        for record in self.records.values():
+            moved, record.moved = record.moved, None
+            if moved is None:
+                continue
+            planned = moved["planned"] if moved["planned"] is not None else moved["noticed"]
+            log.info("%s/%s: moved %s from %s to %s (%s): noticed=%.6f planned=%.6f "
+                     "confirmed=%.6f endpoints=%.6f", self.namespace, self.cluster,
+                     moved["group"], moved["from"], moved["to"], moved["cause"],
+                     moved["noticed"], planned, moved["confirmed"], done)
 
     # -- one switchover
 
