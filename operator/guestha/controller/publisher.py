@@ -95,9 +95,10 @@ class Publisher:
         for action in result.actions:
             if action.kind == "clear" and action.group is not None:
                 cleared[action.group] = cleared.get(action.group, 0) + 1
+        # every Switchover in the plan moves its group, one finishing in this very pass too
+        # (the engine leaves out those finished before)
         switching = {str((switchover_bodies[n].get("spec") or {}).get("serviceGroup"))
-                     for n, d in result.switchovers.items()
-                     if n in switchover_bodies and d.phase not in FINISHED}
+                     for n in result.switchovers if n in switchover_bodies}
         for g in groups:
             writes.extend(self._group(g, result.groups.get(g.name), group_bodies[g.name],
                                       links, addresses, cleared.get(g.name, 0),
