@@ -28,7 +28,13 @@ from typing import Any, TypeVar
 from guestha.channel import calls
 from guestha.channel.aio_transport import AsyncStream, AsyncTransport
 from guestha.channel.calls import Call
-from guestha.channel.framing import AgentResponse, AnswerReader, FramingError, request_bytes
+from guestha.channel.framing import (
+    AgentResponse,
+    AnswerReader,
+    Closed,
+    FramingError,
+    request_bytes,
+)
 from guestha.channel.transport import ChannelError, Member
 from guestha.protocol.commands import ActionAccepted, ConfigApplied
 from guestha.protocol.constants import EPOCH_HEADER
@@ -38,14 +44,6 @@ from guestha.protocol.status import Health, StatusReport
 
 T = TypeVar("T")
 Epoch = Callable[[], int] | int | None
-
-
-class _Closed(Exception):
-    """The agent closed the connection; `early`: before a byte of the answer."""
-
-    def __init__(self, early: bool) -> None:
-        super().__init__("closed")
-        self.early = early
 
 
 class AsyncAgentClient:
@@ -145,7 +143,7 @@ class AsyncAgentClient:
             stream = await self._connect()
             try:
                 return await self._exchange(stream, message)
-            except _Closed as closed:
+            except Closed as closed:
                 await self._drop()
                 if attempt == 1 and reused and closed.early:
                     continue  # the agent closed an idle kept-alive connection: once more
@@ -173,7 +171,7 @@ class AsyncAgentClient:
         while (response := self._reader.next()) is None:
             chunk = await stream.receive()
             if not chunk:
-                raise _Closed(early=not self._reader.started)
+                raise Closed(early=not self._reader.started)
             self._reader.feed(chunk)
         if response.closes:
             await self._drop()

@@ -31,6 +31,7 @@ from guestha.channel.framing import (
     MAX_HEAD,
     AgentResponse,
     AnswerReader,
+    Closed,
     FramingError,
     request_bytes,
 )
@@ -46,14 +47,6 @@ __all__ = [
     "AgentResponse", "new_operation_id",
 ]
 T = TypeVar("T")
-
-
-class _Closed(Exception):
-    """The agent closed the connection; `early`: before a byte of the answer."""
-
-    def __init__(self, early: bool) -> None:
-        super().__init__("closed")
-        self.early = early
 
 
 class AgentClient:
@@ -129,7 +122,7 @@ class AgentClient:
             deadline = time.monotonic() + wait
             try:
                 return self._exchange(message, deadline)
-            except _Closed as closed:
+            except Closed as closed:
                 self.close()
                 if attempt == 1 and reused and closed.early:
                     continue  # the agent closed an idle kept-alive connection: once more
@@ -178,7 +171,7 @@ class AgentClient:
             stream.settimeout(left)
             chunk = stream.recv(65536)
             if not chunk:
-                raise _Closed(early=not self._reader.started)
+                raise Closed(early=not self._reader.started)
             self._reader.feed(chunk)
         if response.closes:
             self.close()

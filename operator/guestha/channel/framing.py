@@ -22,6 +22,15 @@ MAX_HEAD = 64 * 1024  # bytes of an answer's status line and headers
 MAX_BODY = 16 * 1024 * 1024  # bytes of an answer's body
 
 
+class Closed(Exception):
+    """The agent closed the connection; `early`: before a byte of the answer (so a
+    request on a kept-alive connection may be sent once more)."""
+
+    def __init__(self, early: bool) -> None:
+        super().__init__("closed")
+        self.early = early
+
+
 class FramingError(Exception):
     """The agent's answer is not HTTP/1.1 as the channel speaks it (the message says how)."""
 

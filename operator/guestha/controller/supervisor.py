@@ -457,17 +457,15 @@ class ClusterSupervisor:
         by_member: dict[str, list[Action]] = {}
         for action in result.actions:
             by_member.setdefault(action.member, []).append(action)
-        views = {v.name: v for v in snap.views}
-        await asyncio.gather(*(self._carry_out(actions, views) for actions in
+        await asyncio.gather(*(self._carry_out(actions, snap) for actions in
                                by_member.values()))
         self.publisher.actions(result, snap.group_bodies, snap.cluster)
 
-    async def _carry_out(self, actions: Sequence[Action],
-                         views: Mapping[str, MemberView]) -> None:
+    async def _carry_out(self, actions: Sequence[Action], snap: Snapshot) -> None:
         for action in actions:
             if action.kind == "fence":
                 run = self._runs.get(action.member)
-                view = views.get(action.member)
+                view = next((v for v in snap.views if v.name == action.member), None)
                 if run is None or action.member in self._fences or run.uid in self._stopped \
                         or view is None or view.uid != run.uid:
                     # never seen running, asked already, known stopped, or its VMI is
@@ -476,9 +474,11 @@ class ClusterSupervisor:
                 log.warning("%s/%s: fencing %s (run %s): %s", self.namespace, self.name,
                             action.member, run.uid, action.message)
                 self._fences[action.member] = (run, time.monotonic())
-                old = (self._read().cluster.get("status") or {})
+                # counted from this pass's snapshot and the fencings it already asked for
+                counted = self._fencing.get("fencings", (snap.cluster.get("status") or {})
+                                            .get("fencings") or 0)
                 self._fencing = {
-                    "fencings": int(old.get("fencings") or 0) + 1,
+                    "fencings": int(counted) + 1,
                     "lastFencing": {"member": action.member, "reason": action.reason,
                                     "message": action.message[:4096],
                                     "requestedTime": now_iso()}}
