@@ -99,9 +99,10 @@ class Publisher:
         # (the engine leaves out those finished before)
         switching = {str((switchover_bodies[n].get("spec") or {}).get("serviceGroup"))
                      for n in result.switchovers if n in switchover_bodies}
+        by_name = {v.name: v for v in views}
         for g in groups:
             writes.extend(self._group(g, result.groups.get(g.name), group_bodies[g.name],
-                                      links, addresses, cleared.get(g.name, 0),
+                                      links, by_name, addresses, cleared.get(g.name, 0),
                                       g.name in switching, now))
         for name, decision in result.switchovers.items():
             body = switchover_bodies.get(name)
@@ -138,14 +139,14 @@ class Publisher:
 
     def _group(self, g: GroupFacts, decision: GroupDecision | None,
                body: Mapping[str, Any], links: Mapping[str, MemberLink],
-               addresses: Mapping[str, str | None], cleared: int, switching: bool,
-               now: float) -> list[Awaitable[None]]:
+               views: Mapping[str, MemberView], addresses: Mapping[str, str | None],
+               cleared: int, switching: bool, now: float) -> list[Awaitable[None]]:
         record = self.records.get(g.name)
         if record is None:
             record = self.records[g.name] = GroupRecord(home=_home(g.status))
         writes: list[Awaitable[None]] = []
         online = tuple(decision.online_on) if decision is not None else ()
-        extra = self._failover(g, decision, record, body, links, switching, now)
+        extra = self._failover(g, decision, record, body, links, views, switching, now)
         if g.clear_requested and not g.spec.get("frozen"):
             # the clear was carried out this pass (or there was nothing to clear)
             extra["lastClear"] = {"value": g.annotations.get(CLEAR_ANNOTATION),
@@ -178,13 +179,16 @@ class Publisher:
         return writes
 
     def _failover(self, g: GroupFacts, decision: GroupDecision | None, record: GroupRecord,
-                  body: Mapping[str, Any], links: Mapping[str, MemberLink], switching: bool,
+                  body: Mapping[str, Any], links: Mapping[str, MemberLink],
+                  views: Mapping[str, MemberView], switching: bool,
                   now: float) -> dict[str, Any]:
         """failovers and lastFailover of a Failover group: one starts when the group is
         no longer online on the member it was last Online on (its home), unless a
         Switchover moves it; it ends when the group is Online on another member (back
         home: no failover). Its cause is ResourceFaulted when the home's agent still
-        answers (the group faulted there), MemberLost otherwise; its duration runs from
+        answers and KubeVirt still runs its guest (the group faulted there), MemberLost
+        otherwise (a crashed guest's VMI can go Failed before the stream to its dead
+        agent notices the closed connection); its duration runs from
         the first pass that found the group gone from home (the loss noticed)."""
         if decision is None or g.spec.get("type", "Failover") != "Failover":
             return {}
@@ -199,8 +203,10 @@ class Publisher:
         if record.left is None:
             record.left = now
         if record.moving is None and not switching:
-            link = links.get(home)
-            cause = "ResourceFaulted" if link is not None and link.reachable else "MemberLost"
+            link, view = links.get(home), views.get(home)
+            running = view is None or (view.running and not view.deleting)
+            cause = ("ResourceFaulted" if link is not None and link.reachable and running
+                     else "MemberLost")
             record.moving = (home, cause, now)
             metrics.FAILOVERS.labels(self.namespace, self.cluster, g.name, cause).inc()
             self.writer.event(body, "Warning", "FailoverStarted",
