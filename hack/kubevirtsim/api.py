@@ -178,9 +178,16 @@ class Api:
     def create(self, res: Resource, namespace: str | None, obj: Obj) -> Obj:
         return self.request("POST", res.collection(namespace), body=obj)
 
-    def replace(self, res: Resource, obj: Obj, sub: str = "") -> Obj:
+    def replace(self, res: Resource, obj: Obj, sub: str = "", manager: str | None = None) -> Obj:
+        """PUT `obj`; `manager` names the writer in managedFields (KubeVirt's components
+        write as their binary's name, client-go's default: virt-handler, virt-controller)."""
         meta = obj["metadata"]
-        return self.request("PUT", res.item(meta.get("namespace"), meta["name"], sub), body=obj)
+        return self.request(
+            "PUT",
+            res.item(meta.get("namespace"), meta["name"], sub),
+            query={"fieldManager": manager} if manager else None,
+            body=obj,
+        )
 
     def merge_patch(
         self, res: Resource, namespace: str | None, name: str, patch: Obj, sub: str = ""

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 Mutation = Callable[[Obj], bool]  # changes the object in place; False: nothing to write
 
 AGENT_POLL_SECONDS = 0.5
+# KubeVirt's components write with client-go's default field manager, their binary's name
+VIRT_HANDLER, VIRT_CONTROLLER = "virt-handler", "virt-controller"
 AGENT_POLL_SLOW_SECONDS = 5.0
 RETRY_SECONDS = 2.0
 
@@ -84,10 +86,20 @@ class VMIController:
         self.requeue = requeue
 
     # --- writing ---------------------------------------------------------------------------
-    def write(self, key: str, uid: str, mutate: Mutation, current: Obj | None = None) -> Obj | None:
-        """Apply `mutate` to the newest VMI `uid` and PUT it; retried on 409.
+    def write(
+        self,
+        key: str,
+        uid: str,
+        mutate: Mutation,
+        current: Obj | None = None,
+        manager: str = VIRT_CONTROLLER,
+    ) -> Obj | None:
+        """Apply `mutate` to the newest VMI `uid` and PUT it as `manager`; retried on 409.
 
-        Returns the object as stored, or None when the VMI (that uid) is gone.
+        Returns the object as stored, or None when the VMI (that uid) is gone. What the
+        node's virt-handler writes (the guest's life: booted, running, ended) is written
+        as VIRT_HANDLER, the rest as VIRT_CONTROLLER, so managedFields tell who wrote a
+        final phase, as on a real cluster.
         """
         obj = current if current is not None else self.vmis.get(key)
         ns, name = split_key(key)
@@ -97,7 +109,7 @@ class VMIController:
             if not mutate(obj):
                 return obj
             try:
-                stored = self.api.replace(VMIS, obj)
+                stored = self.api.replace(VMIS, obj, manager=manager)
             except ApiError as exc:
                 if exc.conflict:
                     obj = self.api.get(VMIS, ns, name)
@@ -217,7 +229,7 @@ class VMIController:
                     conds, "Synchronized", "False", st.now(), "SecretNotFound", message
                 )
 
-            self.write(key, uid, record, vmi)
+            self.write(key, uid, record, vmi, VIRT_HANDLER)
             raise Requeue(RETRY_SECONDS) from None
         except InvalidCloudInit as exc:
             message = f"invalid cloud-init: {exc}"
@@ -234,7 +246,7 @@ class VMIController:
                 st.set_phase(o, st.FAILED, st.now())
                 return True
 
-            return self.write(key, uid, fail, vmi) or {}
+            return self.write(key, uid, fail, vmi, VIRT_HANDLER) or {}
 
     def _schedule(self, key: str, vmi: Obj) -> Obj | None:
         uid = vmi["metadata"]["uid"]
@@ -300,11 +312,15 @@ class VMIController:
                 message = f"booting the guest failed: {exc}"
                 self.handler_events.warning(vmi, st.FAILED, message, node)
                 return self.write(
-                    key, uid, lambda o: self._mutate_final(o, st.FAILED, "BootFailed", message), vmi
+                    key,
+                    uid,
+                    lambda o: self._mutate_final(o, st.FAILED, "BootFailed", message),
+                    vmi,
+                    VIRT_HANDLER,
                 )
         if not guest.alive():
             return self._guest_gone(key, vmi, guest)
-        stored = self.write(key, uid, lambda o: self._mutate_running(o, guest), vmi)
+        stored = self.write(key, uid, lambda o: self._mutate_running(o, guest), vmi, VIRT_HANDLER)
         if stored is not None and st.phase(stored) == st.RUNNING:
             self.handler_events.normal(vmi, st.STARTED, "VirtualMachineInstance started.", node)
         self.requeue(key, AGENT_POLL_SECONDS)  # then poll the agent
@@ -405,7 +421,7 @@ class VMIController:
         guest = self.guests.get(uid)
         if guest is None or not guest.alive():
             return self._guest_gone(key, vmi, guest)
-        self.write(key, uid, lambda o: self._mutate_running(o, guest), vmi)
+        self.write(key, uid, lambda o: self._mutate_running(o, guest), vmi, VIRT_HANDLER)
         connected = st.condition_true(self.vmis.get(key) or vmi, "AgentConnected")
         self.requeue(key, AGENT_POLL_SLOW_SECONDS if connected else AGENT_POLL_SECONDS)
         return None
@@ -422,7 +438,9 @@ class VMIController:
         else:
             reason, message = "GuestCrashed", f"the guest exited with {guest.exit_code}"
         final = st.SUCCEEDED if shut_down else st.FAILED
-        stored = self.write(key, uid, lambda o: self._mutate_final(o, final, reason, message), vmi)
+        stored = self.write(
+            key, uid, lambda o: self._mutate_final(o, final, reason, message), vmi, VIRT_HANDLER
+        )
         if stored is not None:
             if final == st.SUCCEEDED:
                 self.handler_events.normal(
@@ -487,7 +505,7 @@ class VMIController:
             # holds the VMI, so the object that a watch's DELETED event carries (the last
             # state stored) shows how the guest ended; the next step lets it go
             stored = self.write(
-                key, uid, lambda o: self._mutate_final(o, final, reason, message), vmi
+                key, uid, lambda o: self._mutate_final(o, final, reason, message), vmi, VIRT_HANDLER
             )
             if guest is not None and stored is not None:
                 if final == st.SUCCEEDED:

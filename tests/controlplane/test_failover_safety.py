@@ -16,6 +16,9 @@ an observer outside the operator that counts the application's live copies every
   self-fenced (quorum-lease bound), never while its copy runs.
 - A node that stopped answering with its guest cut off: online elsewhere only after the
   quorum-lease bound.
+- A member the operator cannot reach while its peers hear it: not fenced, nothing moves.
+  A member its peers lose while the operator reaches it: not fenced either (asked
+  directly); it self-fences for want of quorum and its group moves, one copy at a time.
 
 Every cluster lives in a namespace of its own; the node faults are undone whatever
 happens (the nodes are shared with the rest of the session).
@@ -494,3 +497,72 @@ def test_a_silent_node_with_its_guest_cut_off_moves_the_group_only_after_the_lea
         ns.wait_for(f"{a} back", lambda: group(ns).get("members") and any(
             m["name"] == a and m["state"] == "Offline" for m in group(ns)["members"]))
         assert group(ns)["onlineOn"] == [moved]
+
+
+@contextlib.contextmanager
+def unreachable_from(state_dir: Any, uid: str, addresses: list[str]) -> Iterator[None]:
+    """The guest of VMI `uid` can no longer send to `addresses` (blackhole routes in its
+    network namespace) until the block ends; everything else it reaches as before."""
+    netns = str(simguests.guest_record(state_dir, uid)["netns"])
+    for address in addresses:
+        subprocess.run(["ip", "netns", "exec", netns, "ip", "route", "add", "blackhole",
+                        f"{address}/32"], check=True)
+    try:
+        yield
+    finally:
+        for address in addresses:
+            subprocess.run(["ip", "netns", "exec", netns, "ip", "route", "del", "blackhole",
+                            f"{address}/32"], check=False)
+
+
+OPERATOR_HOST = "10.213.0.1"  # the simulator's bridge: where the operator reaches guests from
+
+
+def test_a_member_the_operator_cannot_reach_but_its_peers_hear_is_not_fenced(
+        kube: Any, simulator: Any, operator: Any) -> None:
+    """Operator-side trouble (its network to one guest): the member's agent does not
+    answer the operator, but its peers keep hearing its heartbeats. It is not lost (the
+    engine counts a silence from the last time anyone heard it): nothing is fenced and
+    the group stays where it runs, its application never restarted."""
+    with make_cluster(kube, simulator, "far", 3) as far:
+        a = far.members[0]
+        ns = far.ns
+        uid = ns.running(a)["metadata"]["uid"]
+        pid = far.app_pid(a)
+        fenced = reasons(ns, far.name).count("FenceRequested")
+        with unreachable_from(simulator.state_dir, uid, [OPERATOR_HOST]):
+            ns.wait_for(f"{a}'s agent Disconnected in the cluster's status", lambda: any(
+                m.get("name") == a and m.get("agent") == "Disconnected"
+                for m in far.cluster_status().get("members", ())), 60)
+            time.sleep(3 * PEER_TIMEOUT_MS / 1000 + SELF_FENCE_S)  # past every bound
+            assert reasons(ns, far.name).count("FenceRequested") == fenced
+            assert group(ns)["onlineOn"] == [a]
+            assert far.app_pids(a) == [pid]
+        ns.wait_for(f"{a}'s agent Connected again", lambda: any(
+            m.get("name") == a and m.get("agent") == "Connected"
+            for m in far.cluster_status().get("members", ())), 60)
+        assert group(ns)["onlineOn"] == [a] and far.app_pids(a) == [pid]
+
+
+def test_a_member_its_peers_lose_but_the_operator_reaches_is_not_fenced(
+        kube: Any, simulator: Any, operator: Any) -> None:
+    """The reverse: the guests' network cuts one member off from its peers while the
+    operator still reaches it. The peers report it Down, the operator asks it directly
+    (controller/probes.py), it answers: not lost, never fenced. Alone with the operator's
+    vote it has no quorum: it self-fences (its group goes offline there) and the group
+    comes online on another member, one copy at a time."""
+    with make_cluster(kube, simulator, "near", 3) as near:
+        a = near.members[0]
+        ns = near.ns
+        uid = ns.running(a)["metadata"]["uid"]
+        peers = [str(simguests.guest_record(simulator.state_dir,
+                                            ns.running(m)["metadata"]["uid"])["address"])
+                 for m in near.members[1:]]
+        fenced = reasons(ns, near.name).count("FenceRequested")
+        with unreachable_from(simulator.state_dir, uid, peers):
+            status = online_elsewhere(ns, a, LEASE_WAIT)
+            assert reasons(ns, near.name).count("FenceRequested") == fenced
+            assert not near.app_pids(a)
+            assert any(m.get("name") == a and m.get("agent") == "Connected"
+                       for m in near.cluster_status().get("members", ()))
+        assert status["onlineOn"] != [a]

@@ -13,6 +13,7 @@ import pytest
 from guestha.kubevirt.fencing import (
     AWAITING_RENEWAL,
     CONFIRMED,
+    ENDED_BY_HANDLER,
     NODE_NOT_READY,
     NODE_OUT_OF_SERVICE,
     NODE_SILENT,
@@ -25,6 +26,7 @@ from guestha.kubevirt.fencing import (
     StopObservation,
     StopRecord,
     parse_time,
+    phase_writer,
     stop_verdict,
 )
 
@@ -43,9 +45,9 @@ FENCED = NodeView("node-1", False, False, True, lease_renewed=MARK)
 
 
 def obs(phase: str | None, present: bool, same: bool, node: NodeView | None,
-        mark: float | None = MARK) -> StopObservation:
+        mark: float | None = MARK, writer: str | None = None) -> StopObservation:
     return StopObservation(requested_at=T, now=T + 5.0, vmi_phase=phase, vmi_present=present,
-                           vmi_uid_same=same, node=node, lease_mark=mark)
+                           vmi_uid_same=same, node=node, lease_mark=mark, phase_writer=writer)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +79,19 @@ def obs(phase: str | None, present: bool, same: bool, node: NodeView | None,
         (obs("Failed", False, False,
              NodeView("node-1", True, True, False, lease_renewed=T + 0.5), mark=None),
          CONFIRMED, STOPPED_ON_NODE),
+        # a final phase the node's own virt-handler wrote: it saw the guest end there, no
+        # renewal to wait for, whatever the node does since
+        (obs("Failed", True, True, NOT_RENEWED, writer="virt-handler"),
+         CONFIRMED, ENDED_BY_HANDLER),
+        (obs("Succeeded", False, False, SILENT, writer="virt-handler"),
+         CONFIRMED, ENDED_BY_HANDLER),
+        # written by anyone else (virt-controller after a pod force deletion): the Lease rule
+        (obs("Failed", True, True, NOT_RENEWED, writer="virt-controller"),
+         PENDING, AWAITING_RENEWAL),
+        (obs("Failed", True, True, SILENT, writer="virt-controller"), PENDING, NODE_SILENT),
+        # virt-handler's name on a VMI that is not final proves nothing
+        (obs("Running", True, True, HEALTHY, writer="virt-handler"), PENDING, STOP_PENDING),
+        (obs("Running", False, False, HEALTHY, writer="virt-handler"), PENDING, VANISHED),
     ],
 )
 def test_verdict(observation: StopObservation, state: str, reason: str) -> None:
@@ -191,3 +206,32 @@ def test_record_of_an_already_finished_vmi_is_settled_at_once() -> None:
     record = StopRecord.begin(vmi("Failed"), view(100.0), now=T)
     assert record.settled and record.lease_mark == 100.0
     assert record.seen(vmi("Failed"), view(101.0)).lease_mark == 100.0
+
+
+def owned(*managers: str) -> dict[str, Any]:
+    """A VMI whose status.phase is owned by `managers` (and another field by someone)."""
+    entries = [{"manager": m, "operation": "Update",
+                "fieldsV1": {"f:status": {"f:phase": {}, "f:nodeName": {}}}} for m in managers]
+    entries.append({"manager": "kubectl", "fieldsV1": {"f:metadata": {"f:labels": {}}}})
+    return {"metadata": {"uid": "u1", "managedFields": entries},
+            "status": {"phase": "Failed", "nodeName": "node-1"}}
+
+
+def test_phase_writer_reads_who_owns_the_phase() -> None:
+    assert phase_writer(owned("virt-handler")) == "virt-handler"
+    assert phase_writer(owned("virt-controller")) == "virt-controller"
+    assert phase_writer(owned("virt-handler", "virt-controller")) is None  # shared: unknown
+    assert phase_writer(owned()) is None
+    assert phase_writer({"metadata": {}}) is None and phase_writer(None) is None
+
+
+def test_record_keeps_who_wrote_the_final_phase_and_a_deleted_event_tells_it_too() -> None:
+    begun = StopRecord.begin(vmi("Running"), view(100.0), now=T)
+    ended = begun.seen(owned("virt-handler"), view(100.0))
+    assert stop_verdict(ended.observation(owned("virt-handler"), view(100.0), T + 0.1)) \
+        .reason == ENDED_BY_HANDLER
+    gone = begun.seen(owned("virt-handler"), view(100.0), deleted=True)
+    assert stop_verdict(gone.observation(None, view(100.0), T + 0.1)).confirmed
+    by_controller = begun.seen(owned("virt-controller"), view(100.0), deleted=True)
+    assert stop_verdict(by_controller.observation(None, view(100.0), T + 0.1)).reason \
+        == AWAITING_RENEWAL

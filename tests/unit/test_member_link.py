@@ -64,3 +64,36 @@ def test_without_news_the_answer_is_taken_at_once() -> None:
     link.state.groups["shop"] = "Offline"
     asyncio.run(link.command("shop", "online"))
     assert link.state.groups["shop"] == "Starting"
+
+
+def test_a_peer_down_counts_the_silence_from_when_the_agent_last_heard_it() -> None:
+    """PeerDown comes a peer timeout after the peer fell silent; the operator's count of
+    that silence (engine/fencing.py) starts at the agent's last hearing, not at the event,
+    which would add a whole peer timeout to a hung guest's failover."""
+    import time as _time
+
+    link = link_with(None)
+    before = _time.monotonic()
+    link.on_batch(EventBatch("s1", 1, False, (Event(
+        1, "PeerDown", "2026-11-30T00:00:00Z",
+        {"member": "web-b", "lastHeardMilliseconds": 3000}),)))
+    heard = link.hears("web-b", _time.monotonic())
+    assert heard is not None and heard <= before - 2.9
+    link.on_batch(EventBatch("s1", 2, False, (Event(
+        2, "PeerDown", "2026-11-30T00:00:00Z", {"member": "web-c"}),)))  # an older agent
+    heard_c = link.hears("web-c", _time.monotonic())
+    assert heard_c is not None and heard_c >= before
+
+
+def test_an_agent_that_lost_quorum_is_marked_until_it_regains_it() -> None:
+    """A member cut off from its peers refuses onlines and self-fences: the engine must
+    not pick it (found by the control-plane test of a member its peers lose, where the
+    engine asked it to autostart for ever)."""
+    link = link_with(None)
+    assert not link.state.quorum_lost  # a new run: joining, not lost
+    for seq, kind, lost in ((1, "SelfFencing", False),  # joining, past its timeout
+                            (2, "QuorumGained", False), (3, "QuorumLost", True),
+                            (4, "SelfFencing", True), (5, "QuorumGained", False)):
+        link.on_batch(EventBatch("s1", seq, False, (Event(
+            seq, kind, "2026-11-30T00:00:00Z", {}),)))
+        assert link.state.quorum_lost is lost, kind

@@ -273,8 +273,14 @@ class Agent:
         alive = self.heartbeat.counted(now)
         for member in sorted(set(alive) - set(self._alive)):
             self.emit(kinds.PEER_UP, {"member": member})
-        for member in sorted(set(self._alive) - set(alive)):
-            self.emit(kinds.PEER_DOWN, {"member": member})
+        gone = sorted(set(self._alive) - set(alive))
+        if gone:
+            # how long ago each was last heard: the operator counts a silence from then,
+            # not from when this event reached it (engine/fencing.py)
+            ages = {p.member: p.last_heard_milliseconds for p in self.heartbeat.status(now)}
+        for member in gone:
+            self.emit(kinds.PEER_DOWN, {"member": member,
+                                        "lastHeardMilliseconds": ages.get(member)})
         self._alive = alive
         decision = self.quorum.observe(now, tuple(sorted([self.member,
                                                           *self.heartbeat.members()])),

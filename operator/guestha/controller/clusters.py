@@ -18,7 +18,7 @@ from guestha.controller import api, credentials, indexes, leader, links, nodelea
 from guestha.controller.observe import GroupFacts
 from guestha.controller.supervisor import ClusterSupervisor, Snapshot
 from guestha.controller.wakeups import WAKEUPS
-from guestha.kubevirt import members
+from guestha.kubevirt import fencing, members
 from guestha.model.cluster import ClusterSpec
 
 GROUP, VERSION = "guestha.io", "v1alpha1"
@@ -37,7 +37,8 @@ def vmi_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> An
     WAKEUPS.notify(namespace or "")
     meta = body.get("metadata") or {}
     return {(namespace, name): {
-        "metadata": {"uid": meta.get("uid"), "deletionTimestamp": meta.get("deletionTimestamp")},
+        "metadata": {"uid": meta.get("uid"), "deletionTimestamp": meta.get("deletionTimestamp"),
+                     "managedFields": fencing.phase_fields(body)},
         "status": dict(body.get("status") or {})}}
 
 

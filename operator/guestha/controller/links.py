@@ -58,6 +58,9 @@ class LinkState:
     groups: dict[str, str] = field(default_factory=dict)
     resources: dict[tuple[str, str], str] = field(default_factory=dict)
     peers: dict[str, PeerSight] = field(default_factory=dict)
+    # the agent lost quorum it held (QuorumLost) and has not regained it; an agent still
+    # joining, or one that lost it before this link, refuses onlines by itself (409)
+    quorum_lost: bool = False
     faults: list[tuple[str, str, str]] = field(default_factory=list)  # (group, resource, why)
     # Bumped whenever a report or an event says something of the group: an answer to a
     # command, which says what the state was when the agent accepted it, must not
@@ -106,6 +109,8 @@ class MemberLink:
         st.groups = {name: g.state for name, g in report.groups.items()}
         st.resources = {(name, r.name): r.state for name, g in report.groups.items()
                         for r in g.resources}
+        if report.quorum.has_quorum:
+            st.quorum_lost = False
         st.peers = {p.member: PeerSight(p.state == PEER_UP,
                                         now - (p.last_heard_milliseconds or 0) / 1000.0)
                     for p in report.peers}
@@ -125,8 +130,18 @@ class MemberLink:
             elif event.kind == kinds.RESOURCE_FAULTED:
                 st.faults.append((str(data.get("group")), str(data.get("resource")),
                                   str(data.get("message") or data.get("reason") or "")))
-            elif event.kind in (kinds.PEER_UP, kinds.PEER_DOWN):
-                st.peers[str(data.get("member"))] = PeerSight(event.kind == kinds.PEER_UP, now)
+            elif event.kind in (kinds.QUORUM_GAINED, kinds.QUORUM_LOST):
+                # only a loss counts, not an agent still joining (no quorum yet since it
+                # started, even past its self-fence timeout: its peers may start later)
+                st.quorum_lost = event.kind == kinds.QUORUM_LOST
+            elif event.kind == kinds.PEER_UP:
+                st.peers[str(data.get("member"))] = PeerSight(True, now)
+            elif event.kind == kinds.PEER_DOWN:
+                # the agent says how long ago it last heard the peer: the silence counts
+                # from then (an agent without that field: from now, later than it was)
+                age = data.get("lastHeardMilliseconds")
+                since = now - age / 1000.0 if isinstance(age, int) and age >= 0 else now
+                st.peers[str(data.get("member"))] = PeerSight(False, since)
 
     def on_contact(self, contact: Contact) -> None:
         self.contact = contact

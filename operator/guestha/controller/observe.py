@@ -45,6 +45,7 @@ class MemberFacts:
     stop_confirmed: bool = False
     fence_requested_at: float | None = None
     migrating: bool = False
+    quorum_lost: bool = False
     groups: Mapping[str, str] = field(default_factory=dict)
     incomplete: frozenset[str] = frozenset()
 
@@ -103,7 +104,8 @@ def member_state(facts: MemberFacts) -> MemberState:
         agent_reachable=facts.reachable, last_contact=facts.last_contact,
         last_heard_by_peers=facts.last_heard_by_peers, node_ready=facts.node_ready,
         stop_confirmed=facts.stop_confirmed, fence_requested_at=facts.fence_requested_at,
-        migrating=facts.migrating, groups=dict(facts.groups), incomplete=facts.incomplete)
+        migrating=facts.migrating, quorum_lost=facts.quorum_lost, groups=dict(facts.groups),
+        incomplete=facts.incomplete)
 
 
 def group_state(facts: GroupFacts) -> GroupState:

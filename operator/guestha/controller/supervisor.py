@@ -35,6 +35,7 @@ from guestha.channel.aio import (
 )
 from guestha.controller import cluster_status, metrics, observe
 from guestha.controller.links import MemberLink
+from guestha.controller.probes import Prober
 from guestha.controller.publisher import Publisher, Writer, now_iso
 from guestha.controller.sightings import Sightings
 from guestha.engine import Action, ClusterState, GroupState, Plan, plan, safety
@@ -136,6 +137,7 @@ class ClusterSupervisor:
         # member -> (when its agent confirmed its configuration, the peers' addresses in it)
         self._peer_addresses: dict[str, tuple[float, dict[str, str | None]]] = {}
         self._wake = asyncio.Event()
+        self._prober = Prober(namespace, name, self.wake)
         self.last_plan: Plan | None = None
 
     def wake(self) -> None:
@@ -153,6 +155,7 @@ class ClusterSupervisor:
                 self._wake.clear()
                 await asyncio.sleep(SETTLE_SECONDS)
         finally:
+            await self._prober.aclose()
             await self._follower.aclose()
             await asyncio.gather(*(link.close() for link in self.links.values()),
                                  return_exceptions=True)
@@ -223,6 +226,7 @@ class ClusterSupervisor:
         result = plan(state)
         metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
         self.last_plan = result
+        self._prober.start(self.links, state.settings.peer_timeout, now)
         self._past_lease(state, snap.views)
         if leader:
             await self._execute(result, snap)
@@ -366,6 +370,7 @@ class ClusterSupervisor:
             node_ready=bool(view.node) and snap.nodes.get(view.node or "", False),
             stop_confirmed=confirmed, fence_requested_at=fence[1] if fence else None,
             migrating=False, groups=dict(sight.groups),
+            quorum_lost=speaks and link is not None and link.state.quorum_lost,
             incomplete=observe.incomplete(link.state.groups, link.state.resources)
             if speaks and link is not None else frozenset())
 

@@ -5,7 +5,9 @@ onlines it, or an agent reports Starting); Online / Partial (an agent reports it
 this plan does not take it offline there: Online when any member is Online); Stopping
 (an agent reports Stopping, or this plan offlines it); Faulted (an agent reports it
 Faulted); Unknown (an agent reports Unknown, a member that could run it is silent and not
-confirmed down, so it may run there, or no agent of its systems answers); Offline.
+confirmed down, so it may run there, or no agent of its systems answers); Offline. A
+member whose agent does not answer the operator but whose peers hear it counts with its
+last report (Snapshot.seen): the operator's link to it is in trouble, not the member.
 These are the ServiceGroup's status.state words ("Switching" is the operator's own).
 """
 
@@ -29,7 +31,7 @@ SWITCHING = "Switching"
 
 
 def overall(snap: Snapshot, placed: Placed, g: GroupState, switching: bool) -> str:
-    reports = {m: snap.report(g.name, m) for m in snap.members}
+    reports = {m: snap.seen(g.name, m) for m in snap.members}
     offlined = placed.offlines(g.name)
     states = set(reports.values())
     if switching:

@@ -67,14 +67,32 @@ class Snapshot:
         return tuple(sorted(names))
 
     def usable(self, member: str) -> bool:
-        """The member can take a group now: its agent answers, its VMI runs on a Ready
-        node."""
+        """The member can take a group now: its agent answers and has not lost quorum,
+        its VMI runs on a Ready node."""
         m = self.members.get(member)
-        return (m is not None and m.agent_reachable and m.vm == VM_RUNNING and m.node_ready)
+        return (m is not None and m.agent_reachable and not m.quorum_lost
+                and m.vm == VM_RUNNING and m.node_ready)
+
+    def vouched(self, member: str) -> bool:
+        """The member's agent does not answer the operator, but a reachable peer heard
+        its heartbeats within the peer timeout: it runs (the operator's own link to it is
+        in trouble), and what it said last still stands - for status and the Service
+        only, never as rule 1's proof."""
+        m = self.members.get(member)
+        heard = m.last_heard_by_peers if m is not None else None
+        return (m is not None and not m.agent_reachable and member not in self.down
+                and heard is not None and self.now - heard < self.state.settings.peer_timeout)
+
+    def seen(self, group: str, member: str) -> str | None:
+        """The group's state on member for its status: the answering agent's report, or
+        the last report of a member its peers vouch for (`vouched`)."""
+        if self.vouched(member):
+            return self.members[member].groups.get(group)
+        return self.report(group, member)
 
     def online_on(self, group: str) -> tuple[str, ...]:
-        """Members whose answering agent reports the group Online or Partial."""
-        return tuple(n for n in self.members if self.report(group, n) in (ONLINE, PARTIAL))
+        """Members where the group is seen (`seen`) Online or Partial."""
+        return tuple(n for n in self.members if self.seen(group, n) in (ONLINE, PARTIAL))
 
     def runs(self, group: str, member: str) -> bool:
         """The group is online, partly online or coming online on member (reported)."""

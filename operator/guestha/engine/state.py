@@ -129,6 +129,11 @@ class MemberState:
     stop_confirmed: bool = False  # DESIGN.md rule 1b proof (see the module docstring)
     fence_requested_at: float | None = None
     migrating: bool = False  # KubeVirt live-migrates its VMI now
+    # Its agent lost quorum (cut off from its peers): it refuses to online anything and
+    # self-fences, so it is no target for a group (snapshot.usable). An agent still
+    # joining (no quorum yet since it started) is not: it takes the group once it hears
+    # its peers, and refuses until then.
+    quorum_lost: bool = False
     groups: Mapping[str, str] = field(default_factory=dict)  # group -> protocol state
     # Groups Partial here only because some resources never started (added while the group
     # ran; no resource faulted): an online on this member completes them in place.

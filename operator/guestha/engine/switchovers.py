@@ -100,7 +100,8 @@ def _target_problem(ctx: Context, g: GroupState, to: str) -> tuple[str, str] | N
     if not placement.candidate(snap, g, to):
         m = snap.members.get(to)
         state = "" if m is None else (
-            f"agent {'answers' if m.agent_reachable else 'does not answer'}, VM {m.vm}, "
+            f"agent {'answers' if m.agent_reachable else 'does not answer'}"
+            f"{' but lost quorum' if m.quorum_lost else ''}, VM {m.vm}, "
             f"node {'Ready' if m.node_ready else 'not Ready'}, group "
             f"{snap.report(g.name, to) or 'not reported'}")
         return reasons.TARGET_UNAVAILABLE, f"{to} cannot take {g.name} now ({state})"

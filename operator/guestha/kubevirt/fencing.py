@@ -11,6 +11,16 @@ the API shows. The rule, and why it is this one:
   and its kubelet Lease renewed AFTER the stop was requested and after the final phase was
   first seen. A node that renews after the final phase was alive to act on it: its
   virt-handler kills the domain of a finished or deleted VMI.
+- Confirmed at once when the final phase was written by that node's virt-handler: the
+  VMI's managedFields name the manager that last changed status.phase, and KubeVirt's
+  components write as their binary's name (client-go's default field manager). The
+  node's own virt-handler sets Failed or Succeeded only once it saw the domain end on
+  that node: that is the node confirming the stop, with no Lease renewal to wait for (a
+  guest crash on a healthy node is then failed over in the time the watch takes). A
+  final phase written by anyone else (virt-controller marks VMIs Failed when their pod
+  was force-deleted or their node stopped answering; a person) goes through the Lease
+  rule above. The only trust added is in the name: a writer that poses as virt-handler
+  could forge any status anyway.
 - Confirmed when that node is fenced: the taint `node.kubernetes.io/out-of-service`
   (Kubernetes' "this node is shut down" marker) says no guest runs there any more.
 - Pending otherwise, and for ever if nothing changes: a stop that was only requested, a
@@ -44,6 +54,9 @@ OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
 HEARTBEAT_ANNOTATION = "kubevirt.io/heartbeat"  # virt-handler's, on its Node
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 FINAL_PHASES = ("Succeeded", "Failed")
+# The field manager of the node's own KubeVirt agent: a final phase it wrote is its
+# confirmation that the guest's domain ended on its node.
+NODE_HANDLER_MANAGER = "virt-handler"
 # A virt-handler heartbeat older than this means virt-handler is not running on the node.
 # Well above virt-handler's own interval (the devcluster's simulator beats every 15 s);
 # the Lease renewal after the mark is the proof of life, this only rules out a node whose
@@ -55,12 +68,32 @@ CONFIRMED, PENDING = "Confirmed", "Pending"
 # verdict reasons
 NODE_OUT_OF_SERVICE = "NodeOutOfService"
 STOPPED_ON_NODE = "StoppedOnNode"
+ENDED_BY_HANDLER = "EndedOnNode"
 STOP_PENDING = "StopPending"
 VANISHED = "VanishedUnconfirmed"
 NODE_UNKNOWN = "NodeUnknown"
 NODE_NOT_READY = "NodeNotReady"
 NODE_SILENT = "NodeSilent"
 AWAITING_RENEWAL = "AwaitingNodeRenewal"
+
+
+def phase_fields(vmi: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The VMI's managedFields entries that own status.phase, trimmed to what
+    `phase_writer` reads (for an index that keeps little of each VMI)."""
+    return [
+        {"manager": entry.get("manager"), "fieldsV1": {"f:status": {"f:phase": {}}}}
+        for entry in ((vmi or {}).get("metadata") or {}).get("managedFields") or ()
+        if isinstance(entry, Mapping)
+        and "f:phase" in (((entry.get("fieldsV1") or {}).get("f:status")) or {})
+    ]
+
+
+def phase_writer(vmi: Mapping[str, Any] | None) -> str | None:
+    """The field manager that last changed the VMI's status.phase, by its managedFields
+    (an Update moves a field's ownership to the manager that changed its value); None
+    when no single manager owns it."""
+    owners = {str(entry.get("manager") or "") for entry in phase_fields(vmi)}
+    return owners.pop() if len(owners) == 1 else None
 
 
 def parse_time(value: Any) -> float | None:
@@ -145,6 +178,7 @@ class StopObservation:
     lease_mark: that node's Lease renewTime as the caller saw it at the later of the stop
       request and the first sight of the VMI final or gone (StopRecord keeps it); None if
       no Lease was seen then (then `requested_at` is the mark, on the operator's clock).
+    phase_writer: the field manager that wrote `vmi_phase` (None: unknown).
     """
 
     requested_at: float
@@ -154,6 +188,7 @@ class StopObservation:
     vmi_uid_same: bool
     node: NodeView | None
     lease_mark: float | None = None
+    phase_writer: str | None = None  # who last changed the phase (see `phase_writer`)
 
     @property
     def stopped_present(self) -> bool:
@@ -192,6 +227,10 @@ def stop_verdict(obs: StopObservation) -> StopVerdict:
                            f"the VMI left the API in phase {obs.vmi_phase or 'unknown'} "
                            f"without a final phase (a force deletion?): no node confirmed "
                            f"that its guest stopped")
+    if obs.phase_writer == NODE_HANDLER_MANAGER and node is not None:
+        return StopVerdict(CONFIRMED, ENDED_BY_HANDLER,
+                           f"the VMI is {obs.vmi_phase}, written by node {node.name}'s "
+                           f"{NODE_HANDLER_MANAGER}: it saw the guest end there")
     if node is None:
         return StopVerdict(PENDING, NODE_UNKNOWN,
                            f"the VMI is {obs.vmi_phase}, but the node that ran it is not "
@@ -242,6 +281,7 @@ class StopRecord:
     gone: bool
     settled: bool  # final or gone seen: the mark was moved then
     lease_mark: float | None
+    writer: str | None = None  # who wrote `phase` (phase_writer of the object it came from)
 
     @classmethod
     def begin(cls, vmi: Mapping[str, Any], node: NodeView | None, now: float) -> StopRecord:
@@ -257,6 +297,7 @@ class StopRecord:
             gone=False,
             settled=phase in FINAL_PHASES,
             lease_mark=node.lease_renewed if node else None,
+            writer=phase_writer(vmi),
         )
 
     def seen(
@@ -271,6 +312,7 @@ class StopRecord:
         record = replace(
             self,
             phase=phase,
+            writer=phase_writer(vmi) if same else self.writer,
             gone=gone,
             node=self.node or (((vmi or {}).get("status") or {}).get("nodeName") if same
                                else None),
@@ -293,6 +335,7 @@ class StopRecord:
             vmi_uid_same=not self.gone and _uid(current) == self.uid,
             node=node,
             lease_mark=self.lease_mark,
+            phase_writer=self.writer,
         )
 
 
