@@ -191,3 +191,56 @@ def test_a_released_lease_is_taken_at_once(kube: Any, lease_ns: tuple[str, Any])
             await asyncio.gather(t2, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_a_deleted_lease_never_restarts_the_epoch_below_what_agents_saw(
+        kube: Any, lease_ns: tuple[str, Any]) -> None:
+    """Agents refuse an epoch older than the newest they saw (409 StaleEpoch): a Lease
+    deleted by hand would lock every agent away from the next leader for ever. The
+    floor is the highest epoch written into an InGuestCluster's status (the real
+    controller.leader.epoch_floor, read from the apiserver); the new Lease starts above
+    it, and so does a takeover of a Lease whose count is lower."""
+    from guestha.controller.leader import epoch_floor
+
+    ns, api = lease_ns
+    admin = kubeapi.client_from_kubeconfig(str(kube.kubeconfig))
+    kube.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "guestha.io/v1alpha1", "kind": "InGuestCluster",
+        "metadata": {"name": "seen"}, "spec": {"members": [{"name": "a"}]}}))
+    kube.kubectl("-n", ns, "patch", "igc", "seen", "--subresource=status", "--type=merge",
+                 "-p", json.dumps({"status": {"epoch": 41}}))
+
+    async def floor() -> int:
+        return await epoch_floor(admin)
+
+    def elect(identity: str) -> Elector:
+        return Elector(ns, "guestha-operator", identity, LEASE, RENEW, margin=MARGIN,
+                       retry_seconds=RETRY, client=api, epoch_floor=floor)
+
+    async def scenario() -> None:
+        assert await floor() >= 41
+        first = elect("first")
+        task = asyncio.create_task(first.run())
+        try:
+            await asyncio.wait_for(first.wait_leader(), 20)
+            assert first.epoch >= 42  # a Lease created anew starts above the floor
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await first.release()
+        # the Lease deleted and made again by hand with a low count, then taken
+        kube.kubectl("-n", ns, "delete", "lease", "guestha-operator")
+        kube.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "guestha-operator"},
+            "spec": {"leaseTransitions": 3, "leaseDurationSeconds": LEASE}}))
+        second = elect("second")
+        task = asyncio.create_task(second.run())
+        try:
+            await asyncio.wait_for(second.wait_leader(), 20)
+            assert second.epoch >= 42
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())

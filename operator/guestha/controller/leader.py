@@ -17,6 +17,7 @@ import kopf
 from guestha.controller import metrics
 from guestha.controller.leadership import Elector
 from guestha.controller.wakeups import WAKEUPS
+from guestha.kubevirt import kubeapi
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,20 @@ def _changed(leading: bool, new_epoch: int) -> None:
     WAKEUPS.notify_all()
 
 
+async def epoch_floor(client: Any = None) -> int:
+    """The highest epoch an earlier leader wrote into an InGuestCluster's status: the
+    agents may have seen it, and a Lease deleted and created again must not start
+    below it (controller.leadership)."""
+    listed = await kubeapi.call("GET", "/apis/guestha.io/v1alpha1/inguestclusters",
+                                client=client)
+    return max((int((item.get("status") or {}).get("epoch") or 0)
+                for item in listed.get("items") or ()), default=0)
+
+
 @kopf.on.startup()
 async def start_election(**_: Any) -> None:
     global _ELECTOR, _TASK
-    _ELECTOR = Elector()
+    _ELECTOR = Elector(epoch_floor=epoch_floor)
     _ELECTOR.on_change(_changed)
     _TASK = asyncio.create_task(_ELECTOR.run(), name="guestha-leader-election")
 

@@ -24,8 +24,11 @@ it through a resourceVersion-guarded write, so each new leadership has a higher 
 every earlier one. The operator sends it as its epoch to the agents (docs/agent-api.md:
 `epoch` in commands, `Guestha-Epoch` on every request), which refuse an older one: a
 deposed operator that still talks is refused by every agent that heard its successor.
-Deleting the Lease resets the count: agents then refuse the new leader's lower epoch
-(409 StaleEpoch names the newest epoch they saw), so the Lease must not be deleted.
+Deleting the Lease would reset the count, and agents would refuse the new leader's lower
+epoch (409 StaleEpoch) for ever: so an acquisition never goes below `epoch_floor`, the
+highest epoch any earlier leader wrote where it outlives the Lease (the InGuestClusters'
+status.epoch, controller/leader.py); a floor that cannot be read fails the acquisition,
+which is tried again.
 
 The Kubernetes calls run through guestha.kubevirt.kubeapi (the default executor, a
 timeout on each): no thread of its own.
@@ -40,7 +43,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from guestha.kubevirt import kubeapi
@@ -141,6 +144,7 @@ class Elector:
         margin: float = MARGIN_SECONDS,
         retry_seconds: float = RETRY_SECONDS,
         client: Any = None,
+        epoch_floor: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         if not isinstance(lease_seconds, int) or lease_seconds < 1:
             raise ValueError(f"lease_seconds: a whole number of seconds >= 1, got "
@@ -156,6 +160,7 @@ class Elector:
         self.margin = margin
         self.retry_seconds = retry_seconds
         self.client = client
+        self._floor = epoch_floor
         self._leading = False
         self._deadline = 0.0
         self._epoch = 0
@@ -255,18 +260,26 @@ class Elector:
         if decision == WAIT:
             await asyncio.sleep(min(wait, self.retry_seconds))
             return
+        try:
+            floor = await self._floor() if self._floor is not None else 0
+        except Exception as exc:  # not knowing the floor, do not risk a stale epoch
+            log.warning("lease %s/%s: the epoch floor could not be read: %s", self.namespace,
+                        self.name, exc)
+            await asyncio.sleep(self.retry_seconds)
+            return
         sent = time.monotonic()
         try:
             if decision == CREATE:
                 body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                         "metadata": {"name": self.name, "namespace": self.namespace},
-                        "spec": self._spec(1, True, {})}
+                        "spec": self._spec(max(0, floor) + 1, True, {})}
                 stored = await self._call("POST", self._path(named=False), body,
                                           timeout=self.retry_seconds * 2)
             else:
                 assert current is not None and state is not None
                 body = dict(current)
-                body["spec"] = self._spec(state.transitions + 1, True, current.get("spec") or {})
+                body["spec"] = self._spec(max(state.transitions, floor) + 1, True,
+                                          current.get("spec") or {})
                 stored = await self._call("PUT", self._path(), body,
                                           timeout=self.retry_seconds * 2)
         except kubeapi.ApiError as exc:
