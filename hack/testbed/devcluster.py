@@ -147,6 +147,11 @@ class DevCluster:
         start)."""
         return self.folder / ("operator-liveness" if name == OPERATOR else f"{name}-liveness")
 
+    def metrics_file(self, name: str = OPERATOR) -> Path:
+        """Where operator process `name`'s /metrics URL is recorded (its port is picked at
+        start)."""
+        return self.folder / ("operator-metrics" if name == OPERATOR else f"{name}-metrics")
+
     @property
     def operator_liveness(self) -> Path:
         return self.liveness_file(OPERATOR)
@@ -161,13 +166,15 @@ class DevCluster:
         if not (name in state.pids and processes.alive(state.pids[name])):
             url = f"http://127.0.0.1:{free_port()}/healthz"
             self.liveness_file(name).write_text(url)
+            metrics = f"127.0.0.1:{free_port()}"
+            self.metrics_file(name).write_text(f"http://{metrics}/metrics")
             env = {"KUBECONFIG": str(self.operator_kubeconfig())}
             # The injection webhook: the apiserver runs on this host, outside any pod
             # network, so it reaches the operator at a 127.0.0.1 URL.
             webhook = f"127.0.0.1:{free_port()}"
             self._start(name, [sys.executable, "-m", "guestha.controller.main",
                                "--liveness", url, "--namespace", "guestha-system",
-                               "--webhook-listen", webhook,
+                               "--webhook-listen", webhook, "--metrics-listen", metrics,
                                "--webhook-url", f"https://{webhook}"], env)
         self.wait_operator_ready(timeout, name)
 

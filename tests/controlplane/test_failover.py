@@ -284,3 +284,41 @@ def test_frozen_nothing_moves_but_faults_are_reported(cluster: Namespace,
     assert not group(cluster).get("onlineOn") or group(cluster)["onlineOn"] == ["web-a"]
     assert all(m["state"] != "Online" for m in group(cluster)["members"]
                if m["name"] != "web-a")
+
+
+def test_the_metrics_tell_what_happened(cluster: Namespace) -> None:
+    """What a Prometheus scraping the operator's /metrics sees after the scenarios
+    above: the failovers by cause with their durations, the fencing, every member up,
+    the group's state and where it is online, the leader, the plans timed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    local = cluster.kube.local
+    if local is None:
+        pytest.skip("needs the local control plane (the operator's /metrics URL)")
+    url = local.metrics_file().read_text().strip()
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    samples: dict[str, list[Any]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+
+    def value(name: str, **labels: str) -> float:
+        return sum(s.value for s in samples.get(name, ())
+                   if all(s.labels.get(k) == v for k, v in labels.items()))
+
+    mine = {"namespace": cluster.name, "cluster": CLUSTER}
+    status = group(cluster)
+    assert value("guestha_failovers_total", group="shop", reason="ResourceFaulted",
+                 **mine) >= 1
+    assert value("guestha_failovers_total", group="shop", reason="MemberLost", **mine) >= 1
+    assert value("guestha_failovers_total", group="shop", **mine) == status["failovers"]
+    assert value("guestha_failover_duration_seconds_count", **mine) == status["failovers"]
+    assert value("guestha_fencings_total", member="web-b", outcome="Confirmed", **mine) >= 1
+    assert all(value("guestha_member_up", member=m, **mine) == 1 for m in MEMBERS)
+    assert value("guestha_group_state", group="shop", state=status["state"], **mine) == 1
+    assert value("guestha_group_state", group="shop", **mine) == 1  # one state at a time
+    assert value("guestha_group_online_members", group="logs", **mine) == len(MEMBERS)
+    assert value("guestha_leader") == 1
+    assert value("guestha_plan_duration_seconds_count") > 0

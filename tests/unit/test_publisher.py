@@ -110,3 +110,24 @@ def test_a_switchover_that_succeeds_in_the_pass_that_finds_the_group_moved_is_no
         (2.0, "Online", ("b",), "Steady", "Succeeded")])
     assert status.get("failovers", 0) == 0 and "lastFailover" not in status
     assert "FailoverStarted" not in [r for r, _ in writer.events]
+
+
+def test_an_application_restarted_in_place_starts_no_failover() -> None:
+    """Found by the control-plane test that reads /metrics: the application killed once
+    (within restartLimit) restarts on its member, the group away from Online for a pass;
+    that counted a failover start in guestha_failovers_total and told FailoverStarted."""
+    from guestha.controller import metrics
+
+    def counted() -> float:
+        return sum(s.value for family in metrics.REGISTRY.collect()
+                   if family.name == "guestha_failovers" for s in family.samples
+                   if s.name.endswith("_total"))
+
+    before = counted()
+    writer, status = run([
+        (0.0, "Online", ("a",), "Steady", False),
+        (1.0, "Partial", (), "InProgress", False),
+        (1.5, "Online", ("a",), "Steady", False)])
+    assert status.get("failovers", 0) == 0
+    assert "FailoverStarted" not in [r for r, _ in writer.events]
+    assert counted() == before

@@ -52,6 +52,7 @@ class GroupRecord:
     online_on: tuple[str, ...] | None = None  # where the last pass found it (None: unknown)
     home: str | None = None  # where a Failover group was last Online (at first: its status)
     moving: tuple[str, str, float] | None = None  # (from, cause, since) of a failover
+    announced: bool = False  # FailoverStarted told (once the online elsewhere is planned)
     endpoints: tuple[tuple[str, str], ...] | None = None  # what the slice was set to
     # The timeline of a move, for the one log line it ends with (see _timeline): when
     # the group was first found gone from home (a failover or a Switchover), the first
@@ -185,7 +186,10 @@ class Publisher:
         """failovers and lastFailover of a Failover group: one starts when the group is
         no longer online on the member it was last Online on (its home), unless a
         Switchover moves it; it ends when the group is Online on another member (back
-        home: no failover). Its cause is ResourceFaulted when the home's agent still
+        home: no failover; an application restarted in place leaves home for a moment,
+        and is no failover either). FailoverStarted is told once the plan puts it
+        online elsewhere; the metric counts failovers finished. Its cause is
+        ResourceFaulted when the home's agent still
         answers and KubeVirt still runs its guest (the group faulted there), MemberLost
         otherwise (a crashed guest's VMI can go Failed before the stream to its dead
         agent notices the closed connection); its duration runs from
@@ -196,6 +200,7 @@ class Publisher:
         home = record.home
         if home is None or home in online:
             record.moving = None
+            record.announced = False
             record.left = record.planned = None
             if decision.state == ONLINE and online:
                 record.home = online[0]
@@ -208,9 +213,12 @@ class Publisher:
             cause = ("ResourceFaulted" if link is not None and link.reachable and running
                      else "MemberLost")
             record.moving = (home, cause, now)
-            metrics.FAILOVERS.labels(self.namespace, self.cluster, g.name, cause).inc()
+        if record.moving is not None and not record.announced \
+                and decision.target not in (None, home):
+            record.announced = True
             self.writer.event(body, "Warning", "FailoverStarted",
-                              f"{g.name} no longer online on {home} ({cause}): {decision.message}")
+                              f"{g.name} no longer online on {home} ({record.moving[1]}), "
+                              f"going to {decision.target}: {decision.message}")
         if decision.state != ONLINE or not online:
             return {}
         record.home = online[0]
@@ -222,8 +230,13 @@ class Publisher:
         if record.moving is None:  # moved on purpose (a Switchover)
             return {}
         origin, cause, since = record.moving
+        if not record.announced:  # online elsewhere before a plan named the target
+            self.writer.event(body, "Warning", "FailoverStarted",
+                              f"{g.name} no longer online on {origin} ({cause})")
         record.moving = None
+        record.announced = False
         duration = now - since
+        metrics.FAILOVERS.labels(self.namespace, self.cluster, g.name, cause).inc()
         metrics.FAILOVER_SECONDS.labels(self.namespace, self.cluster).observe(duration)
         self.writer.event(body, "Normal", "FailedOver",
                           f"from {origin} to {online[0]} in {duration * 1000:.0f} ms ({cause})")
