@@ -20,7 +20,9 @@ import jsonpatch
 import pytest
 import yaml
 
-from guestha.kubevirt import injection, template
+from guestha.controller import cluster_status
+from guestha.controller import template as controller_template
+from guestha.kubevirt import injection, members, template
 from kubevirtsim import vm as simvm
 from testbed.devcluster import kubevirt_examples
 
@@ -229,3 +231,96 @@ def test_every_kubevirt_example_vm_round_trips(name: str, example: dict[str, Any
         pytest.skip(f"{name}: {e}")
     assert template.template_injected(after, SECRET)
     assert undone(after) == example
+
+
+# -- what the operator reports (guestha.kubevirt.members, guestha.controller.template)
+
+def vmi_of(body: dict[str, Any], phase: str = "Running",
+           deleting: bool = False) -> dict[str, Any]:
+    body = copy.deepcopy(body)
+    body["metadata"]["generation"] = 1
+    made = simvm.vmi_from_vm(body)
+    made["metadata"]["uid"] = "vmi-uid"
+    if deleting:
+        made["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    made["status"] = {"phase": phase}
+    return made
+
+
+KUBEVIRT_SAYS = {"type": "RestartRequired", "status": "True",
+                 "message": "a non-live-updatable field was changed in the template spec"}
+
+
+def with_condition(body: dict[str, Any], *conditions: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "status": {"conditions": list(conditions)}}
+
+
+def test_restart_required_rule() -> None:
+    """A table: (VM, VMI) -> restart required, and KubeVirt's word in the message."""
+    original = vm(SOURCES["#cloud-config"])
+    after, _ = injected(original)
+    reverted = copy.deepcopy(after)
+    reverted["spec"]["template"] = copy.deepcopy(original["spec"]["template"])
+    old_run = vmi_of(original)
+    new_run = vmi_of(after)
+    cases = [
+        # (vm, vmi, required?, KubeVirt's message in it?)
+        (original, old_run, False, False),  # never injected
+        (after, None, False, False),  # stopped: the next start runs the template
+        (after, old_run, True, False),  # injected after the instance started
+        (with_condition(after, KUBEVIRT_SAYS), old_run, True, True),
+        (after, vmi_of(original, "Succeeded"), False, False),  # final: nothing runs
+        (after, vmi_of(original, deleting=True), False, False),  # on its way out
+        (after, new_run, False, False),  # started from the injected template
+        (with_condition(after, KUBEVIRT_SAYS), new_run, True, True),  # injected again
+        (with_condition(after, {**KUBEVIRT_SAYS, "status": "False"}), new_run, False, False),
+        (reverted, old_run, False, False),  # the user took it out: not guestha's to say
+    ]
+    for body, vmi, required, kubevirt in cases:
+        for form in (body, members.vm_entry(body)):  # a whole VM, and the index's entry
+            entry = None if vmi is None else members.vmi_entry(vmi)
+            for shape in (vmi, entry):
+                why = members.restart_required(form, shape)
+                assert (why is not None) is required, (body["metadata"], vmi, why)
+                assert (why is not None and "KubeVirt" in why) is kubevirt
+
+
+def test_the_cluster_status_reports_restart_required_per_member() -> None:
+    after, _ = injected(vm(SOURCES["#cloud-config"]))
+    view = members.observe("web-a", members.vm_entry(after),
+                           members.vmi_entry(vmi_of(vm(SOURCES["#cloud-config"]))))
+    assert view.restart_required is not None
+    status = cluster_status.build([view], {}, 1, "2026-01-01T00:00:00Z")
+    [entry] = status["members"]
+    assert entry["restartRequired"] is True and "restart the VM" in entry["message"]
+    fresh = members.observe("web-a", members.vm_entry(after), members.vmi_entry(vmi_of(after)))
+    [entry] = cluster_status.build([fresh], status, 1, "2026-01-01T00:00:00Z")["members"]
+    assert "restartRequired" not in entry and "message" not in entry
+
+
+def test_the_index_tells_which_vms_need_a_pass() -> None:
+    """controller.template.needs_work over the index entries: a settled cluster needs no
+    API call; a member not injected (or for another plan), and a VM the cluster injected
+    that is no member any more, do."""
+    original = vm(SOURCES["#cloud-config"])
+    after, _ = injected(original, inputs="k1")
+    reverted = copy.deepcopy(after)
+    reverted["spec"]["template"] = copy.deepcopy(original["spec"]["template"])
+    other = injected(original, inputs="k1")[0]
+    other["metadata"]["annotations"][template.RECORD_ANNOTATION] = json.dumps(
+        {**json.loads(other["metadata"]["annotations"][template.RECORD_ANNOTATION]),
+         "cluster": "other"})
+    cases = [
+        # (vm, member?, key, needs work?)
+        (original, True, "k1", True),
+        (after, True, "k1", False),
+        (after, True, "k2", True),  # the plan or the agent changed
+        (reverted, True, "k1", True),  # the user's template came back
+        (other, True, "k1", True),  # another cluster's: refused in the pass, reported
+        (original, False, None, False),
+        (after, False, None, True),  # left the cluster (or Webhook mode): restore
+        (other, False, None, False),  # another cluster's business
+    ]
+    for body, member, key, expected in cases:
+        assert controller_template.needs_work(members.vm_entry(body), "web", member,
+                                              key) is expected, (member, key)
