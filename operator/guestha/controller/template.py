@@ -258,7 +258,7 @@ async def reconcile(namespace: str, body: Mapping[str, Any], vm_ix: kopf.Index[A
     wanted = set() if spec.mode != TEMPLATE or deleting else set(cluster.member_names(labels))
     agent = await asyncio.to_thread(userdata.agent_bundle) if wanted else b""
     outcomes: list[Outcome] = []
-    for vm in sorted(set(entries) | wanted):
+    for vm in sorted(entries):  # a member without a VM yet: its creation wakes a pass
         want = vm in wanted
         try:
             key = inputs_key(spec, plan_of(spec, vm), agent) if want else None
