@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -539,15 +540,26 @@ class VMController:
                 self.api.delete(REVISIONS, ns, old)
                 self._revisions.pop(f"{ns}/{old}", None)
         try:
-            self.api.create(REVISIONS, ns, body)
+            self._create_revision(ns, body)
         except ApiError as exc:
             if not exc.conflict:  # 409: this generation's, from an earlier start
                 raise
             stored = self.api.get(REVISIONS, ns, name)
             if stored is not None and stored.get("data") != body["data"]:
                 self.api.delete(REVISIONS, ns, name)
-                self.api.create(REVISIONS, ns, body)
+                self._create_revision(ns, body)
         self._revisions[f"{ns}/{name}"] = body["data"]["spec"]
+
+    def _create_revision(self, namespace: str, body: Obj) -> None:
+        """Create a ControllerRevision with its `data` as compact JSON, as Go clients send
+        it. The apiserver keeps a RawExtension's bytes as given and checks that `data` never
+        changes by comparing bytes: with the Python client's spaced JSON, the garbage
+        collector's later patch (orphaning it, with the canonical bytes) would be refused
+        as a change of `data`, and a VM deleted with propagationPolicy Orphan would hang.
+        The body goes as YAML text (JSON is YAML), which the client passes through as is."""
+        self.api.request("POST", REVISIONS.collection(namespace),
+                         body=json.dumps(body, separators=(",", ":"), sort_keys=True),
+                         content_type="application/yaml")
 
     def _started_spec(self, vmi: Obj | None) -> Obj | None:
         """The VM spec the VMI was started from (None: unknown, or no VMI)."""

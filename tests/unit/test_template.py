@@ -212,6 +212,12 @@ def test_the_webhook_leaves_a_vmi_of_an_injected_template_alone() -> None:
     after["metadata"]["generation"] = 2
     vmi = simvm.vmi_from_vm(after)
     assert injection.json_patch(vmi, PLAN) == []
+    # also for a cluster that asks otherwise now (switched to Webhook mode, another plan):
+    # the template is restored by the reconcile, and the next instance injected by the webhook
+    assert injection.json_patch(vmi, injection.Plan(SECRET, watchdog=False, vsock=True)) == []
+    # while the VMI of the user's own template is injected
+    assert injection.json_patch(simvm.vmi_from_vm({**vm(SOURCES["#cloud-config"]),
+                                                   "metadata": after["metadata"]}), PLAN) != []
 
 
 def example_vms() -> list[tuple[str, dict[str, Any]]]:

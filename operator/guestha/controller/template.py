@@ -60,6 +60,7 @@ ATTEMPTS = 5  # reads and writes of one VM under concurrent changes
 INJECTED = "TemplateInjected"
 RESTART_REQUIRED = "RestartRequired"
 RESTORED = "TemplateRestored"
+SECRET_WRITTEN = "UserDataSecretWritten"  # the template was right, its Secret missing or stale
 NOT_INJECTED = "TemplateNotInjected"
 
 
@@ -168,9 +169,9 @@ def inject_vm(namespace: str, cluster: Mapping[str, Any], name: str,
             return None
         record = template.record_of(vm)
         if record is not None and record.cluster != cluster_name:
-            raise injection.Refused(f"VM {name}: its template carries the injection of "
-                                    f"InGuestCluster {record.cluster}; a VM may belong to "
-                                    f"one (it is taken out when it leaves that cluster)")
+            raise injection.Refused(f"its template carries the injection of InGuestCluster "
+                                    f"{record.cluster}; a VM may belong to one (it is taken "
+                                    f"out when it leaves that cluster)")
         result = template.inject(vm, plan, cluster_name, key)
         ops = template.json_patch(vm, result.template, result.record)
         if not ops and not (check_secret and not _secret_current(namespace, name, cluster)):
@@ -184,12 +185,13 @@ def inject_vm(namespace: str, cluster: Mapping[str, Any], name: str,
         injection.write_secret(namespace, userdata.build_secret(namespace, name, cluster,
                                                                 data), name)
         if not ops:
-            return Outcome(name, INJECTED, f"VM {name}: its user-data Secret written again")
+            return Outcome(name, SECRET_WRITTEN, f"VM {name}: its user-data Secret "
+                                                 f"{plan.secret} written again")
         if _patch_vm(namespace, name, ops):
             return Outcome(name, INJECTED, f"VM {name}: template patched with guestha's "
                                            f"agent (Secret {plan.secret})")
-    raise injection.Refused(f"VM {name}: changed under every one of {ATTEMPTS} attempts "
-                            f"to patch its template")
+    raise injection.Refused(f"changed under every one of {ATTEMPTS} attempts to patch its "
+                            f"template")
 
 
 def restore_vm(namespace: str, name: str, cluster: str) -> Outcome | None:
@@ -205,8 +207,8 @@ def restore_vm(namespace: str, name: str, cluster: str) -> Outcome | None:
             return Outcome(name, RESTORED, f"VM {name}: guestha's injection taken out of its "
                                            f"template (it is no member of {cluster} in "
                                            f"Template mode now)")
-    raise injection.Refused(f"VM {name}: changed under every one of {ATTEMPTS} attempts "
-                            f"to restore its template")
+    raise injection.Refused(f"changed under every one of {ATTEMPTS} attempts to restore "
+                            f"its template")
 
 
 def undo(namespace: str, cluster: str, vms: Iterable[str] | None = None) -> list[str]:
