@@ -145,6 +145,10 @@ def test_the_running_member_needs_a_restart_and_is_not_restarted(
     assert "TemplateInjected" in reasons
     running = ns.get("vmi", "tpl-a")
     assert running is not None and running["metadata"]["uid"] == before["first"]["metadata"]["uid"]
+    # one patch each, however many passes ran since (every VM and VMI change wakes one)
+    for name in ("tpl-a", "tpl-b"):
+        assert (ns.get("vm", name) or {})["metadata"]["generation"] == \
+            before["vms"][name]["metadata"]["generation"] + 1
     assert INJECTED_ANNOTATION not in (running["metadata"].get("annotations") or {})
 
 
@@ -194,3 +198,24 @@ def test_back_to_webhook_mode_restores_and_deletion_restores(
         assert injected(ns, name) is None
         assert spec_template(ns, name) == copy.deepcopy(
             before["vms"][name]["spec"]["template"])
+
+
+def test_a_member_that_cannot_be_injected_is_reported_and_left_alone(
+        ns: Namespace, before: dict[str, Any]) -> None:
+    """A watchdog that is no i6300esb cannot serve fencing.watchdog: the VM is not patched,
+    and an Event names the template's field."""
+    odd = vm("tpl-c", "Halted", [])
+    odd["spec"]["template"]["spec"]["domain"]["devices"]["watchdog"] = {
+        "name": "mine", "diag288": {"action": "reset"}}
+    ns.apply(odd)
+    applied = ns.get("vm", "tpl-c")
+    assert applied is not None
+    ns.apply(cluster("Template", ["tpl-c"]))
+    event = ns.wait_for("the TemplateNotInjected Event", lambda: next(
+        (e for e in ns.events(CLUSTER) if e["reason"] == "TemplateNotInjected"), None))
+    assert "spec.template.spec.domain.devices.watchdog" in event["message"]
+    assert "tpl-c" in event["message"]
+    now = ns.get("vm", "tpl-c")
+    assert now is not None and now["metadata"]["generation"] == applied["metadata"]["generation"]
+    assert injected(ns, "tpl-c") is None
+    ns.kubectl("delete", "igc", CLUSTER, "--timeout=60s")
