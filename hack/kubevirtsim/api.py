@@ -75,6 +75,9 @@ VMIS = Resource(
 NODES = Resource("/api/v1", "nodes", False, "Node", "v1")
 SECRETS = Resource("/api/v1", "secrets", True, "Secret", "v1")
 EVENTS = Resource("/api/v1", "events", True, "Event", "v1")
+REVISIONS = Resource(
+    "/apis/apps/v1", "controllerrevisions", True, "ControllerRevision", "apps/v1"
+)
 LEASES = Resource(
     "/apis/coordination.k8s.io/v1", "leases", True, "Lease", "coordination.k8s.io/v1"
 )

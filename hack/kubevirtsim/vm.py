@@ -5,7 +5,12 @@ template's labels and annotations, a controller ownerReference, the VM controlle
 finalizer), deleted for Halted or on a Stop request, and started again after it
 finished as the strategy says (Always: after Succeeded or Failed; RerunOnFailure: after
 Failed only; Manual: on a Start request; Once: only when there is none). VM status goes
-through the status subresource. A deleted VM stops its VMI first and lets go of its own
+through the status subresource. At each start the VM's spec is kept in a
+ControllerRevision (`revision-start-vm-<vm uid>-<generation>`, named in the VMI's
+status.virtualMachineRevisionName, older ones deleted); while the VMI runs, a template
+spec that differs from it sets the VM condition RestartRequired, as KubeVirt's
+syncRestartRequired does (nothing here is live-updatable: no LiveUpdate rollout strategy,
+no hotplug), and a new start clears it. A deleted VM stops its VMI first and lets go of its own
 finalizer once the VMI is gone (with propagationPolicy Orphan, at once); everything else
 about deletion is kube-controller-manager's garbage collector's, as on a real cluster: it
 deletes a VMI whose VM is gone (the VMI's controller ownerReference), holds a VM deleted
@@ -18,18 +23,21 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from kubevirtsim import status as st
-from kubevirtsim.api import VMIS, VMS, Api, ApiError, Obj, split_key
+from kubevirtsim.api import REVISIONS, VMIS, VMS, Api, ApiError, Obj, split_key
 from kubevirtsim.events import Recorder
 from kubevirtsim.informer import Informer
 
 log = logging.getLogger(__name__)
 
 START, STOP = "Start", "Stop"
+RESTART_REQUIRED = "RestartRequired"
+RESTART_MESSAGE = "a non-live-updatable field was changed in the template spec"  # KubeVirt's
 
 
 # --- pure rules ----------------------------------------------------------------------------
@@ -233,6 +241,46 @@ def printable_status(vm: Obj, vmi: Obj | None) -> str:
     return "Starting" if starting else "Stopped"
 
 
+def revision_name(vm: Obj) -> str:
+    """The ControllerRevision that keeps the VM's spec as its VMI was started from it."""
+    meta = vm["metadata"]
+    return f"revision-start-vm-{meta['uid']}-{meta.get('generation') or 1}"
+
+
+def revision(vm: Obj) -> Obj:
+    """That ControllerRevision (owned by the VM, so collected with it)."""
+    meta = vm["metadata"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": {
+            "name": revision_name(vm),
+            "namespace": meta.get("namespace") or "default",
+            "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                                 "name": meta["name"], "uid": meta["uid"],
+                                 "controller": True, "blockOwnerDeletion": True}],
+        },
+        "data": {"spec": copy.deepcopy(vm.get("spec") or {})},
+        "revision": int(meta.get("generation") or 1),
+    }
+
+
+def restart_required(vm: Obj, started_spec: Obj | None, when: dt.datetime) -> Obj | None:
+    """The RestartRequired condition the VM should carry while its VMI runs, as KubeVirt's
+    syncRestartRequired decides it: True when the template spec differs from the spec the
+    VMI was started from (`started_spec`, the VM spec of its ControllerRevision); None when
+    they are the same. Without a started spec (no VMI) the condition stays as it is."""
+    now = (vm.get("spec") or {}).get("template", {}).get("spec")
+    then = (started_spec or {}).get("template", {}).get("spec")
+    if started_spec is None or now == then:
+        return None
+    previous = st.condition(vm, RESTART_REQUIRED)
+    if previous is not None and previous.get("status") == "True":
+        return dict(previous)
+    return {"type": RESTART_REQUIRED, "status": "True", "lastTransitionTime": st.rfc3339(when),
+            "lastProbeTime": None, "message": RESTART_MESSAGE}
+
+
 def vm_status(
     vm: Obj,
     vmi: Obj | None,
@@ -240,11 +288,13 @@ def vm_status(
     when: dt.datetime,
     failure: tuple[str, str] | None = None,
     finished: Obj | None = None,
+    started_spec: Obj | None = None,
 ) -> Obj:
     """The VM's new status (a copy): created, ready, conditions, generations, requests.
 
     `finished` is the VMI seen final this round, which may be gone from the API by now:
-    it still counts for startFailure.
+    it still counts for startFailure. `started_spec`: the VM spec the running VMI was
+    started from (its ControllerRevision), for RestartRequired.
     """
     status = copy.deepcopy(vm.get("status") or {})
     failed_starts = start_failure(vm, vmi if vmi is not None else finished, when)
@@ -316,6 +366,11 @@ def vm_status(
                 "lastProbeTime": None,
             }
         )
+    if vmi is not None and started_spec is not None:
+        conditions = [c for c in conditions if c.get("type") != RESTART_REQUIRED]
+        required = restart_required(vm, started_spec, when)
+        if required is not None:
+            conditions.append(required)
     status["conditions"] = conditions
     status["printableStatus"] = printable_status(dict(vm, status=status), vmi)
     return status
@@ -393,6 +448,7 @@ class VMController:
         self.vmis = vmis
         self.events = events
         self.requeue = requeue
+        self._revisions: dict[str, Obj] = {}  # ns/name -> the VM spec it keeps (immutable)
 
     def reconcile(self, key: str) -> None:
         vm = self.vms.get(key)
@@ -446,6 +502,14 @@ class VMController:
         vmi = admitted(vmi_from_vm(vm), st.now())
         ns = vmi["metadata"]["namespace"]
         try:
+            self._keep_revision(vm)
+        except ApiError as exc:
+            log.warning("VM %s/%s: its start revision not kept: %s", ns,
+                        vm["metadata"]["name"], exc)
+            self.requeue(f"{ns}/{vm['metadata']['name']}", 1.0)
+            return None
+        vmi["status"]["virtualMachineRevisionName"] = revision_name(vm)
+        try:
             created = self.api.create(VMIS, ns, vmi)
         except ApiError as exc:
             if exc.status == 409:  # the old VMI is still on its way out
@@ -462,6 +526,60 @@ class VMController:
             f"the new virtual machine instance {created['metadata']['name']}",
         )
         return None
+
+    def _keep_revision(self, vm: Obj) -> None:
+        """The VM's spec at this start, as a ControllerRevision; older ones deleted, the
+        start's own RestartRequired gone (KubeVirt's startVMI and createVMRevision)."""
+        body = revision(vm)
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        prefix = name.rsplit("-", 1)[0] + "-"
+        listed = self.api.list_all(REVISIONS, ns)
+        for item in listed.get("items") or []:
+            old = item["metadata"]["name"]
+            if old.startswith(prefix) and old != name:
+                self.api.delete(REVISIONS, ns, old)
+                self._revisions.pop(f"{ns}/{old}", None)
+        try:
+            self._create_revision(ns, body)
+        except ApiError as exc:
+            if not exc.conflict:  # 409: this generation's, from an earlier start
+                raise
+            stored = self.api.get(REVISIONS, ns, name)
+            if stored is not None and stored.get("data") != body["data"]:
+                self.api.delete(REVISIONS, ns, name)
+                self._create_revision(ns, body)
+        self._revisions[f"{ns}/{name}"] = body["data"]["spec"]
+
+    def _create_revision(self, namespace: str, body: Obj) -> None:
+        """Create a ControllerRevision with its `data` as compact JSON, as Go clients send
+        it. The apiserver keeps a RawExtension's bytes as given and checks that `data` never
+        changes by comparing bytes: with the Python client's spaced JSON, the garbage
+        collector's later patch (orphaning it, with the canonical bytes) would be refused
+        as a change of `data`, and a VM deleted with propagationPolicy Orphan would hang.
+        The body goes as YAML text (JSON is YAML), which the client passes through as is."""
+        self.api.request("POST", REVISIONS.collection(namespace),
+                         body=json.dumps(body, separators=(",", ":"), sort_keys=True),
+                         content_type="application/yaml")
+
+    def _started_spec(self, vmi: Obj | None) -> Obj | None:
+        """The VM spec the VMI was started from (None: unknown, or no VMI)."""
+        if vmi is None:
+            return None
+        name = (vmi.get("status") or {}).get("virtualMachineRevisionName")
+        if not name:
+            return None
+        ns = vmi["metadata"].get("namespace") or "default"
+        key = f"{ns}/{name}"
+        if key not in self._revisions:
+            try:
+                stored = self.api.get(REVISIONS, ns, str(name))
+            except ApiError as exc:
+                log.warning("VMI %s: its start revision %s not read: %s", key, name, exc)
+                return None
+            if stored is None:
+                return None
+            self._revisions[key] = (stored.get("data") or {}).get("spec") or {}
+        return self._revisions[key]
 
     def _delete_vmi(self, vm: Obj, vmi: Obj, reason: str) -> None:
         meta = vmi["metadata"]
@@ -575,7 +693,8 @@ class VMController:
                 current = None
             requests = next_requests(vm, current, add_start)
             finished = vmi if st.is_final(vmi) and st.owned_by_vm(vmi, vm) else None
-            new = vm_status(vm, current, requests, st.now(), failure, finished)
+            started = self._started_spec(current)
+            new = vm_status(vm, current, requests, st.now(), failure, finished, started)
             if _same_status(vm.get("status") or {}, new):
                 return
             vm["status"] = new

@@ -8,10 +8,14 @@ from typing import Any
 import pytest
 
 from kubevirtsim.vm import (
+    RESTART_MESSAGE,
     backoff_left,
     decide,
     next_requests,
     printable_status,
+    restart_required,
+    revision,
+    revision_name,
     run_strategy,
     start_backoff_seconds,
     start_failure,
@@ -194,3 +198,36 @@ def test_start_failures_back_off_and_clear_once_a_vmi_ran() -> None:
     assert start_failure(looping, vmi("Running"), NOW) is None
     assert start_failure(vm("Manual", requests=[]), never_ran, NOW) is None
     assert start_backoff_seconds(1) == 10 and start_backoff_seconds(10) == 300
+
+
+def test_restart_required_as_kubevirt_sets_it() -> None:
+    """KubeVirt's syncRestartRequired: while a VMI runs, a template spec that differs from
+    the spec it was started from (its ControllerRevision) sets RestartRequired; the same
+    spec again clears it; without a VMI it stays as it was until the next start."""
+    started = vm("Always")
+    kept = revision(started)
+    assert kept["metadata"]["name"] == revision_name(started) == "revision-start-vm-vm-uid-3"
+    assert kept["metadata"]["ownerReferences"][0]["uid"] == "vm-uid"
+    started_spec = kept["data"]["spec"]
+    same = vm_status(started, vmi(), [], NOW, started_spec=started_spec)
+    assert not [c for c in same["conditions"] if c["type"] == "RestartRequired"]
+    changed = vm("Always")
+    changed["spec"]["template"]["spec"]["volumes"] = [{"name": "ci", "cloudInitNoCloud": {
+        "secretRef": {"name": "s"}}}]
+    changed["spec"]["runStrategy"] = "Always"
+    status = vm_status(changed, vmi(), [], NOW, started_spec=started_spec)
+    [cond] = [c for c in status["conditions"] if c["type"] == "RestartRequired"]
+    assert cond["status"] == "True" and cond["message"] == RESTART_MESSAGE
+    # the transition time stays while it holds
+    later = NOW + dt.timedelta(seconds=30)
+    assert restart_required({**changed, "status": status}, started_spec, later) == cond
+    # only the template's spec counts: its labels or the run strategy need no restart
+    relabelled = vm("Manual")
+    relabelled["spec"]["template"]["metadata"]["labels"] = {"app": "b"}
+    assert restart_required(relabelled, started_spec, NOW) is None
+    # stopped: kept until the next start, whose revision is the spec itself
+    stopped = vm_status({**changed, "status": status}, None, [], NOW)
+    assert [c["type"] for c in stopped["conditions"]].count("RestartRequired") == 1
+    restarted = vm_status({**changed, "status": stopped}, vmi(uid="u2"), [], NOW,
+                          started_spec=revision(changed)["data"]["spec"])
+    assert not [c for c in restarted["conditions"] if c["type"] == "RestartRequired"]

@@ -40,6 +40,9 @@ def _member(view: MemberView, old: Mapping[str, Any], agent: AgentSeen | None,
         entry["message"] = "no VirtualMachine of this name in the cluster's namespace"
     elif view.phase is MemberPhase.STOPPED:
         entry["message"] = "the VirtualMachine has no running instance"
+    if view.restart_required:
+        entry["restartRequired"] = True
+        entry["message"] = view.restart_required
     for kept in ("agentVersion", "lastSeenTime"):  # reported by agents, not by KubeVirt
         if kept in old:
             entry[kept] = old[kept]

@@ -18,28 +18,24 @@ from guestha.controller import api, credentials, indexes, leader, links, nodelea
 from guestha.controller.observe import GroupFacts
 from guestha.controller.supervisor import ClusterSupervisor, Snapshot
 from guestha.controller.wakeups import WAKEUPS
-from guestha.kubevirt import fencing, members
+from guestha.kubevirt import members
 from guestha.model.cluster import ClusterSpec
 
 GROUP, VERSION = "guestha.io", "v1alpha1"
 
 
 @kopf.index("kubevirt.io", "v1", "virtualmachines")
-def vm_index(namespace: str | None, name: str, labels: kopf.Labels, **_: Any) -> Any:
-    """VMs by (namespace, name): their labels, for memberSelector."""
+def vm_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    """VMs by (namespace, name): labels (memberSelector) and Template mode's facts."""
     WAKEUPS.notify(namespace or "")
-    return {(namespace, name): dict(labels)}
+    return {(namespace, name): members.vm_entry(body)}
 
 
 @kopf.index("kubevirt.io", "v1", "virtualmachineinstances")
 def vmi_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
-    """VMIs by (namespace, name): their uid, deletion mark and status."""
+    """VMIs by (namespace, name): uid, deletion mark, injection annotation and status."""
     WAKEUPS.notify(namespace or "")
-    meta = body.get("metadata") or {}
-    return {(namespace, name): {
-        "metadata": {"uid": meta.get("uid"), "deletionTimestamp": meta.get("deletionTimestamp"),
-                     "managedFields": fencing.phase_fields(body)},
-        "status": dict(body.get("status") or {})}}
+    return {(namespace, name): members.vmi_entry(body)}
 
 
 @kopf.on.update(GROUP, VERSION, "inguestclusters", field="spec")
@@ -52,7 +48,8 @@ def _snapshot(namespace: str, name: str, body: kopf.Body, ix: dict[str, Any]) ->
     spec = dict(body.get("spec") or {})
     parsed = ClusterSpec.from_body(spec)
     vm_ix, vmi_ix = ix["vm_index"], ix["vmi_index"]
-    labels = {vm: indexes.first(vm_ix, (ns, vm)) or {} for ns, vm in vm_ix if ns == namespace}
+    labels = {vm: (indexes.first(vm_ix, (ns, vm)) or {}).get("metadata", {}).get("labels") or {}
+              for ns, vm in vm_ix if ns == namespace}
     views = [members.observe(m, indexes.first(vm_ix, (namespace, m)) if (namespace, m) in vm_ix
                              else None, indexes.first(vmi_ix, (namespace, m)))
              for m in parsed.member_names(labels)]

@@ -87,7 +87,7 @@ def _vm_labels(namespace: str, name: str) -> dict[str, str] | None:
     return dict((vm.get("metadata") or {}).get("labels") or {})
 
 
-def _read_secret(namespace: str, name: str) -> dict[str, Any] | None:
+def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
     try:
         return api.as_dict(api.core().read_namespaced_secret(name, namespace))
     except Exception as e:
@@ -96,12 +96,12 @@ def _read_secret(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-def _write_secret(namespace: str, body: dict[str, Any], vm: str) -> None:
+def write_secret(namespace: str, body: dict[str, Any], vm: str) -> None:
     """Create the per-member Secret, or replace guestha's own of that name."""
     core = api.core()
     name = body["metadata"]["name"]
     for _ in range(5):
-        existing = _read_secret(namespace, name)
+        existing = read_secret(namespace, name)
         try:
             if existing is None:
                 core.create_namespaced_secret(namespace, body)
@@ -155,14 +155,14 @@ def member_patch(namespace: str, vmi: Mapping[str, Any], dry_run: bool) -> list[
     if found is not None:
         where = found.field
         if found.secret is not None:
-            user_data = injection.secret_user_data(found, _read_secret(namespace, found.secret))
+            user_data = injection.secret_user_data(found, read_secret(namespace, found.secret))
         else:
             user_data = found.inline
     creds = credentials.get_or_create(namespace, names[0], cluster)
     data = userdata.member_user_data(spec, names[0], vm, creds, creds.issue_member(vm),
                                      user_data, userdata.agent_bundle(), where)
     if not dry_run:
-        _write_secret(namespace, userdata.build_secret(namespace, vm, cluster, data), vm)
+        write_secret(namespace, userdata.build_secret(namespace, vm, cluster, data), vm)
     return patch
 
 

@@ -19,6 +19,7 @@ from guestha.controller import (  # noqa: F401  (importing registers their handl
     nodeleases,
     outputs,
     servicegroups,
+    template,
     webhook,
 )
 

@@ -38,6 +38,7 @@ INJECTED_ANNOTATION = "guestha.io/userdata-secret"
 VOLUME = "guestha-cloudinit"  # the volume and disk added to a VMI without cloud-init
 WATCHDOG = "guestha-watchdog"
 WATCHDOG_ACTIONS = ("reset", "poweroff")  # actions that end a hung guest (unset: reset)
+WATCHDOG_DEVICE = {"name": WATCHDOG, "i6300esb": {"action": "reset"}}  # the one guestha adds
 
 
 class InjectionError(ValueError):
@@ -218,7 +219,7 @@ def _watchdog_ops(devices: Mapping[str, Any], ops: list[dict[str, Any]]) -> None
     existing = devices.get("watchdog")
     if existing is None:
         ops.append({"op": "add", "path": "/spec/domain/devices/watchdog",
-                    "value": {"name": WATCHDOG, "i6300esb": {"action": "reset"}}})
+                    "value": copy.deepcopy(WATCHDOG_DEVICE)})
         return
     if not isinstance(existing, Mapping):
         raise InjectionError(field, "must be an object")

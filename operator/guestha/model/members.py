@@ -31,6 +31,9 @@ class MemberView:
     guest_agent: bool = False  # the VMI's AgentConnected condition
     uid: str | None = None  # the VMI's uid: which run of the VM this is
     deleting: bool = False  # the VMI has a deletionTimestamp (a stop was asked for)
+    # why the running instance must restart to run what the VM's template says (Template
+    # mode: guestha's agent); None: it need not
+    restart_required: str | None = None
 
     @property
     def running(self) -> bool:
