@@ -28,14 +28,16 @@ from guestha.controller.links import MemberLink
 
 log = logging.getLogger(__name__)
 
-PROBE_TIMEOUT_MAX = 1.0  # seconds: an agent that answers at all answers healthz in ms
+PROBE_TIMEOUT_MAX = 0.5  # seconds: an agent that answers at all answers healthz in ms
 PROBE_TIMEOUT_MIN = 0.25
 
 
 def probe_timeout(peer_timeout: float) -> float:
     """Half the peer timeout, within [PROBE_TIMEOUT_MIN, PROBE_TIMEOUT_MAX]: short enough
-    that a hung guest is failed over within about a peer timeout and a second, long
-    enough for a TLS handshake with a guest under load."""
+    that a hung guest is failed over within a peer timeout and a second (the goal), long
+    enough for a TLS handshake with a guest under load. A guest that misses its peers'
+    heartbeats for a whole peer timeout AND cannot answer in that time is fenced: VCS
+    would fence it too."""
     return min(PROBE_TIMEOUT_MAX, max(PROBE_TIMEOUT_MIN, peer_timeout / 2.0))
 
 
