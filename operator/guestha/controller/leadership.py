@@ -207,15 +207,36 @@ class Elector:
         self._step_down("released")
         if not was or self._lease is None:
             return
-        lease = dict(self._lease)
-        lease["spec"] = {k: v for k, v in (lease.get("spec") or {}).items()
-                         if k not in ("holderIdentity", "acquireTime", "renewTime")}
-        try:
-            await self._call("PUT", self._path(), lease, timeout=self.retry_seconds * 2)
-            log.info("lease %s/%s released by %s", self.namespace, self.name, self.identity)
-        except kubeapi.ApiError as exc:
-            log.warning("lease %s/%s: release failed (%s); it expires by itself",
-                        self.namespace, self.name, exc)
+        lease: Mapping[str, Any] | None = self._lease
+        for _ in range(3):
+            assert lease is not None
+            freed = dict(lease)
+            freed["spec"] = {k: v for k, v in (lease.get("spec") or {}).items()
+                             if k not in ("holderIdentity", "acquireTime", "renewTime")}
+            try:
+                await self._call("PUT", self._path(), freed, timeout=self.retry_seconds * 2)
+                log.info("lease %s/%s released by %s", self.namespace, self.name,
+                         self.identity)
+                return
+            except kubeapi.ApiError as exc:
+                if not exc.conflict:
+                    log.warning("lease %s/%s: release failed (%s); it expires by itself",
+                                self.namespace, self.name, exc)
+                    return
+            # 409: our own renewal stored after we last read it (a renewal cancelled in
+            # flight still reaches the apiserver), or someone else took it: read again,
+            # and free it only while it is still ours from this acquisition
+            try:
+                lease = await self._call("GET", self._path(), timeout=self.retry_seconds * 2)
+            except kubeapi.ApiError as exc:
+                log.warning("lease %s/%s: release failed (%s); it expires by itself",
+                            self.namespace, self.name, exc)
+                return
+            state = LeaseState.from_object(lease)
+            if state.holder != self.identity or state.transitions != self._epoch:
+                return  # not ours any more: nothing to free
+        log.warning("lease %s/%s: release kept conflicting; it expires by itself",
+                    self.namespace, self.name)
 
     # --- steps ---------------------------------------------------------------------------
     def _path(self, named: bool = True) -> str:
