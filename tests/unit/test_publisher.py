@@ -131,3 +131,20 @@ def test_an_application_restarted_in_place_starts_no_failover() -> None:
     assert status.get("failovers", 0) == 0
     assert "FailoverStarted" not in [r for r, _ in writer.events]
     assert counted() == before
+
+
+def test_online_attempts_are_kept_in_status_for_the_next_operator() -> None:
+    """onlineRetryLimit counts onlines that ended Faulted on each member; they lived in
+    the operator's memory only, so a restarted operator retried past the limit. They are
+    written per member, and read back the way a new supervisor seeds its count."""
+    from guestha.controller import group_status
+
+    writer = Recorder()
+    publisher = Publisher("ns", "web", writer)
+    plan = Plan((), (), {"shop": GroupDecision("Faulted", (), None, "r", "r")}, {}, None)
+    asyncio.run(publisher.publish(
+        plan, (), {"metadata": {"name": "web"}}, [GroupFacts("shop", SPEC, {}, {})],
+        {"shop": BODY}, {}, {}, 1, 0.0, attempts={"shop": {"a": 2}}))
+    status = [new for plural, _, new in writer.patches if plural == "servicegroups"][-1]
+    assert group_status.online_attempts(status) == {"a": 2}
+    assert group_status.online_attempts({"members": [{"name": "b"}]}) == {}

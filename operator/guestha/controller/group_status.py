@@ -35,6 +35,7 @@ class MemberSeen:
     state: str  # UNKNOWN when the agent does not answer or has not reported the group
     reachable: bool
     resources: Sequence[ResourceSeen] = field(default_factory=tuple)
+    online_attempts: int = 0  # onlines here that ended Faulted (compare onlineRetryLimit)
 
 
 def _member(seen: MemberSeen) -> dict[str, Any]:
@@ -42,6 +43,8 @@ def _member(seen: MemberSeen) -> dict[str, Any]:
                              "faulted": seen.state == FAULTED}
     if not seen.reachable:
         entry["message"] = "the member's agent does not answer; last reported state shown"
+    if seen.online_attempts:
+        entry["onlineAttempts"] = seen.online_attempts
     if seen.resources:
         entry["resources"] = [
             {"name": r.name, "state": r.state, "restarts": r.restarts,
@@ -96,6 +99,16 @@ def build(old: Mapping[str, Any], generation: int, decision: GroupDecision | Non
             status[key] = old[key]
     status.update(extra or {})
     return status
+
+
+def online_attempts(status: Mapping[str, Any]) -> dict[str, int]:
+    """The online attempts per member as the status keeps them (for a new operator)."""
+    found = {}
+    for entry in status.get("members") or ():
+        n = entry.get("onlineAttempts") if isinstance(entry, Mapping) else None
+        if isinstance(n, int) and n > 0:
+            found[str(entry.get("name"))] = n
+    return found
 
 
 def differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

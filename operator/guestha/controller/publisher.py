@@ -14,7 +14,7 @@ import datetime
 import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from guestha.controller import cluster_status, group_status, metrics
@@ -77,7 +77,10 @@ class Publisher:
                       switchover_bodies: Mapping[str, Mapping[str, Any]],
                       links: Mapping[str, MemberLink], epoch: int, now: float,
                       fencing: Mapping[str, Any] | None = None,
-                      runs: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                      runs: Mapping[str, Mapping[str, str]] | None = None,
+                      attempts: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        """`attempts`: per group, the onlines per member that ended Faulted (kept in the
+        group's status, so that an operator that starts next counts on)."""
         writes: list[Awaitable[None]] = []
         agents = {name: cluster_status.AgentSeen(
             link.reachable, link.state.report.agent_version if link.state.report else None)
@@ -104,7 +107,8 @@ class Publisher:
         for g in groups:
             writes.extend(self._group(g, result.groups.get(g.name), group_bodies[g.name],
                                       links, by_name, addresses, cleared.get(g.name, 0),
-                                      g.name in switching, now))
+                                      g.name in switching, now,
+                                      (attempts or {}).get(g.name) or {}))
         for name, decision in result.switchovers.items():
             body = switchover_bodies.get(name)
             if body is not None:
@@ -141,7 +145,8 @@ class Publisher:
     def _group(self, g: GroupFacts, decision: GroupDecision | None,
                body: Mapping[str, Any], links: Mapping[str, MemberLink],
                views: Mapping[str, MemberView], addresses: Mapping[str, str | None],
-               cleared: int, switching: bool, now: float) -> list[Awaitable[None]]:
+               cleared: int, switching: bool, now: float,
+               attempts: Mapping[str, int]) -> list[Awaitable[None]]:
         record = self.records.get(g.name)
         if record is None:
             record = self.records[g.name] = GroupRecord(home=_home(g.status))
@@ -152,7 +157,7 @@ class Publisher:
             # the clear was carried out this pass (or there was nothing to clear)
             extra["lastClear"] = {"value": g.annotations.get(CLEAR_ANNOTATION),
                                   "time": now_iso(), "faultsCleared": cleared}
-        members = [_seen(links.get(m), m, g.name)
+        members = [replace(_seen(links.get(m), m, g.name), online_attempts=attempts.get(m, 0))
                    for m in (str(s.get("member")) for s in g.spec.get("systems") or ())]
         wanted = g.wanted_online or bool(online)
         new = group_status.build(g.status, g.generation, decision, members, wanted,

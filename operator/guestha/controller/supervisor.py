@@ -33,7 +33,7 @@ from guestha.channel.aio import (
     FollowSettings,
     Member,
 )
-from guestha.controller import cluster_status, metrics, observe
+from guestha.controller import cluster_status, group_status, metrics, observe
 from guestha.controller.links import MemberLink
 from guestha.controller.probes import Prober
 from guestha.controller.publisher import Publisher, Writer, now_iso
@@ -237,7 +237,9 @@ class ClusterSupervisor:
                                          {m: {k: v for k, v in (("uid", r.uid),
                                                                  ("node", r.node),
                                                                  ("address", r.address)) if v}
-                                          for m, r in self._runs.items()})
+                                          for m, r in self._runs.items()},
+                                         {g.name: dict(self._memory(g.name).failures)
+                                          for g in snap.groups})
         return result.next_wakeup
 
     def _recall_runs(self, snap: Snapshot) -> None:
@@ -434,6 +436,9 @@ class ClusterSupervisor:
 
     def _count_onlines(self, snap: Snapshot) -> None:
         for g in snap.groups:
+            if g.name not in self._groups:  # counted on from the status an earlier one wrote
+                self._groups[g.name] = GroupMemory(
+                    failures=group_status.online_attempts(g.status))
             memory = self._memory(g.name)
             for member in list(memory.pending):
                 state = self.sightings.of(member).groups.get(g.name) \
