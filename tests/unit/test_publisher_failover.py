@@ -97,7 +97,7 @@ def cause_of_failover(phases: list[str]) -> str:
     writer = Writes()
     publisher = Publisher("ns", "web", writer)
     status: dict[str, Any] = {}
-    for i, (decision, phase) in enumerate(zip([ONLINE_A, AWAY, ONLINE_B], phases)):
+    for i, (decision, phase) in enumerate(zip([ONLINE_A, AWAY, ONLINE_B], phases, strict=True)):
         facts = GroupFacts("shop", SPEC, status, {}, generation=1)
         body = {"metadata": {"name": "shop", "generation": 1}, "spec": SPEC, "status": status}
         views = [MemberView("web-a", MemberPhase(phase)),
