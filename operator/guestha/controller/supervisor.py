@@ -33,7 +33,7 @@ from guestha.channel.aio import (
     FollowSettings,
     Member,
 )
-from guestha.controller import cluster_status, metrics, observe
+from guestha.controller import cluster_status, metrics, observe, rollout, userdata
 from guestha.controller.links import MemberLink
 from guestha.controller.publisher import Publisher, Writer, now_iso
 from guestha.controller.sightings import Sightings
@@ -127,6 +127,7 @@ class ClusterSupervisor:
         self.links: dict[str, MemberLink] = {}
         self.sightings = Sightings()
         self.publisher = Publisher(namespace, name, outputs)
+        self.rollout = rollout.Rollout(namespace, name, userdata.operator_bundle, outputs)
         self._groups: dict[str, GroupMemory] = {}
         self._runs: dict[str, Run] = {}  # member -> the run its agent was last seen on
         self._fences: dict[str, tuple[Run, float]] = {}  # member -> (run, requested at)
@@ -226,6 +227,9 @@ class ClusterSupervisor:
         self._past_lease(state, snap.views)
         if leader:
             await self._execute(result, snap)
+            upgrade = await self.rollout.step(spec.agent.upgrade, self.links,
+                                              [v.name for v in snap.views], result,
+                                              snap.cluster, now)
             self.publisher.forget([g.name for g in snap.groups])
             await self.publisher.publish(result, snap.views, snap.cluster, snap.groups,
                                          snap.group_bodies, snap.switchover_bodies,
@@ -233,7 +237,8 @@ class ClusterSupervisor:
                                          {m: {k: v for k, v in (("uid", r.uid),
                                                                  ("node", r.node),
                                                                  ("address", r.address)) if v}
-                                          for m, r in self._runs.items()})
+                                          for m, r in self._runs.items()},
+                                         rollout.condition(upgrade))
         return result.next_wakeup
 
     def _recall_runs(self, snap: Snapshot) -> None:
@@ -365,7 +370,7 @@ class ClusterSupervisor:
             last_contact=sight.last_contact, last_heard_by_peers=sight.last_heard_by_peers,
             node_ready=bool(view.node) and snap.nodes.get(view.node or "", False),
             stop_confirmed=confirmed, fence_requested_at=fence[1] if fence else None,
-            migrating=False, groups=dict(sight.groups),
+            migrating=self.rollout.restarting(view.name), groups=dict(sight.groups),
             incomplete=observe.incomplete(link.state.groups, link.state.resources)
             if speaks and link is not None else frozenset())
 
