@@ -44,9 +44,11 @@ def run(members: list[MemberAgent], inflight: InFlight | None = None,
 @pytest.mark.parametrize(("members", "kind", "member", "reason"), [
     # every member runs the operator's version
     ([m("a", NEW), m("b", NEW), m("c", NEW)], UP_TO_DATE, None, "UpToDate"),
-    # members without groups first (their restart moves nothing a user sees), then by name
+    # members running the fewest groups first, then by name
     ([m("a", online=WEB), m("b"), m("c", NEW)], UPGRADE, "b", "Upgrading"),
     ([m("c", online=WEB), m("a", online=WEB), m("b", NEW)], UPGRADE, "a", "Upgrading"),
+    ([m("a", online=WEB | {"db"}), m("b", online=WEB), m("c", online=WEB)], UPGRADE, "b",
+     "Upgrading"),
     # all members must answer, whatever their version
     ([m("a"), m("b", NEW, reachable=False), m("c", NEW)], WAIT, None, "MembersUnreachable"),
     ([m("a"), m("b", None, reachable=True)], WAIT, None, "MembersUnreachable"),

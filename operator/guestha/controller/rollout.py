@@ -14,7 +14,8 @@ function (`decide`, tested with tables):
   come up on one guest is not tried on the next);
 - a member is started only while the cluster is healthy: every member's agent answers
   and nothing is moving (the engine's plan has no action and every group is in a steady
-  state: `unsettled`); members that run no group go first, the others by name;
+  state: `unsettled`); members that run the fewest groups go first (by name among
+  equals), so the members most groups depend on restart last;
 - `spec.agent.upgrade: Manual` pauses it (a running upgrade is still seen through).
 
 While a member restarts its agent, its silence is expected: the supervisor hands it to
@@ -135,7 +136,7 @@ def decide(target: str, mode: str, members: Sequence[MemberAgent], moving: str |
         return Decision(WAIT, m.name, "Upgrading",
                         f"upgrading {m.name} from agent {inflight.previous} to {target}")
     outdated = sorted((m for m in members if m.version != target),
-                      key=lambda m: (bool(m.online), m.name))
+                      key=lambda m: (len(m.online), m.name))
     if not outdated:
         return Decision(UP_TO_DATE, None, "UpToDate",
                         f"every member runs agent {target}")
