@@ -207,13 +207,22 @@ class Rollout:
 
     async def step(self, mode: str, links: Mapping[str, MemberLink], names: Sequence[str],
                    plan: Plan, cluster_body: Mapping[str, Any], now: float) -> Decision:
-        """One pass of the rollout (only the leader calls it)."""
+        """One pass of the rollout (only the leader calls it). A member found done (or
+        failed) lets the next one start in the same pass: the plan is as settled as it
+        was."""
+        decision = await self._step(mode, links, names, plan, cluster_body, now)
+        if decision.kind in (UPGRADED, FAILED):
+            decision = await self._step(mode, links, names, plan, cluster_body, now)
+        self.last = decision
+        return decision
+
+    async def _step(self, mode: str, links: Mapping[str, MemberLink], names: Sequence[str],
+                    plan: Plan, cluster_body: Mapping[str, Any], now: float) -> Decision:
         bundle = self._bundle()
         target = bundle.version
         agents = member_agents(links, names)
         failed = self.failed.setdefault(target, {})
         decision = decide(target, mode, agents, unsettled(plan), self.inflight, failed, now)
-        self.last = decision
         if decision.kind == UPGRADED:
             assert self.inflight is not None
             took = now - self.inflight.since
