@@ -3,7 +3,7 @@ cluster one member at a time, without moving anything.
 
 A 3-member cluster whose agents the operator's webhook injected, a Failover group (a
 Process) Online on its first member and a Parallel group (a Process) Online everywhere,
-at a 1 s peer timeout: an agent's restart (about 1.5 s) is longer, so the members' peers
+at a 1 s peer timeout: an agent's restart (about 2.5 s) is longer, so the members' peers
 and the operator do lose it for a moment; the operator must not fence or fail over for
 it (the rollout hands the restarting member's silence to the engine as a live
 migration's), and the peers keep quorum without it. The operator is restarted with a

@@ -43,7 +43,7 @@ from guestha.protocol.states import FAULTED, OFFLINE, ONLINE, PARTIAL
 log = logging.getLogger(__name__)
 
 # The longest one member's upgrade may take, from the bundle sent to its agent back with
-# the new version and its groups Online: a restart is about 1.5 s; a trial that crashes is
+# the new version and its groups Online: a restart is about 2.5 s; a trial that crashes is
 # rolled back after two more starts; groups adopted are probed at once.
 UPGRADE_TIMEOUT_SECONDS = 120.0
 STEADY_STATES = (ONLINE, PARTIAL, OFFLINE, FAULTED)  # a group in another is moving
