@@ -51,7 +51,9 @@ def run(members: list[MemberAgent], inflight: InFlight | None = None,
      "Upgrading"),
     # all members must answer, whatever their version
     ([m("a"), m("b", NEW, reachable=False), m("c", NEW)], WAIT, None, "MembersUnreachable"),
-    ([m("a"), m("b", None, reachable=True)], WAIT, None, "MembersUnreachable"),
+    ([m("a"), m("b", None, reachable=False)], WAIT, None, "MembersUnreachable"),
+    # a member never heard (its VM stopped) is not counted as outdated
+    ([m("a", NEW), m("b", None, reachable=False)], UP_TO_DATE, None, "UpToDate"),
     # a member that rolled this version back stops the rollout
     ([m("a", NEW), m("b", rollback=NEW), m("c")], WAIT, None, "UpgradeFailed"),
     # a rollback of another version does not

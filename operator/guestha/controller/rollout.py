@@ -135,11 +135,17 @@ def decide(target: str, mode: str, members: Sequence[MemberAgent], moving: str |
                             f"{inflight.member} left the cluster while upgrading")
         return Decision(WAIT, m.name, "Upgrading",
                         f"upgrading {m.name} from agent {inflight.previous} to {target}")
-    outdated = sorted((m for m in members if m.version != target),
+    # a member whose agent never answered (its VM stopped, its guest booting) is not
+    # counted: a guest that starts gets the operator's bundle injected, or is upgraded
+    # once its agent answers with another version
+    outdated = sorted((m for m in members if m.version is not None and m.version != target),
                       key=lambda m: (len(m.online), m.name))
     if not outdated:
+        unknown = [m.name for m in members if m.version is None]
         return Decision(UP_TO_DATE, None, "UpToDate",
-                        f"every member runs agent {target}")
+                        f"every member runs agent {target}" if not unknown else
+                        f"every member whose agent answered runs agent {target} (not "
+                        f"heard yet: {', '.join(unknown)})")
     names = ", ".join(f"{m.name} ({m.version or 'unknown'})" for m in outdated)
     broken = sorted({m.name for m in outdated if m.rollback == target} | set(failed))
     if broken:
