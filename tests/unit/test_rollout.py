@@ -4,8 +4,15 @@ as a cluster settled enough to restart an agent in."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
+from guestha.channel.aio import Contact, Member
+from guestha.cloudinit import bundle
+from guestha.controller.links import MemberLink
 from guestha.controller.rollout import (
     FAILED,
     UP_TO_DATE,
@@ -16,12 +23,14 @@ from guestha.controller.rollout import (
     Decision,
     InFlight,
     MemberAgent,
+    Rollout,
     condition,
     decide,
     unsettled,
 )
 from guestha.engine import Action, GroupDecision, Plan
 from guestha.model.cluster import UPGRADE_AUTOMATIC, UPGRADE_MANUAL
+from guestha.protocol.bundle import BundleInstalled, BundleStatus, BundleUpload, Rollback
 
 pytestmark = pytest.mark.unit
 
@@ -131,3 +140,99 @@ def test_unsettled() -> None:
         assert unsettled(plan) == f"group web is {state}"
     acting = Plan(actions=(Action("online", "b", "web", "AutoStart", ""),), groups=steady)
     assert unsettled(acting) == "the operator is acting: online web on b"
+
+
+# -- carrying it out (controller.rollout.Rollout), with scripted agents
+
+
+class ScriptedAgent:
+    """Answers PUT /v1/bundle as an agent that restarts into it."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.sent: list[str] = []
+
+    async def put_bundle(self, upload: BundleUpload) -> BundleInstalled:
+        self.sent.append(upload.version)
+        return BundleInstalled("op", 1, upload.version, self.version, True)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Events:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def event(self, body: Any, kind: str, reason: str, message: str) -> None:
+        self.seen.append((reason, message))
+
+
+def scripted_link(name: str, agent: ScriptedAgent, groups: dict[str, str]) -> MemberLink:
+    link = MemberLink("ns", "web", Member("ns", name, 7480, "10.0.0.1"), "uid",
+                      lambda: agent)
+    link.contact = Contact(True, 0.0)
+    link.state.report = SimpleNamespace(agent_version=agent.version,  # type: ignore[assignment]
+                                        bundle=None)
+    link.state.groups = dict(groups)
+    return link
+
+
+def test_the_rollout_sends_one_bundle_at_a_time_and_goes_on_in_the_same_pass() -> None:
+    new = bundle.build(version=NEW)
+    agents = {n: ScriptedAgent(OLD) for n in ("a", "b")}
+    links = {"a": scripted_link("a", agents["a"], {"web": "Online"}),
+             "b": scripted_link("b", agents["b"], {})}
+    events = Events()
+    rollout = Rollout("ns", "web", lambda: new, events)
+    settled = Plan(groups={"web": GroupDecision("Online", ("a",), None, "", "")})
+
+    def step(now: float) -> Decision:
+        return asyncio.run(rollout.step(UPGRADE_AUTOMATIC, links, ["a", "b"], settled, {},
+                                        now))
+
+    first = step(NOW)
+    assert (first.kind, first.member) == (UPGRADE, "b")  # the one without groups first
+    assert agents["b"].sent == [NEW] and rollout.restarting("b")
+    assert not rollout.restarting("a")
+    links["b"].contact = Contact(False, 0.0)  # restarting
+    assert step(NOW + 1).kind == WAIT and agents["a"].sent == []
+    # b is back with the new version: done, and a starts in the same pass
+    links["b"].contact = Contact(True, NOW + 2)
+    agents["b"].version = NEW
+    links["b"].state.report = SimpleNamespace(agent_version=NEW,  # type: ignore[assignment]
+                                              bundle=None)
+    second = step(NOW + 2)
+    assert (second.kind, second.member) == (UPGRADE, "a") and agents["a"].sent == [NEW]
+    assert [r for r, _ in events.seen] == ["AgentUpgraded"]
+    # a comes back without its group Online: not done until it is
+    links["a"].state.report = SimpleNamespace(agent_version=NEW,  # type: ignore[assignment]
+                                              bundle=None)
+    links["a"].state.groups = {"web": "Unknown"}
+    assert step(NOW + 3).kind == WAIT
+    links["a"].state.groups = {"web": "Online"}
+    assert step(NOW + 4).kind == UP_TO_DATE
+    assert [r for r, _ in events.seen] == ["AgentUpgraded", "AgentUpgraded"]
+    assert not rollout.restarting("a")
+
+
+def test_a_rolled_back_member_stops_the_rollout() -> None:
+    new = bundle.build(version=NEW)
+    agents = {n: ScriptedAgent(OLD) for n in ("a", "b")}
+    links = {n: scripted_link(n, agents[n], {}) for n in ("a", "b")}
+    events = Events()
+    rollout = Rollout("ns", "web", lambda: new, events)
+
+    def step(now: float) -> Decision:
+        return asyncio.run(rollout.step(UPGRADE_AUTOMATIC, links, ["a", "b"], Plan(), {},
+                                        now))
+
+    assert step(NOW).member == "a"
+    rolled_back = BundleStatus("/usr/local/lib/guestha/guestha-agent.pyz",
+                               Rollback(NEW, "did not come up", "2026-11-30T00:00:00Z"))
+    links["a"].state.report = SimpleNamespace(agent_version=OLD,  # type: ignore[assignment]
+                                              bundle=rolled_back)
+    stopped = step(NOW + 5)
+    assert (stopped.kind, stopped.reason) == (WAIT, "UpgradeFailed"), stopped
+    assert [r for r, _ in events.seen] == ["AgentUpgradeFailed"]
+    assert agents["b"].sent == [] and step(NOW + 6).reason == "UpgradeFailed"
