@@ -184,7 +184,9 @@ def test_the_rollout_sends_one_bundle_at_a_time_and_goes_on_in_the_same_pass() -
     links = {"a": scripted_link("a", agents["a"], {"web": "Online"}),
              "b": scripted_link("b", agents["b"], {})}
     events = Events()
-    rollout = Rollout("ns", "web", lambda: new, events)
+    expected: list[tuple[str, float]] = []
+    rollout = Rollout("ns", "web", lambda: new, events,
+                      lambda member, within: expected.append((member, within)))
     settled = Plan(groups={"web": GroupDecision("Online", ("a",), None, "", "")})
 
     def step(now: float) -> Decision:
@@ -194,6 +196,7 @@ def test_the_rollout_sends_one_bundle_at_a_time_and_goes_on_in_the_same_pass() -
     first = step(NOW)
     assert (first.kind, first.member) == (UPGRADE, "b")  # the one without groups first
     assert agents["b"].sent == [NEW] and rollout.restarting("b")
+    assert expected == [("b", UPGRADE_TIMEOUT_SECONDS)]  # the follower retries b quickly
     assert not rollout.restarting("a")
     links["b"].contact = Contact(False, 0.0)  # restarting
     assert step(NOW + 1).kind == WAIT and agents["a"].sent == []
@@ -205,6 +208,7 @@ def test_the_rollout_sends_one_bundle_at_a_time_and_goes_on_in_the_same_pass() -
     second = step(NOW + 2)
     assert (second.kind, second.member) == (UPGRADE, "a") and agents["a"].sent == [NEW]
     assert [r for r, _ in events.seen] == ["AgentUpgraded"]
+    assert expected[1:] == [("b", 0.0), ("a", UPGRADE_TIMEOUT_SECONDS)]
     # a comes back without its group Online: not done until it is
     links["a"].state.report = SimpleNamespace(agent_version=NEW,  # type: ignore[assignment]
                                               bundle=None)

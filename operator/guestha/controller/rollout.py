@@ -198,10 +198,14 @@ class Rollout:
     """One cluster's rollout: the upgrade in flight, and carrying out `decide`."""
 
     def __init__(self, namespace: str, cluster: str, bundle: Callable[[], Bundle],
-                 events: EventSink) -> None:
+                 events: EventSink,
+                 expect_restart: Callable[[str, float], None] | None = None) -> None:
+        """`expect_restart(member, within)`: told when a member's agent accepted a bundle
+        (the cluster's EventFollower: it retries that member quickly meanwhile)."""
         self.namespace, self.cluster = namespace, cluster
         self._bundle = bundle
         self._events = events
+        self._expect_restart = expect_restart
         self.inflight: InFlight | None = None
         self.failed: dict[str, dict[str, str]] = {}  # target -> member -> why
         self.last: Decision | None = None
@@ -235,11 +239,13 @@ class Rollout:
             log.info("%s/%s: %s (%.1f s)", self.namespace, self.cluster, decision.message, took)
             self._events.event(cluster_body, "Normal", AGENT_UPGRADED,
                                f"{decision.message} in {took:.1f} s")
+            self._restarting(self.inflight.member, 0.0)
             self.inflight = None
         elif decision.kind == FAILED and decision.member is not None:
             log.warning("%s/%s: %s", self.namespace, self.cluster, decision.message)
             self._events.event(cluster_body, "Warning", AGENT_UPGRADE_FAILED, decision.message)
             failed[decision.member] = decision.message
+            self._restarting(decision.member, 0.0)
             self.inflight = None
         elif decision.kind == UPGRADE and decision.member is not None:
             await self._send(decision.member, links[decision.member], bundle, agents,
@@ -267,6 +273,13 @@ class Rollout:
             # says it failed.
             log.warning("%s/%s: upgrading %s: %s", self.namespace, self.cluster, member, e)
             self.inflight = InFlight(member, now, agent.version or "unknown", agent.online)
+            self._restarting(member)
             return
         if answer.restarting:
             self.inflight = InFlight(member, now, answer.previous_version, agent.online)
+            self._restarting(member)
+
+    def _restarting(self, member: str, within: float = UPGRADE_TIMEOUT_SECONDS) -> None:
+        """Tells the follower how long `member`'s agent may be restarting (0: no more)."""
+        if self._expect_restart is not None:
+            self._expect_restart(member, within)

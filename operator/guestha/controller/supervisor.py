@@ -127,7 +127,8 @@ class ClusterSupervisor:
         self.links: dict[str, MemberLink] = {}
         self.sightings = Sightings()
         self.publisher = Publisher(namespace, name, outputs)
-        self.rollout = rollout.Rollout(namespace, name, userdata.operator_bundle, outputs)
+        self.rollout = rollout.Rollout(namespace, name, userdata.operator_bundle, outputs,
+                                       self._follower.expect_restart)
         self._groups: dict[str, GroupMemory] = {}
         self._runs: dict[str, Run] = {}  # member -> the run its agent was last seen on
         self._fences: dict[str, tuple[Run, float]] = {}  # member -> (run, requested at)
