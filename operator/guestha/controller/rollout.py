@@ -21,8 +21,11 @@ function (`decide`, tested with tables):
 While a member restarts its agent, its silence is expected: the supervisor hands it to
 the engine as it does a live-migrating member's (`restarting`), so it is not found lost
 (and fenced) before `spec.migration.maxPauseSeconds` past the peer timeout; its peers keep
-their quorum without it (docs/agent-api.md "Upgrading the agent"). The status condition
-AgentsUpToDate says where the rollout is.
+their quorum without it (docs/agent-api.md "Upgrading the agent"); and the cluster's
+EventFollower retries it every 0.25 s instead of backing off (`expect_restart`), so its
+new run is followed as soon as it answers. The status condition AgentsUpToDate says where
+the rollout is. The upgrade in flight lives in this process only: an operator that
+starts while a member restarts sees a silent member, as it would after any restart.
 """
 
 from __future__ import annotations
