@@ -156,19 +156,21 @@ class DevCluster:
     def operator_liveness(self) -> Path:
         return self.liveness_file(OPERATOR)
 
-    def start_operator(self, timeout: float = 60.0, name: str = OPERATOR) -> None:
+    def start_operator(self, timeout: float = 60.0, name: str = OPERATOR,
+                       env: dict[str, str] | None = None) -> None:
         """An operator process with its own ServiceAccount; returns once kopf's liveness
         probe answers, which kopf serves only after the operator's startup handlers ran.
         Another `name` starts one more replica (its log is `<name>.log`), as the manifests'
         second replica: the replicas elect one leader through their Lease. The injection
-        webhook's configuration points at the replica that started last."""
+        webhook's configuration points at the replica that started last. `env`: more
+        environment variables for it (a test hook, e.g. GUESTHA_TEST_BUNDLE_VERSION)."""
         state = self.control_plane.state()
         if not (name in state.pids and processes.alive(state.pids[name])):
             url = f"http://127.0.0.1:{free_port()}/healthz"
             self.liveness_file(name).write_text(url)
             metrics = f"127.0.0.1:{free_port()}"
             self.metrics_file(name).write_text(f"http://{metrics}/metrics")
-            env = {"KUBECONFIG": str(self.operator_kubeconfig())}
+            env = {**(env or {}), "KUBECONFIG": str(self.operator_kubeconfig())}
             # The injection webhook: the apiserver runs on this host, outside any pod
             # network, so it reaches the operator at a 127.0.0.1 URL.
             webhook = f"127.0.0.1:{free_port()}"

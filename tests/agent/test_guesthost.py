@@ -373,6 +373,17 @@ ExecStart=/bin/false
 Restart=on-failure
 RestartSec=50ms
 """,
+    # the agent's unit: a crash (or an exit to be started again) leaves its resources
+    # running, and the service manager never gives up restarting it
+    "/etc/systemd/system/keeper.service": """\
+[Unit]
+StartLimitIntervalSec=0
+[Service]
+ExecStart=/bin/sh -c 'sleep 1000 & echo $! > /run/keeper-child.pid; exec sleep 1000'
+KillMode=process
+Restart=always
+RestartSec=50ms
+""",
     "/etc/systemd/system/forky.service": """\
 [Service]
 Type=forking
@@ -431,6 +442,22 @@ def test_unit_file_features(state_dir: Path) -> None:
             "start limit",
         )
         assert guest.exec(["systemctl", "is-active", "crashy"]).stdout == b"failed\n"
+        # KillMode=process: a main process that exits is restarted (past any start
+        # limit with StartLimitIntervalSec=0), what it started keeps running
+        assert guest.exec(["systemctl", "start", "keeper"]).returncode == 0
+        wait_for(lambda: guest.exec(["cat", "/run/keeper-child.pid"]).returncode == 0, 10,
+                 "the keeper's child")
+        child = out(guest, "cat", "/run/keeper-child.pid").strip()
+        for restarts in range(1, 8):
+            main = out(guest, "systemctl", "show", "-P", "MainPID", "keeper").strip()
+            out(guest, "kill", "-9", main)
+            wait_for(lambda n=restarts: out(guest, "systemctl", "show", "-P", "NRestarts",
+                                            "keeper").strip() == str(n)
+                     and out(guest, "systemctl", "is-active", "keeper") == "active\n",
+                     10, f"keeper restart {restarts}")
+        assert guest.exec(["kill", "-0", child]).returncode == 0, "KillMode=process: kept"
+        out(guest, "systemctl", "stop", "keeper")
+        assert guest.exec(["kill", "-0", child]).returncode == 0, "a stop keeps it too"
         # Type=forking with PIDFile
         assert guest.exec(["systemctl", "start", "forky"]).returncode == 0
         pid = out(guest, "cat", "/run/forky.pid").strip()

@@ -362,6 +362,7 @@ def test_server_applies_defaults(kube: Kube, namespace: str) -> None:
         "channel": {"transport": "Network", "port": 7480},
         "injection": {"mode": "Webhook"},
         "migration": {"maxPauseSeconds": 30},
+        "agent": {"upgrade": "Automatic"},
     }
     group = get(kube, "sg", "minimal", namespace)["spec"]
     resource = group.pop("resources")[0]

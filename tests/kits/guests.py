@@ -159,9 +159,12 @@ def guest_agents(
     cluster: str = "web",
     extra_files: Callable[[str], Sequence[Mapping[str, Any]]] | None = None,
     boot_timeout: float = 30.0,
+    watchdog_device: str | None = None,
 ) -> Iterator[list[GuestAgent]]:
     """Boots one guest host per member with the agent installed by cloud-init, waits until
-    every agent answers, and powers them all off (and cleans up after any crash) on exit."""
+    every agent answers, and powers them all off (and cleans up after any crash) on exit.
+    `watchdog_device`: the agent's watchdogDevice (a stand-in file the guest's own
+    `extra_files` write)."""
     cleanup_stale(state_dir)
     agent_bundle = bundle.build().data
     key = os.urandom(32)
@@ -178,6 +181,7 @@ def guest_agents(
                 key,
                 python,
                 extra_files(member) if extra_files else (),
+                watchdog_device=watchdog_device,
             )
             spec = GuestSpec(
                 key=f"{cluster}/{member}",

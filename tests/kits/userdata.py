@@ -28,12 +28,16 @@ def guest_user_data(
     *,
     port: int = AGENT_PORT,
     transport: str | None = None,
+    watchdog_device: str | None = None,
 ) -> bytes:
     """A guest's #cloud-config: guestha's part (recipe.cloud_config: the agent listening
-    on `port` over `transport`, the agent's default when None, run by `python`), then the
-    guest's own `extra_files` and `bootcmd`, as a guest whose owner wrote some has them."""
-    document = (recipe.identity(cluster, member, port=port) if transport is None
-                else recipe.identity(cluster, member, port=port, transport=transport))
+    on `port` over `transport`, the agent's default when None, run by `python`, with
+    `watchdog_device` in its identity when given), then the guest's own `extra_files` and
+    `bootcmd`, as a guest whose owner wrote some has them."""
+    document = (recipe.identity(cluster, member, port=port, watchdog_device=watchdog_device)
+                if transport is None else
+                recipe.identity(cluster, member, port=port, transport=transport,
+                                watchdog_device=watchdog_device))
     pair = pki.agent_keypair(member)
     secrets = recipe.AgentSecrets(pki.ca.cert, pair.cert, pair.key, heartbeat_key)
     config = recipe.cloud_config(document, agent_bundle, secrets, python=python)

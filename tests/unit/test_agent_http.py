@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guestha.agent.http1 import HttpError, Limits, Request, RequestReader, Response
+from guestha.protocol.bundle import BUNDLE_FIELDS
 from guestha.protocol.commands import GROUP_ACTIONS, parse_command
 from guestha.protocol.desired import DESIRED_FIELDS, DesiredConfig
 from guestha.protocol.fields import FieldError
@@ -322,7 +323,9 @@ def test_the_openapi_document_is_valid_and_covers_every_endpoint() -> None:
     validator.validate(spec)
     paths = spec["paths"]
     assert set(paths) == {"/v1/status", "/v1/healthz", "/v1/config", "/v1/events",
-                          "/v1/groups/{name}/{action}"}
+                          "/v1/groups/{name}/{action}", "/v1/bundle"}
+    upload = paths["/v1/bundle"]["put"]["requestBody"]["content"]["application/json"]
+    assert set(upload["schema"]["allOf"][1]["properties"]) == set(BUNDLE_FIELDS)
     assert set(paths["/v1/config"]) == {"get", "put"}
     actions = paths["/v1/groups/{name}/{action}"]["post"]["parameters"][1]["schema"]["enum"]
     assert tuple(actions) == GROUP_ACTIONS

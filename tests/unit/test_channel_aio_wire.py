@@ -22,6 +22,7 @@ from guestha.channel.aio import (
     ChannelError,
     Member,
     backoff_delay,
+    retry_delay,
 )
 from guestha.channel.framing import MAX_HEAD, AnswerReader, FramingError, request_bytes
 from guestha.channel.transport import operator_context
@@ -314,3 +315,15 @@ def test_the_framing_refuses_a_body_over_the_limit() -> None:
 def test_the_retry_delay_doubles_is_capped_and_jittered(
         failures: int, jitter: float, delay: float) -> None:
     assert backoff_delay(failures, 0.2, 10.0, jitter) == pytest.approx(delay)
+
+
+@pytest.mark.parametrize(("failures", "jitter", "expected", "delay"), [
+    (1, 1.0, True, 0.2),    # below the quick retry already: as it is
+    (2, 1.0, True, 0.25),   # an agent restarting on purpose is retried every 0.25 s
+    (7, 1.0, True, 0.25),   # ... however long it takes
+    (7, 1.0, False, 10.0),  # otherwise the backoff
+    (0, 1.0, True, 0.0),
+])
+def test_a_member_expected_to_restart_is_retried_quickly(
+        failures: int, jitter: float, expected: bool, delay: float) -> None:
+    assert retry_delay(failures, 0.2, 10.0, jitter, expected) == pytest.approx(delay)

@@ -252,6 +252,7 @@ DEFAULTS = {
     ("InGuestCluster", "spec.channel.port"): 7480,
     ("InGuestCluster", "spec.injection.mode"): "Webhook",
     ("InGuestCluster", "spec.migration.maxPauseSeconds"): 30,
+    ("InGuestCluster", "spec.agent.upgrade"): "Automatic",
     ("ServiceGroup", "spec.type"): "Failover",
     ("ServiceGroup", "spec.failoverPolicy"): "Priority",
     ("ServiceGroup", "spec.autoStart"): True,

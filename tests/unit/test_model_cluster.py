@@ -13,6 +13,9 @@ from guestha.engine import Settings
 from guestha.model.cluster import (
     DEFAULT_CAPACITY,
     FENCING_POLICIES,
+    UPGRADE_AUTOMATIC,
+    UPGRADE_MODES,
+    AgentSpec,
     ClusterSpec,
     FencingSpec,
     MigrationSpec,
@@ -35,6 +38,7 @@ def test_defaults() -> None:
     assert spec.heartbeat == HeartbeatConfig(500, 3000)
     assert spec.fencing == FencingSpec("KubeVirt", 10, True)
     assert spec.migration == MigrationSpec(30)
+    assert spec.agent == AgentSpec(UPGRADE_AUTOMATIC)
     assert spec.capacity("a") == DEFAULT_CAPACITY == 100
     assert spec.capacity("found-by-selector") == 100
 
@@ -45,6 +49,8 @@ def test_the_crds_defaults_are_the_models() -> None:
     assert props["fencing"]["properties"]["policy"]["enum"] == list(FENCING_POLICIES)
     assert (props["migration"]["properties"]["maxPauseSeconds"]["default"]
             == MigrationSpec.max_pause_seconds)
+    assert props["agent"]["properties"]["upgrade"]["default"] == AgentSpec.upgrade
+    assert props["agent"]["properties"]["upgrade"]["enum"] == list(UPGRADE_MODES)
     member = props["members"]["items"]["properties"]
     assert member["capacity"]["default"] == DEFAULT_CAPACITY
 
@@ -69,6 +75,7 @@ def test_everything_set() -> None:
     ({"heartbeat": {"intervalMilliseconds": 1000, "peerTimeoutMilliseconds": 1500}},
      "spec.heartbeat.peerTimeoutMilliseconds: must be at least twice"),
     ({"migration": {"maxPauseSeconds": 601}}, "spec.migration.maxPauseSeconds"),
+    ({"agent": {"upgrade": "Sometimes"}}, "spec.agent.upgrade: must be one of Automatic"),
 ])
 def test_bad_values_name_their_field(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(FieldError) as caught:

@@ -69,6 +69,7 @@ STATUS: dict[str, Any] = {
     "heartbeat": {"intervalMilliseconds": 500, "peerTimeoutMilliseconds": 3000,
                   "keys": "pair", "counters": {"sent": 10, "accepted": 9}},
     "channel": {"accepted": 5, "refusedCertificate": 0, "open": 1},
+    "bundle": {"path": "/usr/local/lib/guestha/guestha-agent.pyz", "rollback": None},
 }
 
 
@@ -85,6 +86,22 @@ def test_a_newer_agents_extra_fields_are_ignored() -> None:
     newer = {**STATUS, "somethingNew": {"x": 1},
              "quorum": {**STATUS["quorum"], "weight": 2}}
     assert StatusReport.from_dict(newer) == StatusReport.from_dict(STATUS)
+
+
+def test_the_bundle_in_status_is_optional() -> None:
+    """An agent older than PUT /v1/bundle does not say where it runs from: its report is
+    read all the same (the operator rolls it out by its agentVersion)."""
+    older = {k: v for k, v in STATUS.items() if k != "bundle"}
+    assert StatusReport.from_dict(older).bundle is None
+    assert "bundle" not in StatusReport.from_dict(older).to_dict()
+    newer = {**STATUS, "bundle": {"path": "/usr/local/lib/guestha/guestha-agent.pyz",
+                                  "rollback": {"version": "v2", "reason": "did not come up",
+                                               "time": "2026-11-25T17:04:51Z"}}}
+    report = StatusReport.from_dict(newer)
+    assert report.bundle is not None and report.bundle.rollback is not None
+    assert report.bundle.rollback.version == "v2" and report.to_dict() == newer
+    with pytest.raises(FieldError, match=r"status\.bundle\.rollback\.version: required"):
+        StatusReport.from_dict({**newer, "bundle": {"path": None, "rollback": {}}})
 
 
 def _without(body: dict[str, Any], path: str) -> dict[str, Any]:

@@ -319,7 +319,10 @@ class ServiceManager:
                 threading.Thread(target=self._stop_leftovers, args=(svc, cfg), daemon=True).start()
 
     def _stop_leftovers(self, svc: Service, cfg: UnitConfig) -> None:
-        if cfg.kill_mode == "none" or not self._unit_pids(svc):
+        """What the main process left behind when it exited: killed as KillMode says.
+        KillMode=process (or none) leaves it running, as systemd does (guestha's agent
+        relies on it: its resources outlive a crash or a restart of the agent)."""
+        if cfg.kill_mode in ("none", "process") or not self._unit_pids(svc):
             return
         self._kill_all(svc, cfg.kill_signal)
         self._wait_gone(svc, min(cfg.timeout_stop, 10.0))
@@ -333,8 +336,8 @@ class ServiceManager:
                     return
                 svc.n_restarts += 1
             cfg = svc.cfg
-            if cfg is not None:
-                self._kill_all(svc, signal.SIGKILL)
+            if cfg is not None and cfg.kill_mode not in ("none", "process"):
+                self._kill_all(svc, signal.SIGKILL)  # leftovers of the run before
             try:
                 self._start_locked(svc, auto=True)
             except JobFailed as exc:
@@ -362,12 +365,12 @@ class ServiceManager:
                 pass
         return pids
 
-    def _wait_gone(self, svc: Service, timeout: float) -> bool:
+    def _wait_gone(self, svc: Service, timeout: float, main_only: bool = False) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             with self.lock:
                 main_alive = svc.main is not None
-            if not main_alive and not self._unit_pids(svc):
+            if not main_alive and (main_only or not self._unit_pids(svc)):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -403,10 +406,13 @@ class ServiceManager:
                 self._kill_all(
                     svc, cfg.kill_signal, main_only=cfg.kill_mode in ("process", "mixed")
                 )
-            if not self._wait_gone(svc, timeout) and cfg.send_sigkill:
+            # KillMode=process and none: only the main process is waited for (and killed
+            # at the timeout); what it started is left running, as systemd leaves it
+            keep = cfg.kill_mode in ("process", "none")
+            if not self._wait_gone(svc, timeout, keep) and cfg.send_sigkill:
                 self._log(svc.name, "stop timed out, killing")
-                self._kill_all(svc, signal.SIGKILL)
-                self._wait_gone(svc, 5.0)
+                self._kill_all(svc, signal.SIGKILL, main_only=keep)
+                self._wait_gone(svc, 5.0, keep)
             elif cfg.kill_mode == "mixed":
                 self._kill_all(svc, signal.SIGKILL)
             try:

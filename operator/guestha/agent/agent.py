@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, Protocol
 
 from guestha.agent.api import Api
+from guestha.agent.bundles import BundleFiles, check_bundle
 from guestha.agent.events import EventLog
 from guestha.agent.heartbeat import Heartbeat, PeerSpec
 from guestha.agent.http1 import HttpError, Request, Response
@@ -38,6 +39,7 @@ from guestha.agent.store import BootRecord, Store, StoreError
 from guestha.agent.version import agent_version
 from guestha.agent.watchdog import Watchdog
 from guestha.protocol import events as kinds
+from guestha.protocol.bundle import BundleInstalled, BundleStatus, BundleUpload
 from guestha.protocol.commands import Command
 from guestha.protocol.config import FAILOVER, GroupConfig
 from guestha.protocol.constants import EPOCH_HEADER
@@ -56,6 +58,10 @@ from guestha.protocol.status import (
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.1
+# After PUT /v1/bundle answered, the main loop goes on this long before it exits for the
+# restart, so the answer is on its way first (a lost answer is no harm: the operation's
+# result is recorded, and a retry gets it from the next run).
+RESTART_GRACE_SECONDS = 0.2
 Emit = Callable[[str, dict[str, Any]], None]
 
 
@@ -86,8 +92,12 @@ def _env_float(name: str, default: float) -> float:
 class Agent:
     """One agent: identity, persistent state, events, groups, heartbeats, quorum, channel."""
 
-    def __init__(self, identity: Identity, runner_factory: RunnerFactory) -> None:
+    def __init__(self, identity: Identity, runner_factory: RunnerFactory,
+                 bundle: BundleFiles | None = None) -> None:
         self.identity = identity
+        self.bundle = bundle  # None: not run from a bundle (cannot install one)
+        self._bundle_status = bundle.status() if bundle is not None else None
+        self._restart_at: float | None = None  # when PUT /v1/bundle asked for a restart
         self.member = identity.member
         self.version = agent_version()
         self.store = Store(identity.state_dir)
@@ -201,23 +211,39 @@ class Agent:
         log.info("TLS files reloaded")
         self.emit(kinds.TLS_RELOADED, {})
 
+    @property
+    def restarting(self) -> bool:
+        """run() returned for a restart into a new bundle (not for a stop)."""
+        return self._restart_at is not None and self._stopping is None
+
     def close(self) -> None:
         """After run() (or a failed start): disarms the watchdog only when the stop took
         the Failover groups offline and they still are once the channel is closed (no
         command can start one after that). Then nothing of this run is left to fence, and
-        the next run of this boot starts its quorum bound afresh."""
+        the next run of this boot starts its quorum bound afresh.
+
+        A restart into a new bundle (`restarting`) leaves everything running, as a crash
+        would, but on purpose: the resources for the next run to adopt, the watchdog
+        armed for it to open again (its countdown, 30 s for KubeVirt's i6300esb, is far
+        longer than a restart), and the boot record written last, so the next run
+        continues the quorum bound from this moment."""
         self.server.close()
         stopping = self._stopping
         groups_down = (stopping is not None and stopping.result is True
                        and self._failover_groups_down())
         if groups_down:
             self._save_boot_record(stopped_clean=True)
+        elif self.restarting:
+            self._save_boot_record()
         self.events.close()
         self.heartbeat.close()
         try:
             self.runner.close()
         finally:
-            if not groups_down and self.watchdog.armed:
+            if self.restarting:
+                log.info("restarting into the new bundle: resources left running, the "
+                         "watchdog left armed for the next run")
+            elif not groups_down and self.watchdog.armed:
                 log.critical("stopping with the Failover groups perhaps still running: the "
                              "watchdog stays armed, so the guest is reset unless an agent "
                              "opens it again in time")
@@ -231,6 +257,9 @@ class Agent:
             if self._stop.is_set() and self._stopping is None:
                 self._begin_stop(now)
             self._tick(now)
+            if self._restart_at is not None and self._stopping is None \
+                    and now >= self._restart_at:
+                return
             if self._stopping is not None and self._stopping.over(now):
                 self._end_stop(now)
                 return
@@ -391,6 +420,9 @@ class Agent:
         """Validates, saves, then applies a new desired configuration. FieldError when it
         is invalid, SaveError when it could not be saved: nothing is applied then."""
         with self._lock:
+            if self._restart_at is not None:
+                raise ValueError("the agent is restarting into a new bundle: put the "
+                                 "configuration to its next run")
             errors = self.runner.validate(desired.groups)
             if errors:
                 raise FieldError("; ".join(errors))
@@ -406,6 +438,9 @@ class Agent:
             raise HttpError(404, f"group {group!r} is not configured on this agent "
                             f"(configured: {', '.join(g.name for g in self.desired.groups)})",
                             "GroupNotFound")
+        if self._restart_at is not None:
+            raise HttpError(409, "the agent is restarting into a new bundle: ask its next "
+                            "run", "Restarting")
         if action == "online" and config.type == FAILOVER:
             state = self.quorum.state
             if state in (FENCING, FENCED, FAILED):
@@ -434,6 +469,37 @@ class Agent:
         return Response(200, {"group": group, "action": action, "accepted": True,
                               "operationId": command.operation_id, "epoch": command.epoch,
                               "state": snapshot.get("state")})
+
+    def install_bundle(self, upload: BundleUpload, command: Command) -> Response:
+        """PUT /v1/bundle: checks the bundle, writes it as the trial and restarts into it
+        (guestha.agent.bundles). The same version as this agent's: nothing to do."""
+        if upload.version == self.version:
+            return Response(200, BundleInstalled(command.operation_id, command.epoch,
+                                                 upload.version, self.version,
+                                                 False).to_dict())
+        if self.bundle is None:
+            raise HttpError(409, "this agent does not run from a bundle (a source tree?): "
+                            "it cannot install one", "NotFromBundle")
+        try:
+            check_bundle(upload.data, upload.version)
+        except ValueError as e:
+            raise HttpError(400, f"body.bundle: {e}", "Invalid") from e
+        with self._lock:
+            if self._stop.is_set() or self._restart_at is not None:
+                raise HttpError(409, "the agent is stopping or restarting already",
+                                "Conflict")
+            try:
+                self.bundle.install(upload.data, upload.version, self.version,
+                                    command.operation_id)
+            except ValueError as e:
+                raise HttpError(409, str(e), "Conflict") from e
+            # SaveError goes up: 503 StateNotSaved, nothing kept, retry allowed
+            self._bundle_status = BundleStatus(self.bundle.runs, None)
+            self._restart_at = time.monotonic() + RESTART_GRACE_SECONDS
+        log.info("restarting into bundle %s (from %s) for operation %s", upload.version,
+                 self.version, command.operation_id)
+        return Response(200, BundleInstalled(command.operation_id, command.epoch,
+                                             upload.version, self.version, True).to_dict())
 
     def _watchdog_refusal(self) -> str:
         """Why a Failover group may not go online here while fencing.watchdog is true."""
@@ -492,6 +558,7 @@ class Agent:
                                       heartbeat.peer_timeout_milliseconds,
                                       self.heartbeat.keys, dict(self.heartbeat.counters)),
             channel={**self.server.counters, **self.server.connection_counts()},
+            bundle=self._bundle_status or BundleStatus(None, None),
         )
 
 

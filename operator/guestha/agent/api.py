@@ -25,6 +25,7 @@ from guestha.agent.events import EventGone, EventLog
 from guestha.agent.http1 import HttpError, Request, Response, error_response
 from guestha.agent.store import SaveError, Store
 from guestha.protocol import events as kinds
+from guestha.protocol.bundle import BUNDLE_FIELDS, BundleUpload
 from guestha.protocol.commands import GROUP_ACTIONS, Command, ConfigApplied, parse_command
 from guestha.protocol.constants import REPLAYED_HEADER
 from guestha.protocol.desired import DESIRED_FIELDS, DesiredConfig
@@ -59,6 +60,10 @@ class Backend(Protocol):
     def group_action(self, group: str, action: str, command: Command,
                      reason: str | None) -> Response: ...
 
+    def install_bundle(self, upload: BundleUpload, command: Command) -> Response:
+        """Installs and restarts into a bundle (HttpError when refused, SaveError when
+        it could not be written: nothing is kept then)."""
+
 
 @dataclass
 class _InFlight:
@@ -82,6 +87,7 @@ class Api:
             "/v1/healthz": {"GET": self.healthz},
             "/v1/events": {"GET": self.events},
             "/v1/config": {"GET": self.get_config, "PUT": self.put_config},
+            "/v1/bundle": {"PUT": self.put_bundle},
         }
         methods = routes.get(path)
         if methods is None:
@@ -157,6 +163,16 @@ class Api:
                 tuple(p.member for p in desired.peers)).to_dict())
 
         return self._command(request, "PUT /v1/config", DESIRED_FIELDS, apply)
+
+    def put_bundle(self, request: Request) -> Response:
+        def apply(command: Command, rest: dict[str, Any]) -> Response:
+            try:
+                upload = BundleUpload.from_dict(rest, "body")
+            except FieldError as e:
+                raise HttpError(400, str(e), "Invalid") from e
+            return self.agent.install_bundle(upload, command)
+
+        return self._command(request, "PUT /v1/bundle", BUNDLE_FIELDS, apply)
 
     def group_action(self, request: Request, group: str, action: str) -> Response:
         def apply(command: Command, rest: dict[str, Any]) -> Response:

@@ -5,7 +5,12 @@ loop until SIGTERM or SIGINT, then stops: the Failover groups are taken offline 
 and the watchdog is disarmed only when they are (else it stays armed, to reset the guest).
 SIGHUP re-reads the TLS files (certificate rotation) for new connections.
 Exit codes: 0 after a clean stop, 2 for a bad identity file or state, 1 for other failures
-at start-up.
+at start-up, bundles.RESTART_EXIT_CODE (75) to be started again into a new bundle
+(PUT /v1/bundle; the service manager's Restart=always does it).
+
+Before anything else, a start from a bundle takes the launcher's step
+(guestha.agent.bundles.BundleFiles.launch): it may exec a trial bundle, or roll one back.
+A trial that got through Agent.start commits itself.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import threading
 from typing import Any
 
 from guestha.agent.agent import Agent, Emit, Runner, RunnerFactory
+from guestha.agent.bundles import RESTART_EXIT_CODE, BundleFiles
 from guestha.agent.store import StoreError
 from guestha.protocol.fields import FieldError
 from guestha.protocol.identity import IDENTITY_FILE, Identity
@@ -44,7 +50,10 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory = default_
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         identity = Identity.load(args.config)
-        agent = Agent(identity, runner_factory)
+        bundle = BundleFiles.of_running(identity.state_dir)
+        if bundle is not None:
+            bundle.launch(list(sys.argv[1:] if argv is None else argv))
+        agent = Agent(identity, runner_factory, bundle)
     except (FieldError, StoreError) as e:
         log.error("%s", e)
         return 2
@@ -68,10 +77,15 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory = default_
         log.error("cannot start: %s", e)
         agent.close()
         return 1
+    if bundle is not None:
+        bundle.commit(agent.version)
     try:
         agent.run()
     finally:
         agent.close()
+    if agent.restarting:
+        log.info("exiting to be started again (exit code %d)", RESTART_EXIT_CODE)
+        return RESTART_EXIT_CODE
     log.info("stopped")
     return 0
 

@@ -24,6 +24,7 @@ from guestha.channel.follower import (
     EventFollower,
     FollowSettings,
     backoff_delay,
+    retry_delay,
 )
 from guestha.channel.transport import ChannelError, KubeAccess, Member
 
@@ -31,5 +32,5 @@ __all__ = [
     "POLL_SECONDS", "AgentRefusal", "AsyncAgentClient", "AsyncNetworkTransport",
     "AsyncStream", "AsyncTransport", "AsyncVsockTransport", "ChannelError", "Contact",
     "EventFollower", "FollowSettings", "KubeAccess", "Member", "backoff_delay",
-    "new_operation_id",
+    "new_operation_id", "retry_delay",
 ]

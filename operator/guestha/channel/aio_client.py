@@ -36,6 +36,7 @@ from guestha.channel.framing import (
     request_bytes,
 )
 from guestha.channel.transport import ChannelError, Member
+from guestha.protocol.bundle import BundleInstalled, BundleUpload
 from guestha.protocol.commands import ActionAccepted, ConfigApplied
 from guestha.protocol.constants import EPOCH_HEADER
 from guestha.protocol.desired import ConfigDocument, DesiredConfig
@@ -209,6 +210,13 @@ class AsyncAgentClient:
         """PUT /v1/config: the whole desired configuration, under the operator's current
         epoch and an operation id (new unless given: give the same one to a retry)."""
         return await self.call(calls.put_config(self._command_epoch(), config, operation_id))
+
+    async def put_bundle(
+        self, upload: BundleUpload, operation_id: str | None = None
+    ) -> BundleInstalled:
+        """PUT /v1/bundle under the operator's current epoch: the agent checks the
+        bundle, answers, and restarts into it (guestha.agent.bundles)."""
+        return await self.call(calls.put_bundle(self._command_epoch(), upload, operation_id))
 
     async def group_action(
         self, group: str, action: str, operation_id: str | None = None, reason: str | None = None

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 
 from guestha.channel.framing import AgentResponse
 from guestha.channel.transport import ChannelError, Member
+from guestha.protocol.bundle import BundleInstalled, BundleUpload
 from guestha.protocol.commands import GROUP_ACTIONS, ActionAccepted, Command, ConfigApplied
 from guestha.protocol.desired import ConfigDocument, DesiredConfig
 from guestha.protocol.events import EVENTS_GONE, EventBatch, EventsGone
@@ -120,6 +121,16 @@ def put_config(
     command = Command(epoch, operation_id or new_operation_id())
     return Call("PUT", "/v1/config", lambda r: ConfigApplied.from_dict(r.body, r.replayed),
                 {**config.to_dict(), **command.to_dict()}, epoch)
+
+
+def put_bundle(
+    epoch: int, upload: BundleUpload, operation_id: str | None = None
+) -> Call[BundleInstalled]:
+    """PUT /v1/bundle: a newer agent bundle, which the agent restarts into (its channel
+    closes for the restart), under the operator's epoch and an operation id."""
+    command = Command(epoch, operation_id or new_operation_id())
+    return Call("PUT", "/v1/bundle", lambda r: BundleInstalled.from_dict(r.body, r.replayed),
+                {**upload.to_dict(), **command.to_dict()}, epoch)
 
 
 def group_action(

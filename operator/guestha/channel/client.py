@@ -36,6 +36,7 @@ from guestha.channel.framing import (
     request_bytes,
 )
 from guestha.channel.transport import ChannelError, Member, Stream, Transport
+from guestha.protocol.bundle import BundleInstalled, BundleUpload
 from guestha.protocol.commands import ActionAccepted, ConfigApplied
 from guestha.protocol.constants import EPOCH_HEADER
 from guestha.protocol.desired import ConfigDocument, DesiredConfig
@@ -202,6 +203,12 @@ class AgentClient:
         """PUT /v1/config: the whole desired configuration (groups, peers, heartbeat,
         fencing), under the operator's epoch and an operation id (new unless given)."""
         return self.call(calls.put_config(epoch, config, operation_id))
+
+    def put_bundle(
+        self, epoch: int, upload: BundleUpload, operation_id: str | None = None
+    ) -> BundleInstalled:
+        """PUT /v1/bundle: the agent checks the bundle, answers, and restarts into it."""
+        return self.call(calls.put_bundle(epoch, upload, operation_id))
 
     def group_action(
         self,

@@ -24,6 +24,10 @@ batch at a time (the next poll waits for the callback). The rules of docs/agent-
   member is reachable, `last_contact` is at most that old; an agent that hangs with its
   connection open is found unreachable when the poll's deadline passes (`poll_seconds +
   calls.LONG_POLL_MARGIN`): choose `poll_seconds` for how soon that must be known.
+- A member whose agent restarts on purpose (an upgrade: controller.rollout) is announced
+  with `expect_restart(member, within)`: for that long its retries come every
+  QUICK_RETRY_SECONDS instead of backing off, so its new run is followed as soon as it
+  answers, not up to twice its restart later (`retry_delay`, a pure function too).
 - Every wait is bounded: each request by its deadline, each callback by
   `callback_timeout` (a callback that takes longer is cancelled, logged and counted as a
   failure: resync after the delay), each delay by `maximum`. `unfollow` and `aclose`
@@ -56,6 +60,7 @@ log = logging.getLogger(__name__)
 # to half its lease anyway).
 POLL_SECONDS = 5.0
 STOP_SECONDS = 5.0  # the longest unfollow/aclose wait for a task (closing is bounded too)
+QUICK_RETRY_SECONDS = 0.25  # retries of a member expected to restart (expect_restart)
 
 OnEvents = Callable[[str, EventBatch | None, StatusReport | None], Awaitable[None]]
 OnContact = Callable[[str, "Contact"], Awaitable[None]]
@@ -97,6 +102,14 @@ def backoff_delay(failures: int, initial: float, maximum: float, jitter: float) 
     return base * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))
 
 
+def retry_delay(failures: int, initial: float, maximum: float, jitter: float,
+                restart_expected: bool) -> float:
+    """The delay before a retry: `backoff_delay`, at most QUICK_RETRY_SECONDS while the
+    member's agent is expected to come back from a restart."""
+    delay = backoff_delay(failures, initial, maximum, jitter)
+    return min(delay, QUICK_RETRY_SECONDS) if restart_expected else delay
+
+
 class _CallbackFailed(Exception):
     pass
 
@@ -121,6 +134,7 @@ class EventFollower:
         self._rng = rng or random.Random()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._contacts: dict[str, Contact] = {}
+        self._restarting: dict[str, float] = {}  # member -> until when (clock) it may be
 
     # -- the set of members
 
@@ -140,6 +154,7 @@ class EventFollower:
         """Stops following `member` and waits for its task to end."""
         task = self._tasks.pop(member, None)
         self._contacts.pop(member, None)
+        self._restarting.pop(member, None)
         if task is not None:
             await _stop([task])
 
@@ -154,6 +169,11 @@ class EventFollower:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def expect_restart(self, member: str, within: float) -> None:
+        """`member`'s agent restarts on purpose: for `within` seconds, retry it every
+        QUICK_RETRY_SECONDS instead of backing off."""
+        self._restarting[member] = self._clock() + within
 
     def contact(self, member: str) -> Contact | None:
         """Whether `member` answers and when it last did (None: not known yet)."""
@@ -182,10 +202,11 @@ class EventFollower:
             except _CallbackFailed:
                 log.exception("on_contact for member %s failed", member)
 
-    async def _pause(self, failures: int) -> None:
+    async def _pause(self, member: str, failures: int) -> None:
         s = self.settings
-        await asyncio.sleep(backoff_delay(failures, s.backoff_initial, s.backoff_maximum,
-                                          self._rng.random()))
+        expected = self._clock() < self._restarting.get(member, float("-inf"))
+        await asyncio.sleep(retry_delay(failures, s.backoff_initial, s.backoff_maximum,
+                                        self._rng.random(), expected))
 
     async def _follow(self, member: str) -> None:
         s = self.settings
@@ -221,19 +242,19 @@ class EventFollower:
                             continue  # at once the first time; a second in a row waits
                     else:
                         log.warning("%s", refusal)
-                    await self._pause(failures)
+                    await self._pause(member, failures)
                 except ChannelError as exc:
                     failures += 1
                     await self._reached(member, str(exc))
                     old, client = client, None
                     if old is not None:
                         await old.aclose()
-                    await self._pause(failures)
+                    await self._pause(member, failures)
                 except _CallbackFailed:
                     log.exception("on_events for member %s failed; resynchronising", member)
                     failures += 1
                     stream = None
-                    await self._pause(failures)
+                    await self._pause(member, failures)
         finally:
             if client is not None:
                 await client.aclose()

@@ -65,9 +65,12 @@ def package_dir() -> Path:
     return Path(guestha.agent.__file__).resolve().parent.parent
 
 
-def build(interpreter: str = INTERPRETER, source: Path | None = None) -> Bundle:
+def build(interpreter: str = INTERPRETER, source: Path | None = None,
+          version: str | None = None) -> Bundle:
     """The zipapp of the agent and protocol sources under `source`, a folder holding
-    guestha's packages (default: the installed guestha)."""
+    guestha's packages (default: the installed guestha). `version`: what the bundle's
+    VERSION says instead of its content hash; only tests give one, to roll out "a newer
+    agent" made of the same sources (GUESTHA_TEST_BUNDLE_VERSION, docs/agent-api.md)."""
     root = source or package_dir()
     sources = source_files(str(root))
     paths = {path for path, _ in sources}
@@ -76,7 +79,7 @@ def build(interpreter: str = INTERPRETER, source: Path | None = None) -> Bundle:
         if needed not in paths:
             raise FileNotFoundError(f"{root}: no guestha {what} sources here ({root}/"
                                     f"{needed.removeprefix('guestha/')} is missing)")
-    version = content_hash(sources)
+    version = version or content_hash(sources)
     entries = sorted([
         ("__main__.py", ROOT_MAIN),
         ("guestha/__init__.py", ROOT_PACKAGE),

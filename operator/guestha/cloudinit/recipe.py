@@ -140,7 +140,11 @@ def unit(
     systemd waits that long and STOP_MARGIN_SECONDS more before its SIGKILL. An agent killed
     earlier would leave its groups running with the watchdog armed: safe (the guest is
     reset), but a reset where a clean stop was asked for. Restart=always: the agent is the
-    member's vote and its fencing; it comes back whenever it stops on its own.
+    member's vote and its fencing; it comes back whenever it stops on its own, and it
+    exits on purpose to restart into a new bundle (PUT /v1/bundle).
+    StartLimitIntervalSec=0: systemd never gives up restarting it (by default 5 starts in
+    10 s stop a unit for good, and a trial bundle that crashes at start must be started
+    again until the launcher rolls it back: guestha.agent.bundles).
     """
     _checked_path("python", python)
     _checked_path("paths.bundle", paths.bundle)
@@ -153,6 +157,7 @@ def unit(
         "Description=guestha agent (in-guest high availability)\n"
         "Wants=network-online.target\n"
         "After=network-online.target\n"
+        "StartLimitIntervalSec=0\n"
         "\n"
         "[Service]\n"
         "Type=simple\n"

@@ -14,6 +14,7 @@ from guestha.model.conditions import set_condition
 from guestha.model.members import MemberPhase, MemberView
 
 AVAILABLE, DEGRADED, PROGRESSING = "Available", "Degraded", "Progressing"
+AGENTS_UP_TO_DATE = "AgentsUpToDate"  # the agent rollout's (controller.rollout)
 _STARTING = {MemberPhase.PENDING, MemberPhase.SCHEDULING, MemberPhase.SCHEDULED}
 
 

@@ -21,6 +21,7 @@ from guestha.controller import cluster_status, group_status, metrics
 from guestha.controller.links import MemberLink
 from guestha.controller.observe import CLEAR_ANNOTATION, GroupFacts
 from guestha.engine import GroupDecision, Plan, SwitchoverDecision
+from guestha.model.conditions import set_condition
 from guestha.model.members import MemberView
 from guestha.protocol.states import ONLINE, UNKNOWN
 
@@ -78,9 +79,11 @@ class Publisher:
                       links: Mapping[str, MemberLink], epoch: int, now: float,
                       fencing: Mapping[str, Any] | None = None,
                       runs: Mapping[str, Mapping[str, str]] | None = None,
-                      attempts: Mapping[str, Mapping[str, int]] | None = None) -> None:
+                      attempts: Mapping[str, Mapping[str, int]] | None = None,
+                      agents_up_to_date: tuple[bool, str, str] | None = None) -> None:
         """`attempts`: per group, the onlines per member that ended Faulted (kept in the
-        group's status, so that an operator that starts next counts on)."""
+        group's status, so that an operator that starts next counts on);
+        `agents_up_to_date`: the rollout's condition (controller.rollout), when known."""
         writes: list[Awaitable[None]] = []
         agents = {name: cluster_status.AgentSeen(
             link.reachable, link.state.report.agent_version if link.state.report else None)
@@ -88,6 +91,9 @@ class Publisher:
         old = dict(cluster_body.get("status") or {})
         generation = int((cluster_body.get("metadata") or {}).get("generation") or 0)
         new = cluster_status.build(views, old, generation, now_iso(), agents, epoch, runs)
+        if agents_up_to_date is not None:
+            new["conditions"] = set_condition(new["conditions"], cluster_status.AGENTS_UP_TO_DATE,
+                                              *agents_up_to_date, now_iso(), generation)
         for key in ("fencings", "lastFencing"):
             if key in old:
                 new[key] = old[key]

@@ -33,7 +33,7 @@ from guestha.channel.aio import (
     FollowSettings,
     Member,
 )
-from guestha.controller import cluster_status, group_status, metrics, observe
+from guestha.controller import cluster_status, group_status, metrics, observe, rollout, userdata
 from guestha.controller.links import MemberLink
 from guestha.controller.probes import Prober
 from guestha.controller.publisher import Publisher, Writer, now_iso
@@ -128,6 +128,8 @@ class ClusterSupervisor:
         self.links: dict[str, MemberLink] = {}
         self.sightings = Sightings()
         self.publisher = Publisher(namespace, name, outputs)
+        self.rollout = rollout.Rollout(namespace, name, userdata.operator_bundle, outputs,
+                                       self._follower.expect_restart)
         self._groups: dict[str, GroupMemory] = {}
         self._runs: dict[str, Run] = {}  # member -> the run its agent was last seen on
         self._fences: dict[str, tuple[Run, float]] = {}  # member -> (run, requested at)
@@ -230,6 +232,9 @@ class ClusterSupervisor:
         self._past_lease(state, snap.views)
         if leader:
             await self._execute(result, snap)
+            upgrade = await self.rollout.step(spec.agent.upgrade, self.links,
+                                              [v.name for v in snap.views], result,
+                                              snap.cluster, now)
             self.publisher.forget([g.name for g in snap.groups])
             await self.publisher.publish(result, snap.views, snap.cluster, snap.groups,
                                          snap.group_bodies, snap.switchover_bodies,
@@ -238,8 +243,9 @@ class ClusterSupervisor:
                                                                  ("node", r.node),
                                                                  ("address", r.address)) if v}
                                           for m, r in self._runs.items()},
-                                         {g.name: dict(self._memory(g.name).failures)
-                                          for g in snap.groups})
+                                         attempts={g.name: dict(self._memory(g.name).failures)
+                                                   for g in snap.groups},
+                                         agents_up_to_date=rollout.condition(upgrade))
         return result.next_wakeup
 
     def _recall_runs(self, snap: Snapshot) -> None:
@@ -371,7 +377,7 @@ class ClusterSupervisor:
             last_contact=sight.last_contact, last_heard_by_peers=sight.last_heard_by_peers,
             node_ready=bool(view.node) and snap.nodes.get(view.node or "", False),
             stop_confirmed=confirmed, fence_requested_at=fence[1] if fence else None,
-            migrating=False, groups=dict(sight.groups),
+            migrating=self.rollout.restarting(view.name), groups=dict(sight.groups),
             quorum_lost=speaks and link is not None and link.state.quorum_lost,
             incomplete=observe.incomplete(link.state.groups, link.state.resources)
             if speaks and link is not None else frozenset())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,10 +44,21 @@ def secret_name(vm: str) -> str:
     return name
 
 
+# Test hook (never set in production): the version string of the operator's bundle, so a
+# test can roll out "a newer agent" made of the same sources (docs/agent-api.md).
+TEST_BUNDLE_VERSION_ENV = "GUESTHA_TEST_BUNDLE_VERSION"
+
+
 @functools.cache
+def operator_bundle() -> bundle.Bundle:
+    """The agent zipapp of the operator's own guestha, built once per process: what new
+    guests get injected and what running ones are upgraded to (controller.rollout)."""
+    return bundle.build(version=os.environ.get(TEST_BUNDLE_VERSION_ENV) or None)
+
+
 def agent_bundle() -> bytes:
-    """The agent zipapp of the operator's own guestha (built once per process)."""
-    return bundle.build().data
+    """The bytes of operator_bundle()."""
+    return operator_bundle().data
 
 
 def member_user_data(spec: InjectionSpec, cluster: str, member: str,

@@ -23,6 +23,11 @@ FENCE_SELF = "SelfFence"  # only the members' quorum-lease self-fencing
 FENCE_NONE = "None"  # no fencing: groups on a silent member are never moved
 FENCING_POLICIES = (FENCE_KUBEVIRT, FENCE_SELF, FENCE_NONE)
 
+# spec.agent.upgrade: how members get the operator's agent bundle after their first boot
+UPGRADE_AUTOMATIC = "Automatic"  # one member at a time, while the cluster is healthy
+UPGRADE_MANUAL = "Manual"  # never by itself (the rollout is paused)
+UPGRADE_MODES = (UPGRADE_AUTOMATIC, UPGRADE_MANUAL)
+
 DEFAULT_CAPACITY = 100  # spec.members[].capacity
 MAX_CAPACITY = 1_000_000
 MAX_SELF_FENCE_TIMEOUT_SECONDS = 3600
@@ -128,6 +133,19 @@ class MigrationSpec:
 
 
 @dataclass(frozen=True)
+class AgentSpec:
+    """`spec.agent`: the members' agents after their first boot (controller.rollout)."""
+
+    upgrade: str = UPGRADE_AUTOMATIC
+
+    @classmethod
+    def from_body(cls, spec: Mapping[str, Any]) -> AgentSpec:
+        where = "spec.agent"
+        body = fields.obj(spec.get("agent") or {}, where)
+        return cls(fields.text(body, "upgrade", where, cls.upgrade, UPGRADE_MODES))
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     """What the operator needs of `InGuestCluster.spec`."""
 
@@ -138,6 +156,7 @@ class ClusterSpec:
     fencing: FencingSpec = FencingSpec()
     migration: MigrationSpec = MigrationSpec()
     capacities: tuple[tuple[str, int], ...] = ()  # listed members' spec capacity
+    agent: AgentSpec = AgentSpec()
 
     @classmethod
     def from_body(cls, spec: Mapping[str, Any]) -> ClusterSpec:
@@ -156,7 +175,7 @@ class ClusterSpec:
         return cls(tuple(members), Selector.from_body(raw_selector) if raw_selector else None,
                    ChannelSpec.from_body(spec), heartbeat_from_body(spec),
                    FencingSpec.from_body(spec), MigrationSpec.from_body(spec),
-                   tuple(capacities))
+                   tuple(capacities), AgentSpec.from_body(spec))
 
     def capacity(self, member: str) -> int:
         """A member's capacity for failoverPolicy Load (members found by memberSelector,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guestha.protocol import fields
+from guestha.protocol.bundle import BundleStatus
 from guestha.protocol.config import GROUP_TYPES, RESOURCE_TYPES
 from guestha.protocol.keys import KEY_SOURCES
 from guestha.protocol.states import GROUP_STATES, PEER_STATES, RESOURCE_STATES, SELF_FENCE_STATES
@@ -252,6 +253,9 @@ class StatusReport:
     events: EventCursor
     heartbeat: HeartbeatStatus
     channel: Mapping[str, int]  # the channel server's counters
+    # Where the agent runs from and its last rolled-back upgrade (protocol.bundle). None:
+    # an agent older than PUT /v1/bundle, which does not say (a reader must take that).
+    bundle: BundleStatus | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -265,6 +269,7 @@ class StatusReport:
             "quorum": self.quorum.to_dict(), "selfFence": self.self_fence.to_dict(),
             "watchdog": self.watchdog.to_dict(), "events": self.events.to_dict(),
             "heartbeat": self.heartbeat.to_dict(), "channel": dict(self.channel),
+            **({} if self.bundle is None else {"bundle": self.bundle.to_dict()}),
         }
 
     @classmethod
@@ -287,6 +292,8 @@ class StatusReport:
             EventCursor.from_dict(b.get("events"), f"{where}.events"),
             HeartbeatStatus.from_dict(b.get("heartbeat"), f"{where}.heartbeat"),
             fields.counters(b, "channel", where),
+            None if b.get("bundle") is None else BundleStatus.from_dict(b["bundle"],
+                                                                        f"{where}.bundle"),
         )
 
     def group(self, name: str) -> GroupStatus | None:

@@ -1,0 +1,180 @@
+"""Issue 16 item 3: an operator with a newer agent bundle rolls it out to a running
+cluster one member at a time, without moving anything.
+
+A 3-member cluster whose agents the operator's webhook injected, a Failover group (a
+Process) Online on its first member and a Parallel group (a Process) Online everywhere,
+at a 1 s peer timeout: an agent's restart (about 2.5 s) is longer, so the members' peers
+and the operator do lose it for a moment; the operator must not fence or fail over for
+it (the rollout hands the restarting member's silence to the engine as a live
+migration's), and the peers keep quorum without it. The operator is restarted with a
+newer bundle (the test hook GUESTHA_TEST_BUNDLE_VERSION: the same sources, another
+version). With spec.agent.upgrade Manual nothing happens (AgentsUpToDate False, Paused);
+set to Automatic, every agent comes to report the new version, one member at a time, and
+the applications' processes never changed: no failover, no fencing, never two copies.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubevirtkit import Namespace
+
+from kits import simguests
+from kits.sgstatus import online_on, vm
+
+pytestmark = pytest.mark.controlplane
+
+CLUSTER = "roll"
+MEMBERS = ("roll-a", "roll-b", "roll-c")
+MARKER = f"0.{random.randrange(10**8, 10**9)}"
+LOGS_MARKER = f"0.{random.randrange(10**8, 10**9)}"
+VERSION = f"rollout-test-{uuid.uuid4().hex[:8]}"
+OPERATOR = "guestha-operator"
+TIMEOUT = 120.0
+
+
+def needs_local(kube: Any) -> None:
+    if kube.local is None:
+        pytest.skip("restarts the operator: only on the local control plane")
+
+
+def shop() -> dict[str, Any]:
+    return {"apiVersion": "guestha.io/v1alpha1", "kind": "ServiceGroup",
+            "metadata": {"name": "shop"},
+            "spec": {"cluster": CLUSTER, "type": "Failover",
+                     "systems": [{"member": m, "priority": i} for i, m in enumerate(MEMBERS)],
+                     "resources": [{"name": "app", "type": "Process",
+                                    "monitor": {"intervalSeconds": 1},
+                                    "attributes": {"command": ["/bin/sleep", "86400",
+                                                               MARKER]}}]}}
+
+
+def logs() -> dict[str, Any]:
+    return {"apiVersion": "guestha.io/v1alpha1", "kind": "ServiceGroup",
+            "metadata": {"name": "logs"},
+            "spec": {"cluster": CLUSTER, "type": "Parallel",
+                     "systems": [{"member": m, "priority": i} for i, m in enumerate(MEMBERS)],
+                     "resources": [{"name": "shipper", "type": "Process",
+                                    "monitor": {"intervalSeconds": 1},
+                                    "attributes": {"command": ["/bin/sleep", "86400",
+                                                               LOGS_MARKER]}}]}}
+
+
+def in_guest_cluster(upgrade: str) -> dict[str, Any]:
+    return {"apiVersion": "guestha.io/v1alpha1", "kind": "InGuestCluster",
+            "metadata": {"name": CLUSTER},
+            "spec": {"members": [{"name": m} for m in MEMBERS],
+                     "heartbeat": {"intervalMilliseconds": 200,
+                                   "peerTimeoutMilliseconds": 1000},
+                     "fencing": {"policy": "KubeVirt", "selfFenceTimeoutSeconds": 3,
+                                 "watchdog": False},
+                     "agent": {"upgrade": upgrade}}}
+
+
+@pytest.fixture(scope="module")
+def ns(kube: Any, simulator: Any, operator: Any) -> Iterator[Namespace]:
+    needs_local(kube)
+    name = f"rollout-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", name)
+    kube.kubectl("label", "namespace", name, "guestha.io/injection=enabled")
+    space = Namespace(kube, name, timeout=TIMEOUT, interval=0.2)
+    try:
+        yield space
+    finally:
+        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+        # the rest of the session runs with the operator's own bundle again
+        kube.local.stop_process(OPERATOR)
+        kube.local.start_operator(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def copies() -> Iterator[simguests.CopyCounter]:
+    with simguests.CopyCounter(MARKER.encode()) as counter:
+        yield counter
+    counter.check()
+
+
+def cluster_status(ns: Namespace) -> dict[str, Any]:
+    return dict((ns.get("igc", CLUSTER) or {}).get("status") or {})
+
+
+def versions(ns: Namespace) -> dict[str, str | None]:
+    return {m["name"]: m.get("agentVersion") for m in cluster_status(ns).get("members") or ()}
+
+
+def up_to_date(ns: Namespace) -> dict[str, Any]:
+    return next((c for c in cluster_status(ns).get("conditions") or ()
+                 if c["type"] == "AgentsUpToDate"), {})
+
+
+def pids(marker: str) -> list[int]:
+    return sorted(simguests.copies(marker.encode()))
+
+
+def test_a_newer_bundle_is_rolled_out_one_member_at_a_time_moving_nothing(
+        ns: Namespace, kube: Any, copies: simguests.CopyCounter) -> None:
+    ns.apply(in_guest_cluster("Manual"))
+    for member in MEMBERS:
+        ns.apply(vm(member))
+    ns.apply(shop())
+    ns.apply(logs())
+    online_on(ns, (MEMBERS[0],))
+    online_on(ns, MEMBERS, "logs")
+    ns.wait_for("every agent's version in status",
+                lambda: len(set(versions(ns).values()) - {None}) == 1
+                and len(versions(ns)) == 3)
+    old = versions(ns)[MEMBERS[0]]
+    assert up_to_date(ns).get("status") == "True", cluster_status(ns)
+    app, shippers = pids(MARKER), pids(LOGS_MARKER)
+    assert len(app) == 1 and len(shippers) == 3
+    before = cluster_status(ns)
+    shop_before = (ns.get("sg", "shop") or {}).get("status") or {}
+
+    # an operator with a newer bundle; Manual: it only says so
+    offset = kube.local.log_of(OPERATOR).stat().st_size
+    kube.local.stop_process(OPERATOR)
+    kube.local.start_operator(timeout=120, env={"GUESTHA_TEST_BUNDLE_VERSION": VERSION})
+    paused = ns.wait_for("AgentsUpToDate False, Paused",
+                         lambda: up_to_date(ns) if up_to_date(ns).get("reason") == "Paused"
+                         else None)
+    assert paused["status"] == "False" and VERSION in paused["message"]
+    time.sleep(2.0)
+    assert set(versions(ns).values()) == {old}
+
+    # Automatic: every member upgraded, one at a time
+    started = time.monotonic()
+    ns.apply(in_guest_cluster("Automatic"))
+    done = ns.wait_for("AgentsUpToDate True",
+                       lambda: up_to_date(ns) if up_to_date(ns).get("status") == "True"
+                       and up_to_date(ns).get("reason") == "UpToDate" else None,
+                       timeout=TIMEOUT)
+    took = time.monotonic() - started
+    assert VERSION in done["message"]
+    assert versions(ns) == {m: VERSION for m in MEMBERS}
+
+    # nothing moved: the same processes, where they were; no failover, no fencing
+    assert pids(MARKER) == app and pids(LOGS_MARKER) == shippers
+    shop_after = online_on(ns, (MEMBERS[0],))
+    online_on(ns, MEMBERS, "logs")
+    assert int(shop_after.get("failovers") or 0) == int(shop_before.get("failovers") or 0)
+    after = cluster_status(ns)
+    assert int(after.get("fencings") or 0) == int(before.get("fencings") or 0)
+    reasons = [e["reason"] for e in ns.events(CLUSTER)]
+    assert reasons.count("AgentUpgraded") == 3, reasons
+    assert "AgentUpgradeFailed" not in reasons and "Fenced" not in reasons
+    # one member at a time: each upgrade began only after the one before was done
+    log = kube.local.log_of(OPERATOR).read_bytes()[offset:].decode(errors="replace")
+    steps = re.findall(rf"{ns.name}/{CLUSTER}: (?:upgrading (\S+) from agent|(\S+) runs "
+                       rf"agent {VERSION} \(was)", log)
+    order = [("start", a) if a else ("done", b) for a, b in steps]
+    assert [kind for kind, _ in order] == ["start", "done"] * 3, order
+    assert sorted(m for kind, m in order if kind == "done") == sorted(MEMBERS)
+    # members without the Failover group first: its home restarts last
+    assert order[-1] == ("done", MEMBERS[0]), order
+    print(f"rollout of 3 members: {took:.1f} s")
