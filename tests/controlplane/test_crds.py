@@ -244,7 +244,7 @@ def test_printer_columns(kube: Kube, namespace: str) -> None:
         "swo": {"phase": "Running", "from": "a", "to": "b"},
     }
     for kind, status in statuses.items():
-        kube.kubectl(
+        done = kube.kubectl(
             "patch",
             kind,
             "cols",
@@ -254,7 +254,11 @@ def test_printer_columns(kube: Kube, namespace: str) -> None:
             "--type=merge",
             "-p",
             json.dumps({"status": status}),
+            check=kind != "swo",
         )
+        # An operator in the same session may finish the Switchover first (its member VMs
+        # do not exist): a finished phase is kept (CEL), and the table shows that one.
+        assert done.returncode == 0 or "keeps its phase" in done.stderr, done.stderr
 
     # The cells are compared with the stored status read around the table, so the test holds
     # even when an operator in the same session rewrites the status meanwhile.
