@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import json
-import secrets
+import os
 import threading
 import time
 from typing import Any
@@ -40,7 +40,7 @@ class EventLog:
     def __init__(self, capacity: int = 4096, stream: str | None = None) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
-        self.stream = stream or secrets.token_hex(8)
+        self.stream = stream or os.urandom(8).hex()
         self._ring: collections.deque[Event] = collections.deque(maxlen=capacity)
         self._last = 0
         self._cond = threading.Condition()

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -54,6 +53,7 @@ from guestha.protocol.fields import FieldError
 from . import resources
 from .dependencies import find_cycle
 from .servicegroup import WAIT_STEP, Op, ServiceGroup
+from .store import remove_folder
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -159,7 +159,7 @@ class GroupRunner:
 
     def drop(self, group: ServiceGroup) -> None:
         """A removed group is stopped: forget it and its files (called by the group)."""
-        shutil.rmtree(self.group_dir(group.name), ignore_errors=True)
+        remove_folder(self.group_dir(group.name))
         with self._lock:
             if self._groups.get(group.name) is group:
                 del self._groups[group.name]

@@ -25,12 +25,12 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from typing import Any
 
 from guestha.protocol.config import ResourceConfig
 from guestha.protocol.states import FAULTED, OFFLINE, ONLINE, STARTING, STOPPING, UNKNOWN
 
+from .events import rfc3339
 from .resources import ActionAborted, ActionError, ActionTimeout, MonitorResult, Resource
 from .verdicts import (
     FAULT,
@@ -59,12 +59,6 @@ IDLE_WAKE_SECONDS = 5.0  # an idle resource thread looks at its queue at least t
 COMMAND_MARGIN_SECONDS = 5  # added to the sum of a resource's timeouts (command_bound)
 # What an entry point may raise when it fails (an OSError is a failure of the action too).
 ACTION_FAILURES = (ActionError, OSError)
-
-
-def rfc3339(when: float) -> str:
-    """A wall-clock time as RFC 3339 in UTC with milliseconds."""
-    return datetime.fromtimestamp(when, timezone.utc).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Pending:

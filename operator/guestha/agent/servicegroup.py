@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import shutil
 import threading
 import time
 import traceback
@@ -38,6 +37,7 @@ from guestha.protocol.states import (
 from . import resources
 from .dependencies import ready_to_start, ready_to_stop
 from .monitor import Pending, ResourceMonitor
+from .store import remove_folder
 
 WAIT_STEP = 0.5  # seconds between progress checks when no notification arrives
 IDLE_WAKE_SECONDS = 5.0  # an idle worker looks at its queue at least this often
@@ -318,7 +318,7 @@ class ServiceGroup:
                 del self._retired[name]
                 self._derive()
             monitor.close()
-            shutil.rmtree(self.resource_dir(name), ignore_errors=True)
+            remove_folder(self.resource_dir(name))
 
     def _remove(self) -> None:
         stopped = self._offline("Removed")

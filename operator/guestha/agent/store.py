@@ -32,6 +32,18 @@ class SaveError(Exception):
     of the change was kept. The message names the file and the cause."""
 
 
+def remove_folder(path: str) -> None:
+    """Removes one of the agent's own folders with everything in it (a removed group's or
+    resource's files), quietly: a folder that is not there, or a file that will not go, is
+    left as it is.
+
+    shutil is imported here, when a folder goes (rarely), not with the agent: it brings
+    bz2 and lzma, and their libraries, into the agent's memory for the rest of its run."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
     """Replaces `path` with `data`: tmp + fsync + rename + fsync of the folder. On failure
     the temporary file is removed (a full disk must not fill up further) and `path` is

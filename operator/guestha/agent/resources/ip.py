@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
-import shutil
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -61,6 +60,15 @@ def parse_default_route(text: str) -> str | None:
         if "dev" in parts[:-1]:
             return parts[parts.index("dev") + 1]
     return None
+
+
+def _have_arping() -> bool:
+    """Whether the guest has arping (for the gratuitous ARP after an IPv4 address is added).
+    shutil is imported here, by IP resources only, not with the agent (see
+    agent.store.remove_folder)."""
+    import shutil
+
+    return shutil.which("arping") is not None
 
 
 class IP(Resource):
@@ -142,7 +150,7 @@ class IP(Resource):
         if code != 0:
             raise ActionError(f"ip addr add {self.address}/{self.prefix} dev {device} failed: "
                               f"{output.strip()[:300]}")
-        if self.address.version == 4 and shutil.which("arping"):
+        if self.address.version == 4 and _have_arping():
             threading.Thread(target=self._announce, args=(device,), daemon=True,
                              name=f"arping-{self.address}").start()
 

@@ -19,10 +19,9 @@ import os
 import pwd
 import signal
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .base import ActionAborted, ActionError, ActionTimeout
 
@@ -107,6 +106,21 @@ def credentials(user: Account | None) -> dict[str, Any]:
     return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
 
 
+def output_file() -> IO[bytes]:
+    """An unnamed file for a program's output, gone when closed: O_TMPFILE in TMPDIR (else
+    /tmp), as tempfile.TemporaryFile makes it. tempfile itself (with shutil and random,
+    over half a megabyte of the agent's memory) is imported only where the kernel or the
+    file system has no O_TMPFILE."""
+    try:
+        fd = os.open(os.environ.get("TMPDIR") or "/tmp",
+                     os.O_RDWR | os.O_TMPFILE | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except (OSError, AttributeError):
+        import tempfile
+
+        return tempfile.TemporaryFile()
+    return open(fd, "w+b")
+
+
 def _read_tail(f: Any, keep: int = OUTPUT_LIMIT) -> str:
     f.seek(0, os.SEEK_END)
     size = f.tell()
@@ -125,7 +139,7 @@ def run(argv: Sequence[str], timeout: float, what: str, *, env: Mapping[str, str
     returned. Raises ActionTimeout (after killing the program's process group) or
     ActionError when the program cannot be started. A non-zero exit status is returned.
     """
-    with tempfile.TemporaryFile() as out:
+    with output_file() as out:
         try:
             proc = subprocess.Popen(
                 entering(cwd, argv), stdin=subprocess.DEVNULL, stdout=out,
