@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from guestha.agent.events import EventGone, EventLog, rfc3339
-from guestha.agent.store import BootRecord, Store, StoreError
+from guestha.agent.store import BootRecord, FaultRecord, Store, StoreError
 from guestha.agent.watchdog import Watchdog, stall_start
 from kits.waiting import wait_for
 
@@ -119,6 +119,21 @@ def test_store_keeps_only_recent_operations(tmp_path: Path) -> None:
         store.record_operation(f"op-{i}", "c", 1, 200, None)
     assert store.operation("op-1") is None and store.operation("op-4") is not None
     assert Store(str(tmp_path), max_operations=3).operation("op-2") is not None
+
+
+def test_a_fault_record_is_kept_until_dropped_and_a_damaged_one_still_counts(
+        tmp_path: Path) -> None:
+    record = FaultRecord(str(tmp_path / "resources" / "shop" / "app"))
+    assert record.load() is None
+    record.save("monitor found it offline", "2026-11-30T10:00:00.000Z")
+    assert FaultRecord(str(tmp_path / "resources" / "shop" / "app")).load() == \
+        "monitor found it offline"
+    record.drop()
+    assert record.load() is None
+    record.drop()  # nothing to drop: no error
+    Path(record.path).write_bytes(b"{not json")
+    damaged = record.load()
+    assert damaged is not None and "cannot be read" in damaged
 
 
 def test_store_refuses_a_damaged_file(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from guestha.protocol.states import (
 from . import resources
 from .dependencies import ready_to_start, ready_to_stop
 from .monitor import Pending, ResourceMonitor
-from .store import remove_folder
+from .store import FaultRecord, remove_folder
 
 WAIT_STEP = 0.5  # seconds between progress checks when no notification arrives
 IDLE_WAKE_SECONDS = 5.0  # an idle worker looks at its queue at least this often
@@ -92,7 +92,8 @@ class ServiceGroup:
 
     def _monitor(self, config: ResourceConfig) -> ResourceMonitor:
         return ResourceMonitor(self.name, config, self._make, self.runner.emit,
-                               self._resource_changed)
+                               self._resource_changed,
+                               FaultRecord(self.resource_dir(config.name)))
 
     def resource_dir(self, resource: str) -> str:
         return os.path.join(self.runner.group_dir(self.name), quote(resource, safe=""))
