@@ -97,7 +97,7 @@ def test_bundle_imports_only_stdlib_and_the_agent() -> None:
 # group's files, an IP resource's arping, O_TMPFILE missing): each would stay in its memory
 # for good (docs/agent-api.md, "The agent's memory").
 KEPT_OUT = {"argparse", "datetime", "secrets", "random", "tempfile", "shutil", "bz2", "lzma",
-            "pkgutil", "xml.etree.ElementTree", "pyexpat"}
+            "pkgutil", "xml.etree.ElementTree", "pyexpat", "typing"}
 
 
 @pytest.mark.parametrize("interpreter", ["current", "3.9"])

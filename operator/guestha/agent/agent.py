@@ -25,7 +25,6 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Callable, Protocol
 
 from guestha.agent.api import Api
 from guestha.agent.events import EventLog
@@ -37,6 +36,7 @@ from guestha.agent.server import ChannelServer, server_context
 from guestha.agent.store import BootRecord, Store, StoreError
 from guestha.agent.version import agent_version
 from guestha.agent.watchdog import Watchdog
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol import events as kinds
 from guestha.protocol.commands import Command
 from guestha.protocol.config import FAILOVER, GroupConfig
@@ -53,27 +53,30 @@ from guestha.protocol.status import (
     StatusReport,
 )
 
+if TYPE_CHECKING:
+    from typing import Any, Callable, Protocol
+
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.1
-Emit = Callable[[str, dict[str, Any]], None]
 
+if TYPE_CHECKING:
+    Emit = Callable[[str, dict[str, Any]], None]
 
-class Runner(Protocol):
-    """What the agent needs of guestha.agent.groups.GroupRunner."""
+    class Runner(Protocol):
+        """What the agent needs of guestha.agent.groups.GroupRunner."""
 
-    def validate(self, groups: Sequence[GroupConfig]) -> list[str]: ...
-    def configure(self, groups: Sequence[GroupConfig]) -> None: ...
-    def online(self, group: str) -> None: ...
-    def offline(self, group: str) -> None: ...
-    def clear(self, group: str) -> None: ...
-    def probe(self, group: str) -> None: ...
-    def snapshot(self) -> dict[str, Any]: ...
-    def take_failover_groups_offline(self, reason: str, timeout: float) -> bool: ...
-    def close(self) -> None: ...
+        def validate(self, groups: Sequence[GroupConfig]) -> list[str]: ...
+        def configure(self, groups: Sequence[GroupConfig]) -> None: ...
+        def online(self, group: str) -> None: ...
+        def offline(self, group: str) -> None: ...
+        def clear(self, group: str) -> None: ...
+        def probe(self, group: str) -> None: ...
+        def snapshot(self) -> dict[str, Any]: ...
+        def take_failover_groups_offline(self, reason: str, timeout: float) -> bool: ...
+        def close(self) -> None: ...
 
-
-RunnerFactory = Callable[[str, Emit], Runner]
+    RunnerFactory = Callable[[str, Emit], Runner]
 
 
 def _env_float(name: str, default: float) -> float:

@@ -20,9 +20,12 @@ import json
 import os
 import threading
 import time
-from typing import Any, NamedTuple
 
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.events import Event, EventBatch
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def rfc3339(t: float) -> str:
@@ -30,13 +33,13 @@ def rfc3339(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
-class _Held(NamedTuple):
+class _Held:
     """One event in the ring; `data` is its payload as JSON text."""
 
-    seq: int
-    kind: str
-    time: str
-    data: str
+    __slots__ = ("data", "kind", "seq", "time")
+
+    def __init__(self, seq: int, kind: str, time: str, data: str) -> None:
+        self.seq, self.kind, self.time, self.data = seq, kind, time, data
 
     def event(self) -> Event:
         return Event(self.seq, self.kind, self.time, json.loads(self.data))

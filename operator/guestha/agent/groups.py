@@ -44,9 +44,9 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 from urllib.parse import quote
 
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.config import FAILOVER, GroupConfig
 from guestha.protocol.fields import FieldError
 
@@ -55,7 +55,10 @@ from .dependencies import find_cycle
 from .servicegroup import WAIT_STEP, Op, ServiceGroup
 from .store import remove_folder
 
-Emit = Callable[[str, dict[str, Any]], None]
+if TYPE_CHECKING:
+    from typing import Any
+
+    Emit = Callable[[str, dict[str, Any]], None]
 
 
 class GroupError(ValueError):

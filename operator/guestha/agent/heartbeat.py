@@ -53,13 +53,16 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
 
 from guestha.agent.sockets import SocketThread, bound
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.desired import HeartbeatConfig
 from guestha.protocol.keys import CLUSTER_KEY, PAIR_KEYS
 from guestha.protocol.states import PEER_DOWN, PEER_UNKNOWN, PEER_UP
 from guestha.protocol.status import PeerStatus
+
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 

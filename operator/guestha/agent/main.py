@@ -18,12 +18,17 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any
 
-from guestha.agent.agent import Agent, Emit, Runner, RunnerFactory
+from guestha.agent.agent import Agent
 from guestha.agent.store import StoreError
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.fields import FieldError
 from guestha.protocol.identity import IDENTITY_FILE, Identity
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from guestha.agent.agent import Emit, Runner, RunnerFactory
 
 log = logging.getLogger("guestha.agent")
 

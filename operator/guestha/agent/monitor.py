@@ -29,8 +29,8 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.config import ResourceConfig
 from guestha.protocol.states import FAULTED, OFFLINE, ONLINE, STARTING, STOPPING, UNKNOWN
 
@@ -56,8 +56,11 @@ from .verdicts import (
     stopped_counters,
 )
 
-Emit = Callable[[str, dict[str, Any]], None]
-Make = Callable[[ResourceConfig, Callable[[], None]], Resource]
+if TYPE_CHECKING:
+    from typing import Any
+
+    Emit = Callable[[str, dict[str, Any]], None]
+    Make = Callable[[ResourceConfig, Callable[[], None]], Resource]
 
 OFFLINE_POLL_SECONDS = 0.2  # pause between monitors while confirming an offline action
 IDLE_WAKE_SECONDS = 5.0  # an idle resource thread looks at its queue at least this often

@@ -17,9 +17,9 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 from urllib.parse import quote
 
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol import events as kinds
 from guestha.protocol.config import GroupConfig, ResourceConfig
 from guestha.protocol.states import (
@@ -39,18 +39,22 @@ from .dependencies import ready_to_start, ready_to_stop
 from .monitor import Pending, ResourceMonitor
 from .store import FaultRecord, remove_folder
 
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
 WAIT_STEP = 0.5  # seconds between progress checks when no notification arrives
 IDLE_WAKE_SECONDS = 5.0  # an idle worker looks at its queue at least this often
 
 
-class Host(Protocol):
-    """What a group needs of the runner that holds it (agent/groups.GroupRunner)."""
+if TYPE_CHECKING:
+    class Host(Protocol):
+        """What a group needs of the runner that holds it (agent/groups.GroupRunner)."""
 
-    watcher: resources.ExitWatcher
+        watcher: resources.ExitWatcher
 
-    def emit(self, kind: str, payload: dict[str, Any]) -> None: ...
-    def group_dir(self, group: str) -> str: ...
-    def drop(self, group: ServiceGroup) -> None: ...
+        def emit(self, kind: str, payload: dict[str, Any]) -> None: ...
+        def group_dir(self, group: str) -> str: ...
+        def drop(self, group: ServiceGroup) -> None: ...
 
 
 @dataclass

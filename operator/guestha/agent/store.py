@@ -18,7 +18,11 @@ import json
 import os
 import threading
 import time
-from typing import Any
+
+from guestha.protocol import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 STATE_FILE = "channel-state.json"
 FAULT_FILE = "fault.json"  # in a resource's folder while it is faulted (FaultRecord)

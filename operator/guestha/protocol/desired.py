@@ -15,11 +15,13 @@ import dataclasses
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from guestha.protocol import fields
+from guestha.protocol import TYPE_CHECKING, fields
 from guestha.protocol.config import GroupConfig
 from guestha.protocol.keys import MIN_PAIR_KEY_BYTES
+
+if TYPE_CHECKING:
+    from typing import Any
 
 DESIRED_FIELDS = frozenset({"groups", "peers", "heartbeat", "fencing"})
 

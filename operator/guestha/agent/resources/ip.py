@@ -14,10 +14,14 @@ import ipaddress
 import re
 import threading
 from collections.abc import Mapping
-from typing import Any
+
+from guestha.protocol import TYPE_CHECKING
 
 from .base import ActionError, Attr, MonitorResult, Resource, ResourceContext
 from .programs import run
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 

@@ -18,10 +18,14 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from guestha.protocol import TYPE_CHECKING
 
 from .base import ActionError, Attr, MonitorResult, Resource, ResourceContext
 from .programs import Completed, environment, run
+
+if TYPE_CHECKING:
+    from typing import Any
 
 OCF_ROOT = "/usr/lib/ocf"  # where agents and their shell functions are installed
 META_DATA_TIMEOUT = 10.0

@@ -21,11 +21,14 @@ import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+
+from guestha.protocol import TYPE_CHECKING
 
 from .base import ActionAborted, ActionError, ActionTimeout
 
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from .base import Resource
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
