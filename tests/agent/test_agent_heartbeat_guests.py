@@ -3,9 +3,10 @@
 What a peer's datagrams prove is what quorum rests on, so each test plays someone who
 should not be able to change it: an unprivileged user of a guest who binds the heartbeat
 port to take the datagrams; someone on the LAN who records a member's heartbeats and plays
-them back after the receiver restarted; a member (root in its guest) that forges another
-member's heartbeats, from its own address and from the other's. The attacker's tools are
-in wire.py (raw sockets in the guest's namespace).
+them back after the receiver restarted, or after the sender restarted and died; a member
+(root in its guest) that forges another member's heartbeats, from its own address and
+from the other's. The attacker's tools are in wire.py (raw sockets in the guest's
+namespace).
 """
 
 from __future__ import annotations
@@ -209,6 +210,39 @@ def test_datagrams_replayed_after_the_receiver_restarted_prove_nothing(
             never_up(operator, b.member, a.member, len(recorded) * 0.2)
         counters = operator.clients[b.member].status()["heartbeat"]["counters"]
         assert counters["unconfirmed"] >= 1 and counters["accepted"] >= 1, counters
+    finally:
+        operator.close()
+
+
+def test_datagrams_recorded_before_the_sender_restarted_are_replays(
+        cluster: list[AgentProc]) -> None:
+    """Someone on the LAN records web-a's heartbeats to web-b. web-a restarts: its
+    incarnation, kept in its state folder, grows, and web-b learns the new one. Then
+    web-a dies and the recording is played to web-b from web-a's address: every datagram
+    is older than what web-b accepted from web-a, so each is counted a replay and web-a
+    is never counted again."""
+    a, b, _ = cluster
+    operator = Operator(cluster)
+    try:
+        configure(cluster, operator)
+        wait_for(lambda: all_up(operator, cluster), 10, what="every peer Up")
+        before_restart = operator.clients[a.member].status()["incarnation"]
+        recorded = json.loads(wire(b, "capture", "eth0", a.address, str(b.heartbeat_port),
+                                   "15", "5"))
+        assert len(recorded) >= 10
+        assert a.stop() == 0
+        a.start()
+        operator.clients[a.member].close()  # a new connection to the new agent process
+        assert operator.clients[a.member].status()["incarnation"] > before_restart
+        wait_for(lambda: all_up(operator, cluster), 10, what="web-a Up again after its restart")
+        a.signal(signal.SIGKILL)
+        wait_for(lambda: peer_states(operator, b.member)[a.member] != "Up", 10,
+                 what="web-b losing the dead web-a")
+        before = operator.clients[b.member].status()["heartbeat"]["counters"]
+        with sending(a, a.address, b, 0.2, json.dumps(recorded)):
+            never_up(operator, b.member, a.member, len(recorded) * 0.2)
+        after = operator.clients[b.member].status()["heartbeat"]["counters"]
+        assert after["replayed"] - before["replayed"] == len(recorded), (before, after)
     finally:
         operator.close()
 

@@ -9,6 +9,7 @@ import pytest
 
 from guestha.agent.resources import procfs
 from guestha.agent.resources.application import monitor_status
+from guestha.agent.resources.base import ActionError
 from guestha.agent.resources.ip import parse_addresses, parse_default_route
 from guestha.agent.resources.mount import device_path, parse_mountinfo
 from guestha.agent.resources.ocf import monitor_result, parse_agent, parse_meta_data
@@ -143,6 +144,21 @@ def test_ocf_meta_data() -> None:
     assert not meta.parameters["pidfile"].required
     assert meta.parameters["pidfile"].default == "/run/x.pid"
     assert meta.actions == ("start", "monitor")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("<resource-agent><parameters>", "meta-data is not valid XML: no element found"),
+    ("Usage: agent {start|stop|monitor}", "meta-data is not valid XML: syntax error"),
+    ("", "meta-data is not valid XML: no element found"),
+])
+def test_ocf_meta_data_that_is_not_xml_is_named(text: str, message: str) -> None:
+    with pytest.raises(ActionError, match=message.replace("|", r"\|")):
+        parse_meta_data(text)
+
+
+def test_ocf_meta_data_with_non_ascii_text() -> None:
+    meta = parse_meta_data(META.replace('default="/run/x.pid"', 'default="/run/größe.pid"'))
+    assert meta.parameters["pidfile"].default == "/run/größe.pid"
 
 
 @pytest.mark.parametrize(("code", "state"), [(110, "Online"), (0, "Online"), (100, "Offline"),

@@ -5,7 +5,9 @@ test_agent_quorum.py).
 
 from __future__ import annotations
 
+import calendar
 import json
+import math
 import os
 import threading
 import time
@@ -13,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from guestha.agent.events import EventGone, EventLog
-from guestha.agent.store import BootRecord, Store, StoreError
+from guestha.agent.events import EventGone, EventLog, rfc3339
+from guestha.agent.store import BootRecord, FaultRecord, Store, StoreError
 from guestha.agent.watchdog import Watchdog, stall_start
 from kits.waiting import wait_for
 
@@ -33,6 +35,34 @@ def test_events_are_ordered_and_read_after_a_sequence() -> None:
     assert log.read(5, timeout=0).events == ()
     limited = log.read(0, timeout=0, limit=2)
     assert [e.seq for e in limited.events] == [1, 2] and limited.more
+
+
+def _stamp_seconds(stamp: str) -> float:
+    seconds = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+    return seconds + int(stamp[20:23]) / 1000
+
+
+def _times_near_second_boundaries() -> list[float]:
+    """Wall-clock times a float step below, at and above whole seconds and milliseconds."""
+    times = []
+    for second in (0.0, 1.0, 1_764_460_800.0, 1_795_626_291.0, 4_102_444_799.0):
+        for base in (second, second + 0.5, second + 0.999, second + 1):
+            t = base
+            for _ in range(40):
+                t = math.nextafter(t, 0.0)
+                times.append(t)
+            times.extend([base, math.nextafter(base, math.inf)])
+    return times
+
+
+def test_event_and_resource_stamps_are_the_time_truncated_to_milliseconds() -> None:
+    """Events and resources' lastChange share this one definition (RFC 3339, UTC, ms):
+    a time is stamped in its own second, never rounded into the next one."""
+    for t in _times_near_second_boundaries():
+        stamp = rfc3339(t)
+        assert len(stamp) == 24 and stamp.endswith("Z"), stamp
+        assert t - 0.001 - 1e-6 <= _stamp_seconds(stamp) <= t + 1e-6, (repr(t), stamp)
+    assert rfc3339(1_795_626_291.7739) == "2026-11-25T17:04:51.773Z"
 
 
 def test_a_waiting_reader_wakes_at_once() -> None:
@@ -89,6 +119,21 @@ def test_store_keeps_only_recent_operations(tmp_path: Path) -> None:
         store.record_operation(f"op-{i}", "c", 1, 200, None)
     assert store.operation("op-1") is None and store.operation("op-4") is not None
     assert Store(str(tmp_path), max_operations=3).operation("op-2") is not None
+
+
+def test_a_fault_record_is_kept_until_dropped_and_a_damaged_one_still_counts(
+        tmp_path: Path) -> None:
+    record = FaultRecord(str(tmp_path / "resources" / "shop" / "app"))
+    assert record.load() is None
+    record.save("monitor found it offline", "2026-11-30T10:00:00.000Z")
+    assert FaultRecord(str(tmp_path / "resources" / "shop" / "app")).load() == \
+        "monitor found it offline"
+    record.drop()
+    assert record.load() is None
+    record.drop()  # nothing to drop: no error
+    Path(record.path).write_bytes(b"{not json")
+    damaged = record.load()
+    assert damaged is not None and "cannot be read" in damaged
 
 
 def test_store_refuses_a_damaged_file(tmp_path: Path) -> None:

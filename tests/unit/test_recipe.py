@@ -77,6 +77,8 @@ def test_the_unit_as_systemd_reads_it() -> None:
     assert unit.kill_mode == "process"
     assert unit.restart == "always"
     assert unit.wanted_by == ["multi-user.target"]
+    # One malloc arena and no tcache for the agent's process (its RSS: MALLOC_TUNABLES).
+    assert unit.environment == {"GLIBC_TUNABLES": recipe.MALLOC_TUNABLES}
 
 
 @pytest.mark.parametrize("offline_timeout", [1, FencingConfig.offline_timeout_seconds, 600, 3600])

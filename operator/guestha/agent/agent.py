@@ -25,7 +25,6 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Callable, Protocol
 
 from guestha.agent.api import Api
 from guestha.agent.bundles import BundleFiles, check_bundle
@@ -38,6 +37,7 @@ from guestha.agent.server import ChannelServer, server_context
 from guestha.agent.store import BootRecord, Store, StoreError
 from guestha.agent.version import agent_version
 from guestha.agent.watchdog import Watchdog
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol import events as kinds
 from guestha.protocol.bundle import BundleInstalled, BundleStatus, BundleUpload
 from guestha.protocol.commands import Command
@@ -55,6 +55,9 @@ from guestha.protocol.status import (
     StatusReport,
 )
 
+if TYPE_CHECKING:
+    from typing import Any, Callable, Protocol
+
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.1
@@ -62,24 +65,24 @@ TICK_SECONDS = 0.1
 # restart, so the answer is on its way first (a lost answer is no harm: the operation's
 # result is recorded, and a retry gets it from the next run).
 RESTART_GRACE_SECONDS = 0.2
-Emit = Callable[[str, dict[str, Any]], None]
 
+if TYPE_CHECKING:
+    Emit = Callable[[str, dict[str, Any]], None]
 
-class Runner(Protocol):
-    """What the agent needs of guestha.agent.groups.GroupRunner."""
+    class Runner(Protocol):
+        """What the agent needs of guestha.agent.groups.GroupRunner."""
 
-    def validate(self, groups: Sequence[GroupConfig]) -> list[str]: ...
-    def configure(self, groups: Sequence[GroupConfig]) -> None: ...
-    def online(self, group: str) -> None: ...
-    def offline(self, group: str) -> None: ...
-    def clear(self, group: str) -> None: ...
-    def probe(self, group: str) -> None: ...
-    def snapshot(self) -> dict[str, Any]: ...
-    def take_failover_groups_offline(self, reason: str, timeout: float) -> bool: ...
-    def close(self) -> None: ...
+        def validate(self, groups: Sequence[GroupConfig]) -> list[str]: ...
+        def configure(self, groups: Sequence[GroupConfig]) -> None: ...
+        def online(self, group: str) -> None: ...
+        def offline(self, group: str) -> None: ...
+        def clear(self, group: str) -> None: ...
+        def probe(self, group: str) -> None: ...
+        def snapshot(self) -> dict[str, Any]: ...
+        def take_failover_groups_offline(self, reason: str, timeout: float) -> bool: ...
+        def close(self) -> None: ...
 
-
-RunnerFactory = Callable[[str, Emit], Runner]
+    RunnerFactory = Callable[[str, Emit], Runner]
 
 
 def _env_float(name: str, default: float) -> float:

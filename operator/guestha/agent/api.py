@@ -19,11 +19,11 @@ import math
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
 
 from guestha.agent.events import EventGone, EventLog
 from guestha.agent.http1 import HttpError, Request, Response, error_response
 from guestha.agent.store import SaveError, Store
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol import events as kinds
 from guestha.protocol.bundle import BUNDLE_FIELDS, BundleUpload
 from guestha.protocol.commands import GROUP_ACTIONS, Command, ConfigApplied, parse_command
@@ -33,6 +33,9 @@ from guestha.protocol.events import EventsGone
 from guestha.protocol.fields import FieldError
 from guestha.protocol.status import Health, StatusReport
 
+if TYPE_CHECKING:
+    from typing import Any, Callable, Protocol
+
 log = logging.getLogger(__name__)
 
 _GROUP_PATH = re.compile(r"^/v1/groups/([^/]{1,253})/([a-z]+)$")
@@ -40,29 +43,30 @@ MAX_POLL_SECONDS = 60.0
 INFLIGHT_WAIT_SECONDS = 10.0  # a retry of an operation still running waits this long at most
 
 
-class Backend(Protocol):
-    """What the API needs of the agent (guestha.agent.agent.Agent is one)."""
+if TYPE_CHECKING:
+    class Backend(Protocol):
+        """What the API needs of the agent (guestha.agent.agent.Agent is one)."""
 
-    member: str
-    store: Store  # the epoch and the operations applied
-    events: EventLog
+        member: str
+        store: Store  # the epoch and the operations applied
+        events: EventLog
 
-    def status(self) -> StatusReport: ...
-    def health(self) -> Health: ...
-    def config_document(self) -> dict[str, Any]: ...
-    def operator_lease(self) -> float: ...
-    def emit(self, kind: str, payload: dict[str, Any]) -> None: ...
+        def status(self) -> StatusReport: ...
+        def health(self) -> Health: ...
+        def config_document(self) -> dict[str, Any]: ...
+        def operator_lease(self) -> float: ...
+        def emit(self, kind: str, payload: dict[str, Any]) -> None: ...
 
-    def apply_config(self, desired: DesiredConfig, raw: dict[str, Any]) -> None:
-        """Validates, saves and applies; FieldError when invalid, SaveError when not
-        saved, ValueError when it cannot be applied now."""
+        def apply_config(self, desired: DesiredConfig, raw: dict[str, Any]) -> None:
+            """Validates, saves and applies; FieldError when invalid, SaveError when not
+            saved, ValueError when it cannot be applied now."""
 
-    def group_action(self, group: str, action: str, command: Command,
-                     reason: str | None) -> Response: ...
+        def group_action(self, group: str, action: str, command: Command,
+                         reason: str | None) -> Response: ...
 
-    def install_bundle(self, upload: BundleUpload, command: Command) -> Response:
-        """Installs and restarts into a bundle (HttpError when refused, SaveError when
-        it could not be written: nothing is kept then)."""
+        def install_bundle(self, upload: BundleUpload, command: Command) -> Response:
+            """Installs and restarts into a bundle (HttpError when refused, SaveError
+            when it could not be written: nothing is kept then)."""
 
 
 @dataclass

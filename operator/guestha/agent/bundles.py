@@ -41,14 +41,16 @@ import logging
 import os
 import sys
 import time
-import zipfile
 from dataclasses import dataclass
-from typing import Any
 
 import guestha.agent
 from guestha.agent.store import SaveError, write_atomically
 from guestha.agent.version import VERSION_FILE
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.bundle import BundleStatus, Rollback
+
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ def check_bundle(data: bytes, version: str) -> None:
     """ValueError unless `data` is an agent zipapp of `version`: a zip whose entries
     read back intact, with __main__.py, the agent's main module, and
     guestha/agent/VERSION saying `version`."""
+    import zipfile  # with shutil, bz2, lzma: loaded only for an upload (memory)
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = set(archive.namelist())

@@ -41,21 +41,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 from urllib.parse import quote
 
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.config import FAILOVER, GroupConfig
 from guestha.protocol.fields import FieldError
 
 from . import resources
 from .dependencies import find_cycle
 from .servicegroup import WAIT_STEP, Op, ServiceGroup
+from .store import remove_folder
 
-Emit = Callable[[str, dict[str, Any]], None]
+if TYPE_CHECKING:
+    from typing import Any
+
+    Emit = Callable[[str, dict[str, Any]], None]
 
 
 class GroupError(ValueError):
@@ -159,7 +162,7 @@ class GroupRunner:
 
     def drop(self, group: ServiceGroup) -> None:
         """A removed group is stopped: forget it and its files (called by the group)."""
-        shutil.rmtree(self.group_dir(group.name), ignore_errors=True)
+        remove_folder(self.group_dir(group.name))
         with self._lock:
             if self._groups.get(group.name) is group:
                 del self._groups[group.name]

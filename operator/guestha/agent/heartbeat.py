@@ -45,7 +45,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import socket
@@ -53,13 +52,17 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
 
 from guestha.agent.sockets import SocketThread, bound
+from guestha.protocol import TYPE_CHECKING
+from guestha.protocol.addresses import same_host
 from guestha.protocol.desired import HeartbeatConfig
 from guestha.protocol.keys import CLUSTER_KEY, PAIR_KEYS
 from guestha.protocol.states import PEER_DOWN, PEER_UNKNOWN, PEER_UP
 from guestha.protocol.status import PeerStatus
+
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -103,18 +106,6 @@ def verify(key: bytes, datagram: bytes) -> bytes | None:
     mac, payload = datagram[end:end + MAC_BYTES], datagram[end + MAC_BYTES:]
     expected = hmac.new(key, datagram[:end] + payload, hashlib.sha256).digest()
     return payload if hmac.compare_digest(mac, expected) else None
-
-
-def _same_address(a: str, b: str) -> bool:
-    try:
-        x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
-    except ValueError:
-        return False
-    if isinstance(x, ipaddress.IPv6Address) and x.ipv4_mapped is not None:
-        x = x.ipv4_mapped
-    if isinstance(y, ipaddress.IPv6Address) and y.ipv4_mapped is not None:
-        y = y.ipv4_mapped
-    return x == y
 
 
 @dataclass(frozen=True)
@@ -310,7 +301,7 @@ class Heartbeat(SocketThread):
         if spec is None:
             self._drop("unknownSender")
             return None
-        if spec.address is None or not _same_address(source, spec.address):
+        if spec.address is None or not same_host(source, spec.address):
             self._drop("wrongSource")
             return None
         payload = verify(spec.key or self._cluster_key, datagram)

@@ -13,8 +13,12 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
 from urllib.parse import parse_qsl, unquote
+
+from guestha.protocol import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 REASONS = {
     100: "Continue",
@@ -144,8 +148,9 @@ def error_response(error: HttpError, headers: Mapping[str, str] | None = None) -
                                    "message": error.message}, dict(headers or {}))
 
 
-Recv = Callable[[int, float], bytes]  # (max bytes, timeout seconds) -> bytes; b"" at EOF
-Send = Callable[[bytes], None]
+if TYPE_CHECKING:
+    Recv = Callable[[int, float], bytes]  # (max bytes, timeout seconds) -> bytes; b"" at EOF
+    Send = Callable[[bytes], None]
 
 
 class RequestReader:

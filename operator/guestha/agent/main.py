@@ -4,31 +4,87 @@ Reads the identity file, starts every part (guestha.agent.agent.Agent), runs the
 loop until SIGTERM or SIGINT, then stops: the Failover groups are taken offline first,
 and the watchdog is disarmed only when they are (else it stays armed, to reset the guest).
 SIGHUP re-reads the TLS files (certificate rotation) for new connections.
-Exit codes: 0 after a clean stop, 2 for a bad identity file or state, 1 for other failures
-at start-up, bundles.RESTART_EXIT_CODE (75) to be started again into a new bundle
-(PUT /v1/bundle; the service manager's Restart=always does it).
+Exit codes: 0 after a clean stop, 2 for a bad command line, identity file or state, 1 for
+other failures at start-up, bundles.RESTART_EXIT_CODE (75) to be started again into a new
+bundle (PUT /v1/bundle; the service manager's Restart=always does it).
 
 Before anything else, a start from a bundle takes the launcher's step
 (guestha.agent.bundles.BundleFiles.launch): it may exec a trial bundle, or roll one back.
 A trial that got through Agent.start commits itself.
+
+The two options are read by `parse_args`, not argparse: argparse (with gettext) would stay
+in the agent's memory for its whole run, about a third of a megabyte, for one look at argv.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
 import threading
-from typing import Any
+from dataclasses import dataclass
 
-from guestha.agent.agent import Agent, Emit, Runner, RunnerFactory
+from guestha.agent.agent import Agent
 from guestha.agent.bundles import RESTART_EXIT_CODE, BundleFiles
 from guestha.agent.store import StoreError
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.fields import FieldError
 from guestha.protocol.identity import IDENTITY_FILE, Identity
 
+if TYPE_CHECKING:
+    from typing import Any
+
+    from guestha.agent.agent import Emit, Runner, RunnerFactory
+
 log = logging.getLogger("guestha.agent")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+USAGE = f"usage: guestha-agent [-h] [--config FILE] [--log-level {{{','.join(LOG_LEVELS)}}}]"
+HELP = f"""{USAGE}
+
+guestha's in-guest agent
+
+options:
+  -h, --help         show this help message and exit
+  --config FILE      the identity file (default: {IDENTITY_FILE})
+  --log-level LEVEL  one of {', '.join(LOG_LEVELS)} (default: INFO)
+"""
+
+
+class UsageError(Exception):
+    """A command line the agent does not take; the message names the argument."""
+
+
+@dataclass(frozen=True)
+class Options:
+    config: str = IDENTITY_FILE
+    log_level: str = "INFO"
+    help: bool = False
+
+
+def parse_args(argv: list[str]) -> Options:
+    """The options of `argv` (without the program name): `--config FILE`, `--log-level
+    LEVEL` (each also as `--name=value`, the last one given wins) and `-h`/`--help`."""
+    values = {"--config": IDENTITY_FILE, "--log-level": "INFO"}
+    wants_help = False
+    rest = list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-h", "--help"):
+            wants_help = True
+            continue
+        name, equals, value = arg.partition("=")
+        if name not in values:
+            raise UsageError(f"unrecognized argument: {arg}")
+        if not equals:
+            if not rest:
+                raise UsageError(f"argument {name}: expected one argument")
+            value = rest.pop(0)
+        values[name] = value
+    if values["--log-level"] not in LOG_LEVELS:
+        raise UsageError(f"argument --log-level: invalid choice: {values['--log-level']!r} "
+                         f"(choose from {', '.join(LOG_LEVELS)})")
+    return Options(values["--config"], values["--log-level"], wants_help)
 
 
 def default_runner(state_dir: str, emit: Emit) -> Runner:
@@ -39,13 +95,14 @@ def default_runner(state_dir: str, emit: Emit) -> Runner:
 
 def main(argv: list[str] | None = None, runner_factory: RunnerFactory = default_runner
          ) -> int:
-    parser = argparse.ArgumentParser(prog="guestha-agent",
-                                     description="guestha's in-guest agent")
-    parser.add_argument("--config", default=IDENTITY_FILE,
-                        help="the identity file (default: %(default)s)")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = parser.parse_args(argv)
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as e:
+        print(f"{USAGE}\nguestha-agent: error: {e}", file=sys.stderr)
+        return 2
+    if args.help:
+        print(HELP, end="")
+        return 0
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -14,24 +14,29 @@ verdicts.Seen) between calls. How it carries them out is its own contract:
   resource is Faulted only once clean has stopped it, confirmed by a monitor, so Faulted
   means "not running"; a clean that fails leaves it Unknown (it may still run);
 - a restart in place is announced (ResourceRestarted) before its clean, then online;
-- a resource in doubt is stopped (clean, confirmed) before it is started.
+- a resource in doubt is stopped (clean, confirmed) before it is started;
+- a fault outlives the agent's restart: the faulted mark is kept on disk (store.FaultRecord)
+  whenever it changes, and a monitor that finds a record starts Unknown with the mark set,
+  so its probe makes it Faulted again if it is stopped (Online if it runs) until cleared.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any
 
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.config import ResourceConfig
 from guestha.protocol.states import FAULTED, OFFLINE, ONLINE, STARTING, STOPPING, UNKNOWN
 
+from .events import rfc3339
 from .resources import ActionAborted, ActionError, ActionTimeout, MonitorResult, Resource
+from .store import FaultRecord
 from .verdicts import (
     FAULT,
     NOTE,
@@ -51,8 +56,11 @@ from .verdicts import (
     stopped_counters,
 )
 
-Emit = Callable[[str, dict[str, Any]], None]
-Make = Callable[[ResourceConfig, Callable[[], None]], Resource]
+if TYPE_CHECKING:
+    from typing import Any
+
+    Emit = Callable[[str, dict[str, Any]], None]
+    Make = Callable[[ResourceConfig, Callable[[], None]], Resource]
 
 OFFLINE_POLL_SECONDS = 0.2  # pause between monitors while confirming an offline action
 IDLE_WAKE_SECONDS = 5.0  # an idle resource thread looks at its queue at least this often
@@ -60,11 +68,7 @@ COMMAND_MARGIN_SECONDS = 5  # added to the sum of a resource's timeouts (command
 # What an entry point may raise when it fails (an OSError is a failure of the action too).
 ACTION_FAILURES = (ActionError, OSError)
 
-
-def rfc3339(when: float) -> str:
-    """A wall-clock time as RFC 3339 in UTC with milliseconds."""
-    return datetime.fromtimestamp(when, timezone.utc).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")
+log = logging.getLogger(__name__)
 
 
 class Pending:
@@ -120,7 +124,8 @@ class ResourceMonitor:
     """Runs one resource: its thread, its state, its counters."""
 
     def __init__(self, group: str, config: ResourceConfig, make: Make, emit: Emit,
-                 on_change: Callable[[ResourceMonitor], None]) -> None:
+                 on_change: Callable[[ResourceMonitor], None],
+                 fault_record: FaultRecord | None = None) -> None:
         self.group = group
         self.config = config
         self._make = make
@@ -132,6 +137,13 @@ class ResourceMonitor:
         # The state and the rules' counters: replaced whole (under _data) by the thread only.
         self._seen = Seen(UNKNOWN)
         self.message = "not probed yet"
+        # The faulted mark on disk (None: not kept), and whether a record is there now.
+        self._fault_record = fault_record
+        recorded = fault_record.load() if fault_record is not None else None
+        self._fault_recorded = recorded is not None
+        if recorded is not None:
+            self._seen = Seen(UNKNOWN, faulted=True)
+            self.message = f"not probed yet; faulted before the agent restarted: {recorded}"
         self.last_change = time.time()
         self._cond = threading.Condition()
         self._queue: collections.deque[_Command] = collections.deque()
@@ -303,6 +315,7 @@ class ResourceMonitor:
             self.message = message
             if state != previous:
                 self.last_change = time.time()
+        self._record_fault()
         if state != previous:
             self._emit("ResourceState", {"group": self.group, "resource": self.name,
                                          "state": state, "previous": previous,
@@ -315,6 +328,25 @@ class ResourceMonitor:
             self._seen = replace(seen, state=self._seen.state)
             if message is not None:
                 self.message = message
+        self._record_fault()
+
+    def _record_fault(self) -> None:
+        """Keeps the faulted mark on disk as it is in memory (the thread only, no lock
+        held). A record that cannot be written or removed is logged and tried again at
+        the next change; memory stays the authority while the agent runs."""
+        faulted = self._seen.faulted
+        if self._fault_record is None or faulted == self._fault_recorded:
+            return
+        try:
+            if faulted:
+                self._fault_record.save(self.message, rfc3339(time.time()))
+            else:
+                self._fault_record.drop()
+        except OSError as e:
+            log.warning("%s/%s: the fault could not be %s on disk: %s", self.group,
+                        self.name, "recorded" if faulted else "forgotten", e)
+            return
+        self._fault_recorded = faulted
 
     def _changed(self) -> None:
         self._on_change(self)

@@ -34,12 +34,15 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from guestha.agent.events import rfc3339 as _rfc3339
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.desired import FencingConfig, HeartbeatConfig
 from guestha.protocol.states import FAILED, FENCED, FENCING, IDLE, PENDING, RECHECKING
 from guestha.protocol.status import QuorumStatus, SelfFenceStatus
+
+if TYPE_CHECKING:
+    from typing import Any
 
 KEPT_ACROSS_RESTARTS = (FENCED, FAILED)
 

@@ -26,7 +26,6 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable
 
 from guestha.agent.http1 import (
     ClientGone,
@@ -39,11 +38,15 @@ from guestha.agent.http1 import (
 )
 from guestha.agent.listener import tcp_listener
 from guestha.agent.sockets import SocketThread
+from guestha.protocol import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    Handler = Callable[[Request], Response]
+    OnRequest = Callable[[Request, float], None]  # the request, when it arrived (monotonic)
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[Request], Response]
-OnRequest = Callable[[Request, float], None]  # the request, when it arrived (monotonic)
 
 
 def server_context(cert: str, key: str, ca: str) -> ssl.SSLContext:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import shutil
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 from urllib.parse import quote
 
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol import events as kinds
 from guestha.protocol.config import GroupConfig, ResourceConfig
 from guestha.protocol.states import (
@@ -38,19 +37,24 @@ from guestha.protocol.states import (
 from . import resources
 from .dependencies import ready_to_start, ready_to_stop
 from .monitor import Pending, ResourceMonitor
+from .store import FaultRecord, remove_folder
+
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 WAIT_STEP = 0.5  # seconds between progress checks when no notification arrives
 IDLE_WAKE_SECONDS = 5.0  # an idle worker looks at its queue at least this often
 
 
-class Host(Protocol):
-    """What a group needs of the runner that holds it (agent/groups.GroupRunner)."""
+if TYPE_CHECKING:
+    class Host(Protocol):
+        """What a group needs of the runner that holds it (agent/groups.GroupRunner)."""
 
-    watcher: resources.ExitWatcher
+        watcher: resources.ExitWatcher
 
-    def emit(self, kind: str, payload: dict[str, Any]) -> None: ...
-    def group_dir(self, group: str) -> str: ...
-    def drop(self, group: ServiceGroup) -> None: ...
+        def emit(self, kind: str, payload: dict[str, Any]) -> None: ...
+        def group_dir(self, group: str) -> str: ...
+        def drop(self, group: ServiceGroup) -> None: ...
 
 
 @dataclass
@@ -92,7 +96,8 @@ class ServiceGroup:
 
     def _monitor(self, config: ResourceConfig) -> ResourceMonitor:
         return ResourceMonitor(self.name, config, self._make, self.runner.emit,
-                               self._resource_changed)
+                               self._resource_changed,
+                               FaultRecord(self.resource_dir(config.name)))
 
     def resource_dir(self, resource: str) -> str:
         return os.path.join(self.runner.group_dir(self.name), quote(resource, safe=""))
@@ -318,7 +323,7 @@ class ServiceGroup:
                 del self._retired[name]
                 self._derive()
             monitor.close()
-            shutil.rmtree(self.resource_dir(name), ignore_errors=True)
+            remove_folder(self.resource_dir(name))
 
     def _remove(self) -> None:
         stopped = self._offline("Removed")

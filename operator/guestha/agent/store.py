@@ -1,6 +1,7 @@
 """What the agent keeps on local disk so it survives a restart: the desired configuration
 the operator sent, the highest operator epoch seen, the results of recent operations (so a
-repeated operation id is answered, not applied again), and the agent's incarnation number.
+repeated operation id is answered, not applied again), and the agent's incarnation number
+(Store); and each faulted resource's fault, in its own folder (FaultRecord).
 
 Every write goes to a temporary file that is fsynced and renamed over the old one, and the
 folder is fsynced after, so a crash leaves either the old state or the new, never half.
@@ -17,9 +18,14 @@ import json
 import os
 import threading
 import time
-from typing import Any
+
+from guestha.protocol import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 STATE_FILE = "channel-state.json"
+FAULT_FILE = "fault.json"  # in a resource's folder while it is faulted (FaultRecord)
 FORMAT = 1
 
 
@@ -30,6 +36,18 @@ class StoreError(Exception):
 class SaveError(Exception):
     """The state could not be written (the disk is full, read-only, failing...); nothing
     of the change was kept. The message names the file and the cause."""
+
+
+def remove_folder(path: str) -> None:
+    """Removes one of the agent's own folders with everything in it (a removed group's or
+    resource's files), quietly: a folder that is not there, or a file that will not go, is
+    left as it is.
+
+    shutil is imported here, when a folder goes (rarely), not with the agent: it brings
+    bz2 and lzma, and their libraries, into the agent's memory for the rest of its run."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
@@ -58,6 +76,47 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+class FaultRecord:
+    """A resource's fault kept in its folder (FAULT_FILE), so that a fault outlives the
+    agent's restart until it is cleared (hagrp -clear), as the rules' faulted mark does in
+    memory (agent/verdicts.py: Seen.faulted). Written with write_atomically when the mark
+    is set, removed when it ends. A record that cannot be read back (damaged) still counts
+    as a fault: the safe side is a resource that must be cleared before it starts here."""
+
+    def __init__(self, folder: str) -> None:
+        self.path = os.path.join(folder, FAULT_FILE)
+
+    def load(self) -> str | None:
+        """The recorded fault's message; None when there is no record."""
+        try:
+            with open(self.path, "rb") as f:
+                raw = json.loads(f.read().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            return f"(its record {self.path} cannot be read: {e})"
+        message = raw.get("message") if isinstance(raw, dict) else None
+        return message if isinstance(message, str) else ""
+
+    def save(self, message: str, when: str) -> None:
+        """Records the fault (OSError when it cannot be written)."""
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        data = json.dumps({"format": FORMAT, "message": message, "since": when})
+        write_atomically(self.path, data.encode("utf-8"))
+
+    def drop(self) -> None:
+        """Forgets the fault (OSError when the record cannot be removed)."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            return
+        dfd = os.open(os.path.dirname(self.path), os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 class Store:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pkgutil
 
 VERSION_FILE = "VERSION"
 HASH_CHARS = 16
@@ -51,12 +50,24 @@ def content_hash(files: list[tuple[str, bytes]]) -> str:
     return digest.hexdigest()[:HASH_CHARS]
 
 
+def _bundled_version() -> bytes | None:
+    """The VERSION file beside this module, read through the loader that imported it (the
+    zipapp's zipimporter, or the file system's), as pkgutil.get_data reads it; pkgutil
+    itself (with importlib.util) is not imported for this one read."""
+    loader = getattr(__spec__, "loader", None)
+    get_data = getattr(loader, "get_data", None)
+    if get_data is None:
+        return None
+    try:
+        data: bytes = get_data(os.path.join(os.path.dirname(__file__), VERSION_FILE))
+    except OSError:
+        return None
+    return data
+
+
 def agent_version() -> str:
     """The bundle's VERSION when running from one, else the hash of the source tree."""
-    try:
-        data = pkgutil.get_data("guestha.agent", VERSION_FILE)
-    except OSError:
-        data = None
+    data = _bundled_version()
     if data:
         return data.decode("ascii").strip()
     here = os.path.dirname(os.path.abspath(__file__))

@@ -20,9 +20,12 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
 
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.status import WatchdogStatus
+
+if TYPE_CHECKING:
+    from typing import Callable
 
 log = logging.getLogger(__name__)
 

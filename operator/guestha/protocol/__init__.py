@@ -15,3 +15,9 @@ spelled once. Nothing here does I/O (but `Identity.load`, which reads the identi
 - keys: the heartbeat pair keys
 - fields: the readers every `from_dict` uses, refusing bad input naming the field
 """
+
+# The guard of typing-only imports in the agent's and the protocol's modules (`if
+# TYPE_CHECKING:`), instead of typing's own: the agent never imports the typing module at
+# run time, which would stay in its memory for good (about 0.4 MB on Python 3.9). mypy
+# reads a block under this name as always taken; Python never runs it.
+TYPE_CHECKING = False

@@ -17,9 +17,11 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
-from guestha.protocol import fields
+from guestha.protocol import TYPE_CHECKING, fields
+
+if TYPE_CHECKING:
+    from typing import Any
 
 # The largest bundle accepted (bytes, decoded). Its base64 (4/3 of it) and the envelope
 # stay under the channel's 1 MiB body limit; today's bundle is about 120 kB.

@@ -9,9 +9,11 @@ record (with the header constants.REPLAYED_HEADER). docs/agent-api.md has the ru
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from guestha.protocol import fields
+from guestha.protocol import TYPE_CHECKING, fields
+
+if TYPE_CHECKING:
+    from typing import Any
 
 GROUP_ACTIONS = ("online", "offline", "clear", "probe")
 MAX_OPERATION_ID = 128  # characters, all printable

@@ -15,9 +15,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from guestha.protocol import fields
+from guestha.protocol import TYPE_CHECKING, fields
+
+if TYPE_CHECKING:
+    from typing import Any
 
 RESOURCE_TYPES = ("Process", "Application", "Systemd", "OCF", "Mount", "IP")
 FAILOVER = "Failover"  # online on one member at a time

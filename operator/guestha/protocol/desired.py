@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from guestha.protocol import fields
+from guestha.protocol import TYPE_CHECKING, addresses, fields
 from guestha.protocol.config import GroupConfig
 from guestha.protocol.keys import MIN_PAIR_KEY_BYTES
+
+if TYPE_CHECKING:
+    from typing import Any
 
 DESIRED_FIELDS = frozenset({"groups", "peers", "heartbeat", "fencing"})
 
@@ -117,12 +118,8 @@ class PeerConfig:
         label = f"{where}[{member}]"
         fields.check_keys(body, frozenset({"member", "address", "port", "heartbeatKey"}), label)
         address = body.get("address")
-        if address is not None:
-            try:
-                ipaddress.ip_address(address if isinstance(address, str) else "")
-            except ValueError as e:
-                raise fields.FieldError(f"{label}.address: must be an IP address, "
-                                        f"got {address!r}") from e
+        if address is not None and addresses.packed(address) is None:
+            raise fields.FieldError(f"{label}.address: must be an IP address, got {address!r}")
         port = fields.integer(body, "port", 1, label, 1, 65535) if "port" in body else None
         return cls(member, None if address is None else str(address), port,
                    _heartbeat_key(body, label))

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from guestha.protocol import fields
+from guestha.protocol import TYPE_CHECKING, fields
+
+if TYPE_CHECKING:
+    from typing import Any
 
 # From the agent itself.
 AGENT_STARTED = "AgentStarted"  # member, agentVersion, incarnation, groups

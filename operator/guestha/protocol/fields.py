@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+
+from guestha.protocol import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class FieldError(ValueError):

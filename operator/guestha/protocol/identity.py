@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from guestha.protocol import fields
+from guestha.protocol import TYPE_CHECKING, fields
 from guestha.protocol.constants import (
     AGENT_PORT,
     HEARTBEAT_PORT,
@@ -19,6 +18,9 @@ from guestha.protocol.constants import (
     OPERATOR_NAME,
     TRANSPORTS,
 )
+
+if TYPE_CHECKING:
+    from typing import Any
 
 IDENTITY_FILE = "/etc/guestha/agent.json"
 TLS_DIR = "/etc/guestha/tls"

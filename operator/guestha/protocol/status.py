@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from guestha.protocol import fields
+from guestha.protocol import TYPE_CHECKING, fields
 from guestha.protocol.bundle import BundleStatus
 from guestha.protocol.config import GROUP_TYPES, RESOURCE_TYPES
 from guestha.protocol.keys import KEY_SOURCES
 from guestha.protocol.states import GROUP_STATES, PEER_STATES, RESOURCE_STATES, SELF_FENCE_STATES
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _o, _int, _text, _bool = fields.obj, fields.integer, fields.text, fields.boolean
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+
+from guestha.protocol import TYPE_CHECKING
 
 from .application import Application
 from .base import (
@@ -20,6 +21,9 @@ from .ocf import OCF
 from .process import Process
 from .systemd import Systemd
 from .watcher import ExitWatcher
+
+if TYPE_CHECKING:
+    from typing import Any
 
 TYPES: dict[str, type[Resource]] = {
     cls.type_name: cls for cls in (Process, Application, Systemd, OCF, Mount, IP)

@@ -17,8 +17,8 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.states import OFFLINE, ONLINE
 
 from . import fsprobe, pidfiles, procfs
@@ -33,6 +33,9 @@ from .base import (
     env_names,
 )
 from .programs import Account, Completed, account, environment, shell
+
+if TYPE_CHECKING:
+    from typing import Any
 
 VCS_ONLINE, VCS_OFFLINE = 110, 100
 OCF_ONLINE, OCF_OFFLINE = 0, 7

@@ -17,11 +17,14 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
+from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.states import OFFLINE, ONLINE, UNKNOWN
 
 from .watcher import ExitWatcher
+
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 
 class ActionError(Exception):
@@ -58,7 +61,8 @@ class MonitorResult:
         return cls(UNKNOWN, message)
 
 
-Check = Callable[[Any], "str | None"]
+if TYPE_CHECKING:
+    Check = Callable[[Any], "str | None"]
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,15 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+
+from guestha.protocol import TYPE_CHECKING
 
 from .base import ActionError
 from .programs import Account, run
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .base import Resource
 
 READ_LIMIT = 64  # bytes of a file's start read for `read` (a pid file)

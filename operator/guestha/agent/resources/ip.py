@@ -10,23 +10,25 @@ listed by `ip -o addr show dev INTERFACE`; offline and clean = `ip addr del`. Wi
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import re
-import shutil
 import threading
 from collections.abc import Mapping
-from typing import Any
+
+from guestha.protocol import TYPE_CHECKING
+from guestha.protocol.addresses import packed
 
 from .base import ActionError, Attr, MonitorResult, Resource, ResourceContext
 from .programs import run
+
+if TYPE_CHECKING:
+    import ipaddress
+    from typing import Any
 
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 
 
 def _address(value: Any) -> str | None:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
+    if packed(value) is None:
         return f"not an IPv4 or IPv6 address: {value!r}"
     return None
 
@@ -40,6 +42,8 @@ def _interface(value: Any) -> str | None:
 def parse_addresses(text: str) -> list[tuple[str, ipaddress.IPv4Interface | ipaddress.IPv6Interface,
                                              str]]:
     """(interface, address/prefix, flags) from `ip -o addr show` output."""
+    import ipaddress  # here, not with the agent: only IP resources need it
+
     found: list[tuple[str, ipaddress.IPv4Interface | ipaddress.IPv6Interface, str]] = []
     for line in text.splitlines():
         parts = line.split()
@@ -63,6 +67,15 @@ def parse_default_route(text: str) -> str | None:
     return None
 
 
+def _have_arping() -> bool:
+    """Whether the guest has arping (for the gratuitous ARP after an IPv4 address is added).
+    shutil is imported here, by IP resources only, not with the agent (see
+    agent.store.remove_folder)."""
+    import shutil
+
+    return shutil.which("arping") is not None
+
+
 class IP(Resource):
     """An IP address on an interface."""
 
@@ -75,6 +88,8 @@ class IP(Resource):
 
     def __init__(self, context: ResourceContext, attributes: Mapping[str, Any]) -> None:
         super().__init__(context, attributes)
+        import ipaddress  # see parse_addresses
+
         self.address = ipaddress.ip_address(attributes["address"])
         self.prefix: int = int(attributes.get("prefixLength",
                                               32 if self.address.version == 4 else 128))
@@ -85,7 +100,7 @@ class IP(Resource):
         errors = super().validate(attributes)
         prefix = attributes.get("prefixLength")
         if not errors and prefix is not None:
-            bits = ipaddress.ip_address(attributes["address"]).max_prefixlen
+            bits = 128 if ":" in attributes["address"] else 32  # IPv6, or IPv4
             if not 0 <= prefix <= bits:
                 errors.append(f"attributes.prefixLength: must be 0-{bits} for "
                               f"{attributes['address']}, got {prefix}")
@@ -142,7 +157,7 @@ class IP(Resource):
         if code != 0:
             raise ActionError(f"ip addr add {self.address}/{self.prefix} dev {device} failed: "
                               f"{output.strip()[:300]}")
-        if self.address.version == 4 and shutil.which("arping"):
+        if self.address.version == 4 and _have_arping():
             threading.Thread(target=self._announce, args=(device,), daemon=True,
                              name=f"arping-{self.address}").start()
 

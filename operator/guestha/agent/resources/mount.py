@@ -24,11 +24,15 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from guestha.protocol import TYPE_CHECKING
 
 from . import fsprobe, procfs
 from .base import ActionError, ActionTimeout, Attr, MonitorResult, Resource, ResourceContext
 from .programs import run
+
+if TYPE_CHECKING:
+    from typing import Any
 
 MOUNTINFO = "/proc/self/mountinfo"
 _BY_TAG = {"LABEL": "by-label", "UUID": "by-uuid", "PARTUUID": "by-partuuid",

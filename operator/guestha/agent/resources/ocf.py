@@ -3,23 +3,29 @@
 `agent` is provider:type (or ocf:provider:type), run from OCF_ROOT/resource.d/provider/type
 with the action as its argument and the parameters as OCF_RESKEY_name. The agent's own
 meta-data is read to validate the parameters (unknown and missing required ones are refused
-by name). Exit codes follow the OCF specification: 0 success/running, 7 not running,
-8 running promoted, 9 failed promoted, 1-6 errors; a monitor's code other than 0, 7 and 8
-means "failed, may still run" (monitor_result).
+by name); its XML is parsed in a short-lived `python3 -I -S` child (see parse_meta_data).
+Exit codes follow the OCF specification: 0 success/running, 7 not running, 8 running
+promoted, 9 failed promoted, 1-6 errors; a monitor's code other than 0, 7 and 8 means
+"failed, may still run" (monitor_result).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
 import threading
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from guestha.protocol import TYPE_CHECKING
 
 from .base import ActionError, Attr, MonitorResult, Resource, ResourceContext
 from .programs import Completed, environment, run
+
+if TYPE_CHECKING:
+    from typing import Any
 
 OCF_ROOT = "/usr/lib/ocf"  # where agents and their shell functions are installed
 META_DATA_TIMEOUT = 10.0
@@ -91,19 +97,50 @@ class MetaData:
     actions: tuple[str, ...]
 
 
-def parse_meta_data(text: str) -> MetaData:
-    """Parse the XML an OCF agent prints for `meta-data`."""
+# The child that parses meta-data: the XML on stdin, one JSON answer on stdout.
+_PARSE_CHILD = r"""
+import io, json, sys
+from xml.etree import ElementTree
+text = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8").read()
+try:
     root = ElementTree.fromstring(text)
-    parameters: dict[str, Parameter] = {}
-    for node in root.iter("parameter"):
-        name = node.get("name")
-        if not name:
-            continue
-        content = node.find("content")
-        default = content.get("default") if content is not None else None
-        parameters[name] = Parameter(name, node.get("required") in ("1", "true"), default)
-    actions = tuple(a.get("name", "") for a in root.iter("action"))
-    return MetaData(parameters, actions)
+except ElementTree.ParseError as e:
+    sys.stdout.write(json.dumps({"error": str(e)}))
+    sys.exit(0)
+parameters = []
+for node in root.iter("parameter"):
+    name = node.get("name")
+    if not name:
+        continue
+    content = node.find("content")
+    default = content.get("default") if content is not None else None
+    parameters.append([name, node.get("required") in ("1", "true"), default])
+actions = [a.get("name", "") for a in root.iter("action")]
+sys.stdout.write(json.dumps({"parameters": parameters, "actions": actions}))
+"""
+
+
+def parse_meta_data(text: str, timeout: float = META_DATA_TIMEOUT) -> MetaData:
+    """Parse the XML an OCF agent prints for `meta-data`; ActionError when it is not XML.
+
+    The parsing runs in a `python3 -I -S` child, once per agent type (read_meta_data caches
+    it): xml.etree and pyexpat would otherwise stay in the agent's memory for its whole
+    run, about half a megabyte, for one look at each OCF agent's meta-data."""
+    done = run([sys.executable or "python3", "-I", "-S", "-c", _PARSE_CHILD], timeout,
+               "parsing meta-data", keep=META_DATA_LIMIT, stderr=False,
+               stdin=text.encode("utf-8"))
+    try:
+        answer = json.loads(done.output) if done.returncode == 0 else None
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise ActionError(f"meta-data could not be parsed (the parser exited with status "
+                          f"{done.returncode}: {done.tail(100)!r})")
+    if "error" in answer:
+        raise ActionError(f"meta-data is not valid XML: {answer['error']}")
+    parameters = {name: Parameter(name, bool(required), default)
+                  for name, required, default in answer["parameters"]}
+    return MetaData(parameters, tuple(answer["actions"]))
 
 
 _cache: dict[tuple[str, float], MetaData] = {}
@@ -122,10 +159,7 @@ def read_meta_data(path: str, timeout: float = META_DATA_TIMEOUT) -> MetaData:
                stderr=False)
     if done.returncode != 0:
         raise ActionError(f"meta-data exited with {exit_text(done.returncode)}: {done.tail()}")
-    try:
-        data = parse_meta_data(done.output)
-    except ElementTree.ParseError as e:
-        raise ActionError(f"meta-data is not valid XML: {e}") from None
+    data = parse_meta_data(done.output, timeout)
     with _cache_lock:
         _cache[key] = data
     return data

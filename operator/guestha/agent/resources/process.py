@@ -26,7 +26,8 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from typing import Any
+
+from guestha.protocol import TYPE_CHECKING
 
 from . import fsprobe, procfs
 from .base import (
@@ -42,6 +43,9 @@ from .base import (
     signal_number,
 )
 from .programs import ENTER, Account, account, credentials, environment
+
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_STOP_SIGNAL = "SIGTERM"
 DEFAULT_STOP_TIMEOUT = 10

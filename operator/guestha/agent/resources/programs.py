@@ -19,14 +19,16 @@ import os
 import pwd
 import signal
 import subprocess
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+
+from guestha.protocol import TYPE_CHECKING
 
 from .base import ActionAborted, ActionError, ActionTimeout
 
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from .base import Resource
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -107,6 +109,34 @@ def credentials(user: Account | None) -> dict[str, Any]:
     return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
 
 
+def output_file() -> IO[bytes]:
+    """An unnamed file for a program's output, gone when closed: O_TMPFILE in TMPDIR (else
+    /tmp), as tempfile.TemporaryFile makes it. tempfile itself (with shutil and random,
+    over half a megabyte of the agent's memory) is imported only where the kernel or the
+    file system has no O_TMPFILE."""
+    try:
+        fd = os.open(os.environ.get("TMPDIR") or "/tmp",
+                     os.O_RDWR | os.O_TMPFILE | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except (OSError, AttributeError):
+        import tempfile
+
+        return tempfile.TemporaryFile()
+    return open(fd, "w+b")
+
+
+@contextlib.contextmanager
+def _stdin(data: bytes | None) -> Iterator[Any]:
+    """What a program reads: nothing (/dev/null), or `data` from an unnamed file (a file,
+    not a pipe: the agent never blocks writing to a child that does not read)."""
+    if data is None:
+        yield subprocess.DEVNULL
+        return
+    with output_file() as f:
+        f.write(data)
+        f.seek(0)
+        yield f
+
+
 def _read_tail(f: Any, keep: int = OUTPUT_LIMIT) -> str:
     f.seek(0, os.SEEK_END)
     size = f.tell()
@@ -118,17 +148,18 @@ def _read_tail(f: Any, keep: int = OUTPUT_LIMIT) -> str:
 def run(argv: Sequence[str], timeout: float, what: str, *, env: Mapping[str, str] | None = None,
         cwd: str | None = None, user: Account | None = None,
         owner: Resource | None = None, keep: int = OUTPUT_LIMIT,
-        stderr: bool = True) -> Completed:
+        stderr: bool = True, stdin: bytes | None = None) -> Completed:
     """Run `argv` to its end within `timeout` seconds; `what` names it in errors.
 
-    The last `keep` characters of its output (with stderr unless `stderr` is False) are
-    returned. Raises ActionTimeout (after killing the program's process group) or
-    ActionError when the program cannot be started. A non-zero exit status is returned.
+    It reads `stdin` (nothing when None). The last `keep` characters of its output (with
+    stderr unless `stderr` is False) are returned. Raises ActionTimeout (after killing the
+    program's process group) or ActionError when the program cannot be started. A non-zero
+    exit status is returned.
     """
-    with tempfile.TemporaryFile() as out:
+    with output_file() as out, _stdin(stdin) as source:
         try:
             proc = subprocess.Popen(
-                entering(cwd, argv), stdin=subprocess.DEVNULL, stdout=out,
+                entering(cwd, argv), stdin=source, stdout=out,
                 stderr=subprocess.STDOUT if stderr else subprocess.DEVNULL,
                 env=dict(env) if env is not None else environment(), cwd="/",
                 start_new_session=True, close_fds=True, **credentials(user))

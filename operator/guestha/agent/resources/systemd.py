@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+
+from guestha.protocol import TYPE_CHECKING
 
 from .base import ActionError, Attr, MonitorResult, Resource, ResourceContext
 from .programs import Completed, run
+
+if TYPE_CHECKING:
+    from typing import Any
 
 SYSTEMCTL = "systemctl"
 _UNIT = re.compile(r"^[A-Za-z0-9:_.@\\-]+$")
