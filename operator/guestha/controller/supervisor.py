@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -33,7 +34,7 @@ from guestha.channel.aio import (
     FollowSettings,
     Member,
 )
-from guestha.controller import cluster_status, metrics, observe
+from guestha.controller import cluster_status, departure, metrics, observe
 from guestha.controller.links import MemberLink
 from guestha.controller.publisher import Publisher, Writer, now_iso
 from guestha.controller.sightings import Sightings
@@ -82,6 +83,7 @@ class Snapshot:
     switchovers: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]]
     switchover_bodies: Mapping[str, Mapping[str, Any]]
     nodes: Mapping[str, bool]  # node name -> Ready and renewing its Lease
+    departing: Sequence[MemberView] = ()  # members leaving (controller.departure)
 
 
 class Fencer(Protocol):
@@ -113,7 +115,8 @@ class ClusterSupervisor:
     def __init__(self, namespace: str, name: str, read: Callable[[], Snapshot],
                  outputs: Outputs, client: Callable[[Member], AsyncAgentClient], port: int,
                  heartbeat_secret: bytes, leader: Callable[[], bool],
-                 epoch: Callable[[], int], follow: FollowSettings | None = None) -> None:
+                 epoch: Callable[[], int], follow: FollowSettings | None = None,
+                 departures: departure.Departures | None = None) -> None:
         self.namespace, self.name = namespace, name
         self._read = read
         self._out = outputs
@@ -137,13 +140,14 @@ class ClusterSupervisor:
         self._peer_addresses: dict[str, tuple[float, dict[str, str | None]]] = {}
         self._wake = asyncio.Event()
         self.last_plan: Plan | None = None
+        self.departures = departures or departure.Departures(namespace, name)
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self, stopped: Callable[[], bool]) -> None:
         try:
-            while not stopped():
+            while not stopped() and not self.departures.finished:
                 deadline = await self.step()
                 timeout = FENCE_POLL_SECONDS if self._fences else RESYNC_SECONDS
                 if deadline is not None:
@@ -196,6 +200,8 @@ class ClusterSupervisor:
 
     async def step(self) -> float | None:
         """One pass; returns the time (monotonic) of the engine's next bound."""
+        if self.departures.finished:
+            return None  # a deleted cluster, released: nothing is left to do
         snap = self._read()
         now = time.monotonic()
         try:
@@ -203,19 +209,23 @@ class ClusterSupervisor:
         except (FieldError, ValueError) as e:
             log.error("%s/%s: spec refused: %s", self.namespace, self.name, e)
             return None
+        current = snap.views  # the members; those leaving are planned for too, until let go
+        snap = dataclasses.replace(snap, views=self.departures.joined(
+            snap.cluster, snap.views, snap.departing, now))
         await self._sync_links(snap.views)
         self.sightings.members([v.name for v in snap.views], now)
         self._recall_runs(snap)
         leader = self._leader()
         budget = cluster_offline_budget([GroupSource(g.name, g.spec) for g in snap.groups])
         if leader:
+            await self.departures.api.add_finalizer(snap.cluster)
             await self._push_configs(snap, budget)
         else:
             self._budgets.clear()  # another leader may give the agents other values
         self._fencing = {}
         members = [self._member_facts(v, snap) for v in snap.views]
         self._count_onlines(snap)
-        groups = self._group_states(snap)
+        groups = departure.without_members(self._group_states(snap), self.departures.names)
         started = time.perf_counter()
         state = observe.cluster_state(now, spec, float(OPERATOR_LEASE_SECONDS), members,
                                       groups, snap.switchovers, leader,
@@ -227,14 +237,38 @@ class ClusterSupervisor:
         if leader:
             await self._execute(result, snap)
             self.publisher.forget([g.name for g in snap.groups])
-            await self.publisher.publish(result, snap.views, snap.cluster, snap.groups,
+            await self.publisher.publish(result, current, snap.cluster, snap.groups,
                                          snap.group_bodies, snap.switchover_bodies,
-                                         self.links, self._epoch(), now, self._fencing,
+                                         self.links, self._epoch(), now,
+                                         {**self._fencing, **self.departures.status()},
                                          {m: {k: v for k, v in (("uid", r.uid),
                                                                  ("node", r.node),
                                                                  ("address", r.address)) if v}
                                           for m, r in self._runs.items()})
+            await self._let_go(state, snap)
         return result.next_wakeup
+
+    async def _let_go(self, state: ClusterState, snap: Snapshot) -> None:
+        """Members leaving that may go now are let go (controller.departure); a deleted
+        cluster whose members all left is released."""
+        def applied_empty(member: str) -> bool:
+            link = self.links.get(member)
+            return link is not None and link.applied is not None \
+                and not link.applied.groups and not link.applied.peers
+
+        def pending(member: str) -> bool:
+            return any(member in m.pending for m in self._groups.values())
+
+        def event(kind: str, reason: str, message: str) -> None:
+            self._out.event(snap.cluster, kind, reason, message)
+
+        if await self.departures.settle(state, applied_empty, pending,
+                                        state.settings.offline_timeout, event):
+            self.wake()  # the others' peer lists drop them at once
+        await self.departures.finish(
+            ((snap.group_bodies[g.name], g.status) for g in snap.groups),
+            lambda body, status: self._out.patch_status(
+                "servicegroups", str(body["metadata"]["name"]), status), now_iso())
 
     def _recall_runs(self, snap: Snapshot) -> None:
         """The run each member's groups were last seen on, as the InGuestCluster status
@@ -324,6 +358,8 @@ class ClusterSupervisor:
                 log.warning("%s/%s: no configuration for %s: %s", self.namespace, self.name,
                             name, e)
                 continue
+            config = self.departures.config_for(name, link.reachable, link.state.groups,
+                                                config)
             pushes.append((link, config))
         await asyncio.gather(*(link.push(config) for link, config in pushes))
         for link, config in pushes:
