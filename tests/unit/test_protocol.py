@@ -69,6 +69,7 @@ STATUS: dict[str, Any] = {
     "heartbeat": {"intervalMilliseconds": 500, "peerTimeoutMilliseconds": 3000,
                   "keys": "pair", "counters": {"sent": 10, "accepted": 9}},
     "channel": {"accepted": 5, "refusedCertificate": 0, "open": 1},
+    "tls": {"notBefore": "2026-11-25T17:00:00Z", "notAfter": "2027-11-25T17:00:00Z"},
 }
 
 
@@ -78,6 +79,8 @@ def test_a_status_report_reads_back_what_it_writes() -> None:
     assert StatusReport.from_dict(report.to_dict()) == report
     assert report.group("shop") is not None and report.groups["shop"].resources[0].restarts == 1
     assert report.groups["old"].removing and report.group("none") is None
+    older = {k: v for k, v in STATUS.items() if k != "tls"}  # an agent before rotation
+    assert StatusReport.from_dict(older).tls is None
     assert report.self_fence.seconds_left is None and report.quorum.alive_peers == ("web-b",)
 
 

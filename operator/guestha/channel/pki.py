@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from guestha.protocol import tls
 from guestha.protocol.constants import OPERATOR_NAME
 
 CA_VALIDITY = datetime.timedelta(days=3650)
@@ -197,14 +198,8 @@ def due_for_rotation(cert_pem: bytes, now: datetime.datetime,
                      fraction: float = ROTATE_AT) -> bool:
     """Pure: whether `fraction` of the certificate's lifetime (not before to not after)
     has passed at `now`; an expired or not-yet-valid certificate is always due."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction: must be in (0, 1], got {fraction!r}")
     cert = _certificate(cert_pem)
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-    at = _now(now)
-    if at < start or at >= end:
-        return True
-    return at >= start + (end - start) * fraction
+    return tls.due(cert.not_valid_before_utc, cert.not_valid_after_utc, _now(now), fraction)
 
 
 def matches(cert_pem: bytes, key_pem: bytes) -> bool:

@@ -18,6 +18,7 @@ from guestha.protocol import fields
 from guestha.protocol.config import GROUP_TYPES, RESOURCE_TYPES
 from guestha.protocol.keys import KEY_SOURCES
 from guestha.protocol.states import GROUP_STATES, PEER_STATES, RESOURCE_STATES, SELF_FENCE_STATES
+from guestha.protocol.tls import TlsStatus
 
 _o, _int, _text, _bool = fields.obj, fields.integer, fields.text, fields.boolean
 
@@ -252,6 +253,9 @@ class StatusReport:
     events: EventCursor
     heartbeat: HeartbeatStatus
     channel: Mapping[str, int]  # the channel server's counters
+    # The serving certificate new connections get (None: an agent before rotation, or
+    # its certificate could not be read).
+    tls: TlsStatus | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -265,6 +269,7 @@ class StatusReport:
             "quorum": self.quorum.to_dict(), "selfFence": self.self_fence.to_dict(),
             "watchdog": self.watchdog.to_dict(), "events": self.events.to_dict(),
             "heartbeat": self.heartbeat.to_dict(), "channel": dict(self.channel),
+            "tls": None if self.tls is None else self.tls.to_dict(),
         }
 
     @classmethod
@@ -287,6 +292,7 @@ class StatusReport:
             EventCursor.from_dict(b.get("events"), f"{where}.events"),
             HeartbeatStatus.from_dict(b.get("heartbeat"), f"{where}.heartbeat"),
             fields.counters(b, "channel", where),
+            None if b.get("tls") is None else TlsStatus.from_dict(b["tls"], f"{where}.tls"),
         )
 
     def group(self, name: str) -> GroupStatus | None:

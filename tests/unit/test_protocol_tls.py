@@ -1,0 +1,97 @@
+"""PUT /v1/tls's body and the agent's reading of a certificate's validity
+(guestha.protocol.tls), checked against the cryptography library's reading; the rotation
+rule as a table."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from guestha.channel import pki
+from guestha.protocol import tls
+from guestha.protocol.fields import FieldError
+
+pytestmark = pytest.mark.unit
+
+UTC = datetime.UTC
+
+
+def certificate(start: datetime.datetime, end: datetime.datetime) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "web-a")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(end).sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize(("start", "end"), [
+    (datetime.datetime(2026, 11, 30, 10, 0, 0, tzinfo=UTC),
+     datetime.datetime(2027, 11, 30, 10, 0, 0, tzinfo=UTC)),
+    (datetime.datetime(1999, 1, 1, tzinfo=UTC),  # UTCTime 99: 1999
+     datetime.datetime(2049, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    (datetime.datetime(2026, 1, 1, tzinfo=UTC),  # GeneralizedTime from 2050 on
+     datetime.datetime(2061, 6, 15, 12, 30, 5, tzinfo=UTC)),
+])
+def test_the_validity_read_is_the_certificates(start: datetime.datetime,
+                                               end: datetime.datetime) -> None:
+    assert tls.validity(certificate(start, end)) == (start, end)
+
+
+def test_the_validity_of_the_operators_member_certificates() -> None:
+    pair = pki.issue_member(pki.new_ca("web"), "web-a", ("10.0.0.12",))
+    cert = x509.load_pem_x509_certificate(pair.cert_pem)
+    assert tls.validity(pair.cert_pem.decode()) == (cert.not_valid_before_utc,
+                                                    cert.not_valid_after_utc)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("", "not a PEM certificate"),
+    ("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----", "not base64"),
+    ("-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----", "truncated"),
+    ("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----", "not an X.509"),
+])
+def test_what_is_no_certificate_is_refused_naming_the_field(text: str, words: str) -> None:
+    with pytest.raises(FieldError, match=rf"^body\.certificate: .*{words}"):
+        tls.validity(text, "body.certificate")
+
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=UTC)
+DAY = datetime.timedelta(days=1)
+
+
+@pytest.mark.parametrize(("now", "fraction", "expected"), [
+    (T0 + 1 * DAY, 2 / 3, False),
+    (T0 + 59 * DAY, 2 / 3, False),
+    (T0 + 60 * DAY, 2 / 3, True),  # two thirds of 90 days
+    (T0 + 89 * DAY, 2 / 3, True),
+    (T0 + 90 * DAY, 2 / 3, True),  # expired
+    (T0 - DAY, 2 / 3, True),  # not yet valid
+    (T0 + 45 * DAY, 0.5, True),
+])
+def test_when_a_certificate_is_due(now: datetime.datetime, fraction: float,
+                                   expected: bool) -> None:
+    assert tls.due(T0, T0 + 90 * DAY, now, fraction) is expected
+    status = tls.TlsStatus(tls.iso(T0), tls.iso(T0 + 90 * DAY))
+    assert status.due(now, fraction) is expected
+
+
+def test_the_update_body_names_each_bad_field() -> None:
+    pair = pki.issue_member(pki.new_ca("web"), "web-a")
+    good = {"certificate": pair.cert_pem.decode(), "key": pair.key_pem.decode()}
+    assert tls.TlsUpdate.from_dict(good).to_dict() == good
+    with pytest.raises(FieldError, match=r"^body\.key: required"):
+        tls.TlsUpdate.from_dict({"certificate": good["certificate"]})
+    with pytest.raises(FieldError, match=r"^body\.key: not a PEM private key"):
+        tls.TlsUpdate.from_dict({**good, "key": good["certificate"]})
+    with pytest.raises(FieldError, match=r"^body\.ca: not a PEM certificate"):
+        tls.TlsUpdate.from_dict({**good, "ca": "junk"})
+    with pytest.raises(FieldError, match=r"^body: unknown field"):
+        tls.TlsUpdate.from_dict({**good, "chain": "x"})
+    with pytest.raises(FieldError, match=r"^body\.certificate: at most"):
+        tls.TlsUpdate.from_dict({**good, "certificate": "x" * (tls.MAX_PEM + 1)})
