@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from guestha.channel import pki
+from guestha.controller import credentials, rotation
 from guestha.protocol import tls
 from guestha.protocol.fields import FieldError
 
@@ -95,3 +96,34 @@ def test_the_update_body_names_each_bad_field() -> None:
         tls.TlsUpdate.from_dict({**good, "chain": "x"})
     with pytest.raises(FieldError, match=r"^body\.certificate: at most"):
         tls.TlsUpdate.from_dict({**good, "certificate": "x" * (tls.MAX_PEM + 1)})
+
+
+def test_a_short_lived_member_certificate_is_not_due_at_once() -> None:
+    """Backdated a tenth of its lifetime at most (pki.BACKDATE is 5 minutes): a test's
+    40 s certificate is due at two thirds of its 44 s, not at its issue."""
+    now = datetime.datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    pair = pki.issue_member(pki.new_ca("web", now), "web-a", (), now,
+                            datetime.timedelta(seconds=40))
+    status = tls.TlsStatus.of(pair.cert_pem.decode())
+    assert status.not_before == tls.iso(now - datetime.timedelta(seconds=4))
+    assert not status.due(now, pki.ROTATE_AT)
+    assert not status.due(now + datetime.timedelta(seconds=25), pki.ROTATE_AT)
+    assert status.due(now + datetime.timedelta(seconds=26), pki.ROTATE_AT)
+    assert rotation.due_at(status) == now + datetime.timedelta(seconds=-4 + 44 * 2 / 3)
+
+
+def test_the_member_validity_hook_is_checked() -> None:
+    import os
+    old = os.environ.pop(credentials.TEST_CERT_SECONDS_ENV, None)
+    try:
+        assert credentials.member_validity() == pki.LEAF_VALIDITY
+        os.environ[credentials.TEST_CERT_SECONDS_ENV] = "40"
+        assert credentials.member_validity() == datetime.timedelta(seconds=40)
+        for bad in ("soon", "1"):
+            os.environ[credentials.TEST_CERT_SECONDS_ENV] = bad
+            with pytest.raises(ValueError, match=credentials.TEST_CERT_SECONDS_ENV):
+                credentials.member_validity()
+    finally:
+        os.environ.pop(credentials.TEST_CERT_SECONDS_ENV, None)
+        if old is not None:
+            os.environ[credentials.TEST_CERT_SECONDS_ENV] = old

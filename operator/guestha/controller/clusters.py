@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 import kopf
 
-from guestha.channel.aio import AsyncAgentClient, Member
+from guestha.channel.aio import (
+    AsyncAgentClient,
+    AsyncNetworkTransport,
+    AsyncVsockTransport,
+    Member,
+)
 from guestha.controller import (
     api,
     credentials,
@@ -25,6 +31,7 @@ from guestha.controller import (
     nodeleases,
     outputs,
     release,
+    rotation,
 )
 from guestha.controller.observe import GroupFacts
 from guestha.controller.supervisor import ClusterSupervisor, Snapshot
@@ -98,11 +105,17 @@ async def _supervise(ns: str, name: str, body: kopf.Body, kwargs: dict[str, Any]
     def client(member: Member) -> AsyncAgentClient:
         return AsyncAgentClient(member, transport, leader.epoch, timeout=links.COMMAND_TIMEOUT)
 
+    def use(context: ssl.SSLContext) -> None:  # a renewed operator certificate
+        if isinstance(transport, (AsyncNetworkTransport, AsyncVsockTransport)):
+            transport.context = context
+
     supervisor = ClusterSupervisor(
         ns, name, lambda: _snapshot(ns, name, body, ix),
         outputs.KubeOutputs(ns, ix["vmi_index"], ix["node_index"]),
         client, links.channel_port(spec), creds.heartbeat_key, leader.is_leader, leader.epoch,
-        departures=departure.Departures(ns, name, _release(ns, name, body).api()))
+        departures=departure.Departures(ns, name, _release(ns, name, body).api()),
+        renewals=rotation.Rotation(ns, name, creds, lambda: credentials.cluster_credentials(
+            ns, name, body), use))
     SUPERVISING.add((ns, name))
     try:
         with WAKEUPS.subscribe(ns) as changed:

@@ -27,6 +27,7 @@ import asyncio
 import base64
 import binascii
 import datetime
+import os
 import shutil
 import ssl
 import tempfile
@@ -48,6 +49,25 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "guestha"}
 CLUSTER_LABEL = "guestha.io/cluster"
 GROUP_VERSION, KIND = "guestha.io/v1alpha1", "InGuestCluster"
 MAX_NAME = 253
+TEST_CERT_SECONDS_ENV = "GUESTHA_TEST_CERT_SECONDS"  # a test hook: member_validity
+
+
+def member_validity() -> datetime.timedelta:
+    """How long a member's certificate is valid: pki.LEAF_VALIDITY, unless the test hook
+    TEST_CERT_SECONDS_ENV (never set in production) makes it seconds, so that rotation
+    (controller.rotation) happens within a test."""
+    raw = os.environ.get(TEST_CERT_SECONDS_ENV, "")
+    if not raw:
+        return pki.LEAF_VALIDITY
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"{TEST_CERT_SECONDS_ENV}: not a number of seconds: {raw[:20]!r}") \
+            from None
+    if not 10 <= seconds <= pki.LEAF_VALIDITY.total_seconds():
+        raise ValueError(f"{TEST_CERT_SECONDS_ENV}: must be 10 to "
+                         f"{pki.LEAF_VALIDITY.total_seconds():.0f} seconds, got {raw[:20]}")
+    return datetime.timedelta(seconds=seconds)
 
 
 class CredentialsError(Exception):
@@ -88,9 +108,12 @@ class ClusterCredentials:
     def ca(self) -> pki.KeyPair:
         return pki.KeyPair(self.ca_pem, self.ca_key_pem)
 
-    def issue_member(self, member: str, addresses: tuple[str, ...] = ()) -> pki.KeyPair:
-        """A serving certificate for a member's agent, of this cluster's CA."""
-        return pki.issue_member(self.ca, member, addresses)
+    def issue_member(self, member: str, addresses: tuple[str, ...] = (),
+                     validity: datetime.timedelta | None = None) -> pki.KeyPair:
+        """A serving certificate for a member's agent, of this cluster's CA, valid for
+        `validity` (member_validity() unless given)."""
+        return pki.issue_member(self.ca, member, addresses, None,
+                                member_validity() if validity is None else validity)
 
     def ssl_context(self) -> ssl.SSLContext:
         """The operator's TLS context for this cluster's agents (operator_context's rules:

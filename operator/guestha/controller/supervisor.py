@@ -34,7 +34,7 @@ from guestha.channel.aio import (
     FollowSettings,
     Member,
 )
-from guestha.controller import cluster_status, departure, metrics, observe
+from guestha.controller import cluster_status, departure, metrics, observe, rotation
 from guestha.controller.links import MemberLink
 from guestha.controller.publisher import Publisher, Writer, now_iso
 from guestha.controller.sightings import Sightings
@@ -116,7 +116,8 @@ class ClusterSupervisor:
                  outputs: Outputs, client: Callable[[Member], AsyncAgentClient], port: int,
                  heartbeat_secret: bytes, leader: Callable[[], bool],
                  epoch: Callable[[], int], follow: FollowSettings | None = None,
-                 departures: departure.Departures | None = None) -> None:
+                 departures: departure.Departures | None = None,
+                 renewals: rotation.Rotation | None = None) -> None:
         self.namespace, self.name = namespace, name
         self._read = read
         self._out = outputs
@@ -141,6 +142,7 @@ class ClusterSupervisor:
         self._wake = asyncio.Event()
         self.last_plan: Plan | None = None
         self.departures = departures or departure.Departures(namespace, name)
+        self.renewals = renewals or rotation.Rotation(namespace, name)
 
     def wake(self) -> None:
         self._wake.set()
@@ -220,6 +222,10 @@ class ClusterSupervisor:
         if leader:
             await self.departures.api.add_finalizer(snap.cluster)
             await self._push_configs(snap, budget)
+            await self.renewals.rotate(
+                self.links, {v.name: v.address for v in snap.views},
+                lambda kind, reason, message: self._out.event(snap.cluster, kind, reason,
+                                                              message))
         else:
             self._budgets.clear()  # another leader may give the agents other values
         self._fencing = {}
@@ -246,7 +252,8 @@ class ClusterSupervisor:
                                                                  ("address", r.address)) if v}
                                           for m, r in self._runs.items()})
             await self._let_go(state, snap)
-        return result.next_wakeup
+        due = self.renewals.next_due if leader else None
+        return min((t for t in (result.next_wakeup, due) if t is not None), default=None)
 
     async def _let_go(self, state: ClusterState, snap: Snapshot) -> None:
         """Members leaving that may go now are let go (controller.departure); a deleted
