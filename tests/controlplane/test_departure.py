@@ -132,7 +132,9 @@ def test_a_removed_member_stops_its_group_first_and_is_let_go(
     creds = credentials(cluster)
     removed, rest = MEMBERS[0], MEMBERS[1:]
     cluster.apply(cluster_body(rest))  # the ServiceGroup still lists it in its systems
-    online_on(cluster, (rest[0],))
+    moved = online_on(cluster, (rest[0],))
+    assert (moved["lastFailover"]["from"], moved["lastFailover"]["reason"]) == \
+        (removed, "MemberLeft"), moved["lastFailover"]
     uid = cluster.running(removed)["metadata"]["uid"]
     assert simguests.copies(MARKER.encode()) and not [
         p for p in simguests.copies(MARKER.encode())

@@ -69,6 +69,7 @@ class Publisher:
     cluster: str
     writer: Writer
     records: dict[str, GroupRecord] = field(default_factory=dict)
+    leaving: frozenset[str] = frozenset()  # members leaving the cluster (controller.departure)
 
     async def publish(self, result: Plan, views: Sequence[MemberView],
                       cluster_body: Mapping[str, Any], groups: Sequence[GroupFacts],
@@ -186,7 +187,8 @@ class Publisher:
         no longer online on the member it was last Online on (its home), unless a
         Switchover moves it; it ends when the group is Online on another member (back
         home: no failover). Its cause is ResourceFaulted when the home's agent still
-        answers and KubeVirt still runs its guest (the group faulted there), MemberLost
+        answers and KubeVirt still runs its guest (the group faulted there), MemberLeft
+        when the home is no member any more (controller.departure moved it), MemberLost
         otherwise (a crashed guest's VMI can go Failed before the stream to its dead
         agent notices the closed connection); its duration runs from
         the first pass that found the group gone from home (the loss noticed)."""
@@ -205,7 +207,8 @@ class Publisher:
         if record.moving is None and not switching:
             link, view = links.get(home), views.get(home)
             running = view is None or (view.running and not view.deleting)
-            cause = ("ResourceFaulted" if link is not None and link.reachable and running
+            cause = ("MemberLeft" if home in self.leaving else
+                     "ResourceFaulted" if link is not None and link.reachable and running
                      else "MemberLost")
             record.moving = (home, cause, now)
             metrics.FAILOVERS.labels(self.namespace, self.cluster, g.name, cause).inc()

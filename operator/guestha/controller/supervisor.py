@@ -243,6 +243,7 @@ class ClusterSupervisor:
         if leader:
             await self._execute(result, snap)
             self.publisher.forget([g.name for g in snap.groups])
+            self.publisher.leaving = self.departures.names
             await self.publisher.publish(result, current, snap.cluster, snap.groups,
                                          snap.group_bodies, snap.switchover_bodies,
                                          self.links, self._epoch(), now,
