@@ -396,7 +396,7 @@ class Agent:
 
     def _peer_spec(self, peer: PeerConfig) -> PeerSpec:
         return PeerSpec(peer.member, peer.address, peer.port or self.identity.heartbeat_port,
-                        peer.heartbeat_key)
+                        peer.heartbeat_key, peer.accept_keys)
 
     def apply_config(self, desired: DesiredConfig, raw: dict[str, Any]) -> None:
         """Validates, saves, then applies a new desired configuration. FieldError when it
