@@ -189,3 +189,30 @@ def test_deleting_the_cluster_stops_every_group_before_its_secrets_go(
     assert (ready["status"], ready["reason"]) == ("False", "ClusterDeleted"), ready
     assert cluster.get("service", "shop") is not None  # the ServiceGroup's own
     cluster.wait_for("the EndpointSlice emptied", lambda: slice_addresses(cluster) == [])
+
+
+def test_a_namespace_deleted_with_its_cluster_goes_away(kube: Any, simulator: Any,
+                                                        operator: Any) -> None:
+    """The namespace's deletion removes the cluster's CA Secret while the finalizer holds
+    the cluster: the operator must not try to make a new one there (nothing may be
+    created in a terminating namespace) and must not hold the namespace for ever."""
+    name = f"departure-ns-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", name)
+    kube.kubectl("label", "namespace", name, "guestha.io/injection=enabled")
+    space = Namespace(kube, name, timeout=TIMEOUT, interval=0.2)
+    try:
+        space.apply(cluster_body(("gone-a", "gone-b")))
+        for member in ("gone-a", "gone-b"):
+            space.apply(vm(member))
+        space.wait_for("the agents connected and the finalizer set", lambda: (
+            igc := space.get("igc", CLUSTER) or {}) and FINALIZER in (
+            igc["metadata"].get("finalizers") or ()) and [
+            m.get("agent") for m in (igc.get("status") or {}).get("members") or ()]
+            == ["Connected", "Connected"])
+    finally:
+        kube.kubectl("delete", "namespace", name, "--wait=false")
+
+    def gone() -> bool:
+        found = kube.kubectl("get", "namespace", name, check=False)
+        return found.returncode != 0 and "NotFound" in found.stderr
+    space.wait_for(f"namespace {name} gone", gone, timeout=180)

@@ -132,3 +132,56 @@ def test_member_certificates_are_renewed_before_they_expire(ns: Namespace,
     assert [m.get("agent") for m in igc["status"]["members"]] == ["Connected"] * len(MEMBERS)
     assert pids_in_guest(simulator.state_dir, home, MARKER.encode()) == pids
     online_on(ns, (MEMBERS[0],))
+
+
+def agent_client(ns: Namespace, member: str) -> Any:
+    from guestha.channel.client import AgentClient
+    from guestha.channel.transport import Member, NetworkTransport
+    secret = ns.get("secret", f"{CLUSTER}-guestha-ca")
+    assert secret is not None
+    creds = ClusterCredentials.from_secret(secret, ns.name, CLUSTER)
+    return AgentClient(Member.from_vmi(ns.running(member)),
+                       NetworkTransport(creds.ssl_context()), timeout=5.0)
+
+
+def test_the_heartbeat_secret_rotates_without_a_peer_judged_silent(ns: Namespace) -> None:
+    """Asked for with the annotation: agents accept the new pair keys, then send with
+    them, then drop the old; no agent ever loses its peer, the group stays."""
+    import base64
+
+    from guestha.controller.credentials import HEARTBEAT_KEY
+    from guestha.protocol.keys import pair_key
+
+    old = (ns.get("secret", f"{CLUSTER}-guestha-ca") or {})["data"][HEARTBEAT_KEY]
+    cursors = {}
+    for member in MEMBERS:
+        with agent_client(ns, member) as c:
+            cursors[member] = c.status().events.last_seq
+    ns.kubectl("annotate", "igc", CLUSTER, "guestha.io/rotate-heartbeat-key=first",
+               "--overwrite")
+    done = ns.wait_for("the rotation done", lambda: (
+        r := ((ns.get("igc", CLUSTER) or {}).get("status") or {}).get(
+            "heartbeatKeyRotation") or {}).get("value") == "first" and r.get(
+            "phase") == "Done" and r)
+    assert done["phase"] == "Done"
+    secret = (ns.get("secret", f"{CLUSTER}-guestha-ca") or {})["data"]
+    assert secret[HEARTBEAT_KEY] != old and "heartbeat.key.next" not in secret
+    new = base64.b64decode(secret[HEARTBEAT_KEY])
+    for member in MEMBERS:
+        other = next(m for m in MEMBERS if m != member)
+
+        def current(member: str = member, other: str = other) -> bool:
+            with agent_client(ns, member) as c:
+                config = c.get_config().config
+            assert config is not None
+            [peer] = config.peers
+            return peer.heartbeat_key == pair_key(new, CLUSTER, member, other) \
+                and peer.accept_keys == ()
+        ns.wait_for(f"{member} with only the new pair key", current)
+        with agent_client(ns, member) as c:
+            events = c.events(cursors[member], 0.0).events
+            status = c.status()
+        assert not [e for e in events if e.kind == "PeerDown"], events
+        assert [p.state for p in status.peers] == ["Up"]
+    online_on(ns, (MEMBERS[0],))
+    assert "HeartbeatKeyRotated" in [e["reason"] for e in ns.events(CLUSTER)]

@@ -25,6 +25,7 @@ from guestha.controller import (
     api,
     credentials,
     departure,
+    heartbeatkeys,
     indexes,
     leader,
     links,
@@ -93,10 +94,10 @@ def _snapshot(namespace: str, name: str, body: kopf.Body, ix: dict[str, Any]) ->
 
 
 async def _supervise(ns: str, name: str, body: kopf.Body, kwargs: dict[str, Any],
-                     stopped: Callable[[], bool]) -> ClusterSupervisor:
+                     stopped: Callable[[], bool],
+                     creds: credentials.ClusterCredentials) -> ClusterSupervisor:
     """Runs the cluster's supervisor until `stopped` (or, for a deleted cluster, until its
     members left and its finalizer went); returns it."""
-    creds = await credentials.cluster_credentials(ns, name, body)
     spec = dict(body.get("spec") or {})
     transport = links.transport_for(spec, creds.ssl_context(), api.kube_access)
     ix = {k: kwargs[k] for k in ("vm_index", "vmi_index", "sg_index", "switchover_index",
@@ -115,7 +116,12 @@ async def _supervise(ns: str, name: str, body: kopf.Body, kwargs: dict[str, Any]
         client, links.channel_port(spec), creds.heartbeat_key, leader.is_leader, leader.epoch,
         departures=departure.Departures(ns, name, _release(ns, name, body).api()),
         renewals=rotation.Rotation(ns, name, creds, lambda: credentials.cluster_credentials(
-            ns, name, body), use))
+            ns, name, body), use),
+        heartbeat_keys=heartbeatkeys.HeartbeatKeys(
+            ns, name, creds.heartbeat_key, creds.heartbeat_next, heartbeatkeys.KeyStore(
+                lambda: asyncio.to_thread(credentials.begin_heartbeat_rotation, ns, name, body),
+                lambda upcoming: asyncio.to_thread(credentials.finish_heartbeat_rotation, ns,
+                                                   name, body, upcoming))))
     SUPERVISING.add((ns, name))
     try:
         with WAKEUPS.subscribe(ns) as changed:
@@ -145,7 +151,9 @@ def _release(ns: str, name: str, body: kopf.Body) -> release.ClusterRelease:
 async def cluster_supervisor(namespace: str | None, name: str, body: kopf.Body,
                              stopped: kopf.DaemonStopped, **kwargs: Any) -> None:
     """The cluster's supervisor (controller.supervisor), woken by every change it reads."""
-    await _supervise(namespace or "", name, body, kwargs, lambda: bool(stopped))
+    ns = namespace or ""
+    creds = await credentials.cluster_credentials(ns, name, body)
+    await _supervise(ns, name, body, kwargs, lambda: bool(stopped), creds)
 
 
 @kopf.on.delete(GROUP, VERSION, "inguestclusters")
@@ -163,10 +171,22 @@ async def cluster_deleted(namespace: str | None, name: str, body: kopf.Body,
         await asyncio.sleep(0.05)  # the daemon's supervisor ends its pass and exits
     if (ns, name) in SUPERVISING:
         raise kopf.TemporaryError("the cluster's supervisor has not stopped yet", delay=1)
-    if not await _release(ns, name, body).holds_finalizer():
+    releasing = _release(ns, name, body)
+    if not await releasing.holds_finalizer():
         return
     if not leader.is_leader():
         raise kopf.TemporaryError("the leader lets the members go", delay=5)
-    supervisor = await _supervise(ns, name, body, kwargs, lambda: not leader.is_leader())
+    creds = await credentials.existing_credentials(ns, name, body)
+    if creds is None:
+        # its CA Secret went first (its namespace is being deleted): no agent can be
+        # reached, and nothing may be created there; the namespace takes the rest
+        kopf.warn(body, reason=departure.EVENT_NOT_WAITED_FOR,
+                  message="the cluster's CA Secret is gone: its agents cannot be told to "
+                  "stop their groups; not waited for")
+        if not await releasing.remove_finalizer():
+            raise kopf.TemporaryError("the finalizer could not be removed", delay=5)
+        return
+    supervisor = await _supervise(ns, name, body, kwargs, lambda: not leader.is_leader(),
+                                  creds)
     if not supervisor.departures.finished:
         raise kopf.TemporaryError("the members have not all left yet", delay=5)

@@ -26,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import datetime
 import os
 import shutil
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ SUFFIX = "-guestha-ca"
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 OPERATOR_CERT, OPERATOR_KEY = "operator.crt", "operator.key"
 HEARTBEAT_KEY = "heartbeat.key"
+HEARTBEAT_KEY_NEXT = "heartbeat.key.next"  # during a rotation (controller.heartbeatkeys)
 SECRET_KEYS = (CA_CERT, CA_KEY, OPERATOR_CERT, OPERATOR_KEY, HEARTBEAT_KEY)
 MANAGED_BY = {"app.kubernetes.io/managed-by": "guestha"}
 CLUSTER_LABEL = "guestha.io/cluster"
@@ -103,6 +105,7 @@ class ClusterCredentials:
     operator_cert_pem: bytes
     operator_key_pem: bytes = field(repr=False)
     heartbeat_key: bytes = field(repr=False)
+    heartbeat_next: bytes | None = field(default=None, repr=False)  # a rotation's next
 
     @property
     def ca(self) -> pki.KeyPair:
@@ -137,6 +140,8 @@ class ClusterCredentials:
         raw = {CA_CERT: self.ca_pem, CA_KEY: self.ca_key_pem,
                OPERATOR_CERT: self.operator_cert_pem, OPERATOR_KEY: self.operator_key_pem,
                HEARTBEAT_KEY: self.heartbeat_key}
+        if self.heartbeat_next is not None:
+            raw[HEARTBEAT_KEY_NEXT] = self.heartbeat_next
         return {k: base64.b64encode(v).decode("ascii") for k, v in raw.items()}
 
     @classmethod
@@ -170,14 +175,21 @@ class ClusterCredentials:
                                        f"data.{CA_CERT}")
         except ValueError as e:
             raise CredentialsError(f"{where}: {e}") from None
+        upcoming = None
+        if data.get(HEARTBEAT_KEY_NEXT):
+            try:
+                upcoming = base64.b64decode(data[HEARTBEAT_KEY_NEXT], validate=True)
+            except (binascii.Error, ValueError):
+                raise CredentialsError(f"{where}: data.{HEARTBEAT_KEY_NEXT} is not "
+                                       "base64") from None
         return cls(namespace, cluster, values[CA_CERT], values[CA_KEY], values[OPERATOR_CERT],
-                   values[OPERATOR_KEY], values[HEARTBEAT_KEY])
+                   values[OPERATOR_KEY], values[HEARTBEAT_KEY], upcoming or None)
 
     def with_new_operator_certificate(self,
                                       now: datetime.datetime | None = None) -> ClusterCredentials:
         operator = pki.issue_operator(self.ca, now)
-        return ClusterCredentials(self.namespace, self.cluster, self.ca_pem, self.ca_key_pem,
-                                  operator.cert_pem, operator.key_pem, self.heartbeat_key)
+        return dataclasses.replace(self, operator_cert_pem=operator.cert_pem,
+                                   operator_key_pem=operator.key_pem)
 
 
 def build_secret(credentials: ClusterCredentials, owner: Mapping[str, Any]) -> dict[str, Any]:
@@ -269,6 +281,69 @@ def get_or_create(namespace: str, cluster: str, owner: Mapping[str, Any],
             return renewed
     raise CredentialsError(f"Secret {namespace}/{name}: changed under every one of "
                            f"{attempts} attempts to read or write it")
+
+
+def _rewrite(namespace: str, cluster: str, owner: Mapping[str, Any],
+             change: Callable[[ClusterCredentials], ClusterCredentials | None],
+             attempts: int = 5) -> ClusterCredentials:
+    """Blocking: the CA Secret changed by `change` (None: nothing to change), replaced at
+    the resourceVersion it was read at, read again on a conflict."""
+    name = secret_name(cluster)
+    for _ in range(attempts):
+        secret = _read(namespace, name)
+        if secret is None:
+            raise CredentialsError(f"Secret {namespace}/{name}: not found")
+        check_ownership(secret, cluster, owner)
+        current = ClusterCredentials.from_secret(secret, namespace, cluster)
+        changed = change(current)
+        if changed is None:
+            return current
+        body = dict(secret)
+        body["data"] = changed.secret_data()
+        if _replace(namespace, name, body):
+            return changed
+    raise CredentialsError(f"Secret {namespace}/{name}: changed under every one of "
+                           f"{attempts} attempts to write it")
+
+
+def begin_heartbeat_rotation(namespace: str, cluster: str, owner: Mapping[str, Any]) -> bytes:
+    """Blocking: the next heartbeat secret, stored in the CA Secret (made once: a
+    rotation already begun keeps its next secret)."""
+    def begin(c: ClusterCredentials) -> ClusterCredentials | None:
+        if c.heartbeat_next is not None:
+            return None
+        return dataclasses.replace(c, heartbeat_next=pki.new_heartbeat_key())
+    upcoming = _rewrite(namespace, cluster, owner, begin).heartbeat_next
+    assert upcoming is not None
+    return upcoming
+
+
+def finish_heartbeat_rotation(namespace: str, cluster: str, owner: Mapping[str, Any],
+                              upcoming: bytes) -> bool:
+    """Blocking: the next heartbeat secret becomes the current one (False: the Secret
+    holds another next secret than `upcoming`, and nothing changed)."""
+    def finish(c: ClusterCredentials) -> ClusterCredentials | None:
+        if c.heartbeat_next != upcoming:
+            return None
+        return dataclasses.replace(c, heartbeat_key=upcoming, heartbeat_next=None)
+    return _rewrite(namespace, cluster, owner, finish).heartbeat_key == upcoming
+
+
+def existing(namespace: str, cluster: str,
+             owner: Mapping[str, Any]) -> ClusterCredentials | None:
+    """Blocking: the cluster's credentials if its CA Secret exists (None: it is gone, as
+    in a namespace being deleted, where nothing may be created); never writes."""
+    secret = _read(namespace, secret_name(cluster))
+    if secret is None:
+        return None
+    check_ownership(secret, cluster, owner)
+    return ClusterCredentials.from_secret(secret, namespace, cluster)
+
+
+async def existing_credentials(namespace: str, cluster: str,
+                               owner: Mapping[str, Any]) -> ClusterCredentials | None:
+    """`existing` without blocking the event loop."""
+    return await asyncio.to_thread(existing, namespace, cluster, owner)
 
 
 async def cluster_credentials(namespace: str, cluster: str,

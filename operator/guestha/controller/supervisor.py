@@ -34,7 +34,14 @@ from guestha.channel.aio import (
     FollowSettings,
     Member,
 )
-from guestha.controller import cluster_status, departure, metrics, observe, rotation
+from guestha.controller import (
+    cluster_status,
+    departure,
+    heartbeatkeys,
+    metrics,
+    observe,
+    rotation,
+)
 from guestha.controller.links import MemberLink
 from guestha.controller.publisher import Publisher, Writer, now_iso
 from guestha.controller.sightings import Sightings
@@ -117,13 +124,13 @@ class ClusterSupervisor:
                  heartbeat_secret: bytes, leader: Callable[[], bool],
                  epoch: Callable[[], int], follow: FollowSettings | None = None,
                  departures: departure.Departures | None = None,
-                 renewals: rotation.Rotation | None = None) -> None:
+                 renewals: rotation.Rotation | None = None,
+                 heartbeat_keys: heartbeatkeys.HeartbeatKeys | None = None) -> None:
         self.namespace, self.name = namespace, name
         self._read = read
         self._out = outputs
         self._client = client
         self._port = port
-        self._secret = heartbeat_secret
         self._leader = leader
         self._epoch = epoch
         self._follower = EventFollower(self._follower_client, self._on_events,
@@ -143,6 +150,8 @@ class ClusterSupervisor:
         self.last_plan: Plan | None = None
         self.departures = departures or departure.Departures(namespace, name)
         self.renewals = renewals or rotation.Rotation(namespace, name)
+        self.heartbeat_keys = heartbeat_keys or heartbeatkeys.HeartbeatKeys(
+            namespace, name, heartbeat_secret)
 
     def wake(self) -> None:
         self._wake.set()
@@ -222,10 +231,13 @@ class ClusterSupervisor:
         if leader:
             await self.departures.api.add_finalizer(snap.cluster)
             await self._push_configs(snap, budget)
-            await self.renewals.rotate(
-                self.links, {v.name: v.address for v in snap.views},
-                lambda kind, reason, message: self._out.event(snap.cluster, kind, reason,
-                                                              message))
+            def event(kind: str, reason: str, message: str) -> None:
+                self._out.event(snap.cluster, kind, reason, message)
+
+            await self.renewals.rotate(self.links, {v.name: v.address for v in snap.views},
+                                       event)
+            if await self.heartbeat_keys.step(snap.cluster, event):
+                self.wake()  # the next step's keys go out at once
         else:
             self._budgets.clear()  # another leader may give the agents other values
         self._fencing = {}
@@ -247,7 +259,9 @@ class ClusterSupervisor:
             await self.publisher.publish(result, current, snap.cluster, snap.groups,
                                          snap.group_bodies, snap.switchover_bodies,
                                          self.links, self._epoch(), now,
-                                         {**self._fencing, **self.departures.status()},
+                                         {**self._fencing, **self.departures.status(),
+                                          **self.heartbeat_keys.status(
+                                              snap.cluster.get("status") or {}, now_iso())},
                                          {m: {k: v for k, v in (("uid", r.uid),
                                                                  ("node", r.node),
                                                                  ("address", r.address)) if v}
@@ -361,7 +375,8 @@ class ClusterSupervisor:
                 continue
             try:
                 config = member_config(self.name, name, names, addresses, sources, spec,
-                                       self._secret, OPERATOR_LEASE_SECONDS, budget)
+                                       self.heartbeat_keys.send, OPERATOR_LEASE_SECONDS,
+                                       budget, self.heartbeat_keys.accept)
             except ValueError as e:
                 log.warning("%s/%s: no configuration for %s: %s", self.namespace, self.name,
                             name, e)
@@ -372,6 +387,9 @@ class ClusterSupervisor:
         await asyncio.gather(*(link.push(config) for link, config in pushes))
         for link, config in pushes:
             self._pushed(link, config)
+        took = {link.member: link.applied == config for link, config in pushes}
+        self.heartbeat_keys.took({v.name: took.get(v.name, False) for v in snap.views
+                                  if v.running})
 
     def _member_facts(self, view: MemberView, snap: Snapshot) -> observe.MemberFacts:
         """The member as the engine sees it. While the run its groups were last seen on
