@@ -46,6 +46,26 @@ def test_when_a_leaving_member_may_be_let_go(reachable: bool, empty: bool, heard
     assert departure.departed(reachable, empty, heard, groups, pending, down) == expected
 
 
+@pytest.mark.parametrize(("reachable", "down", "never_ran", "expected"), [
+    (False, False, True, departure.NEVER_RAN),  # no guest, no run ever heard
+    (False, True, True, DOWN),
+    (True, False, True, None),  # an agent that answers says for itself
+    (False, False, False, None),
+])
+def test_a_member_that_never_ran_leaves_at_once(reachable: bool, down: bool, never_ran: bool,
+                                                expected: str | None) -> None:
+    assert departure.departed(reachable, False, False, {"shop": ONLINE}, False, down,
+                              never_ran) == expected
+
+
+def test_a_leaving_members_run_is_kept_in_status_while_it_leaves() -> None:
+    leaving = Departures("ns", "web")
+    leaving.joined({"status": {"members": [{"name": "b"}]}}, [view("a")], [view("b")], 0.0)
+    status = leaving.status({"b": {"uid": "u-b", "node": "n1"}, "a": {"uid": "u-a"}})
+    assert status["departing"] == [{"name": "b", "run": {"uid": "u-b", "node": "n1"}}]
+    assert departure.departing_runs(status) == {"b": ("u-b", "n1", None)}
+
+
 @pytest.mark.parametrize(("reachable", "groups", "expected"), [
     (True, {}, True),
     (True, {"shop": OFFLINE, "db": FAULTED}, True),

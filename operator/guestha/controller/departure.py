@@ -64,6 +64,7 @@ DELETION_MARGIN_SECONDS = 30.0  # beyond the agents' offline budget (module docs
 STOPPED = "GroupsStopped"  # its agent confirmed the empty configuration
 DOWN = "MemberDown"  # its stop was confirmed, or it is past its quorum lease
 SILENT = "RunsNothing"  # its agent is silent, and its last report shows nothing running
+NEVER_RAN = "NeverRan"  # no guest of it runs, and no operator ever heard its agent
 NOT_WAITED_FOR = "NotWaitedFor"  # the cluster's deletion did not wait for it any longer
 
 # The Events, on the InGuestCluster.
@@ -87,6 +88,18 @@ def leaving_names(status: Mapping[str, Any], current: Collection[str],
             if isinstance(name, str) and name and name not in listed:
                 listed.append(name)
     return [n for n in listed if n not in current and n not in released]
+
+
+def departing_runs(status: Mapping[str, Any]) -> dict[str, tuple[str, str | None,
+                                                                   str | None]]:
+    """Pure: the runs `status.departing` keeps: member -> (uid, node, address)."""
+    found: dict[str, tuple[str, str | None, str | None]] = {}
+    for entry in status.get("departing") or ():
+        run = entry.get("run") if isinstance(entry, Mapping) else None
+        if isinstance(run, Mapping) and run.get("uid") and entry.get("name"):
+            found[str(entry["name"])] = (str(run["uid"]), run.get("node") or None,
+                                         run.get("address") or None)
+    return found
 
 
 def without_members(groups: Sequence[GroupState], leaving: Collection[str]) -> list[GroupState]:
@@ -116,19 +129,26 @@ def ready_to_empty(reachable: bool, groups: Mapping[str, str]) -> bool:
 
 
 def departed(reachable: bool, empty_applied: bool, heard: bool, groups: Mapping[str, str],
-             online_pending: bool, confirmed_down: bool) -> str | None:
-    """Pure: why a leaving member may be let go now (STOPPED, DOWN, SILENT), or None.
+             online_pending: bool, confirmed_down: bool, never_ran: bool = False
+             ) -> str | None:
+    """Pure: why a leaving member may be let go now (STOPPED, DOWN, SILENT, NEVER_RAN),
+    or None.
 
     - its agent answers: only once it confirmed the empty configuration;
     - it is silent: once confirmed down (rule 1b or 1c), or when this operator `heard`
       its agent, whose last report shows every group Offline or Faulted, and no online
       was asked of it since (an agent starts a Failover group only when told: rule 3; a
       leaving member is in no group's systems, so nothing is asked of it any more). A
-      member this operator never heard (it just started) has no report to go by."""
+      member this operator never heard (it just started) has no report to go by;
+    - it `never_ran`: its VM has no guest (Stopped, or no VM at all) and no run of it was
+      ever recorded (the supervisor's runs, status.members[].run): no operator ever heard
+      its agent, so none ever told it to start anything (rule 3)."""
     if reachable:
         return STOPPED if empty_applied else None
     if confirmed_down:
         return DOWN
+    if never_ran:
+        return NEVER_RAN
     if heard and not online_pending and all(s in safety.PROOF_STATES
                                             for s in groups.values()):
         return SILENT
@@ -236,18 +256,22 @@ class Departures:
             return emptied(config)
         return config
 
-    def status(self) -> dict[str, Any]:
-        """`status.departing` as it should be (None removes it)."""
+    def status(self, runs: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+        """`status.departing` as it should be (None removes it), with the run each
+        leaving member was last heard on (`runs`, as status.members[].run keeps them:
+        a removed member is no longer in status.members)."""
         if not self.leaving:
             return {"departing": None}
         return {"departing": [
             {"name": n, **({"message": self.leaving[n].message}
-                           if self.leaving[n].message else {})}
+                           if self.leaving[n].message else {}),
+             **({"run": dict(runs[n])} if runs and runs.get(n) else {})}
             for n in sorted(self.leaving)]}
 
     async def settle(self, state: ClusterState, applied_empty: Callable[[str], bool],
                      pending: Callable[[str], bool], offline_budget: float,
-                     event: Callable[[str, str, str], None]) -> list[str]:
+                     event: Callable[[str, str, str], None],
+                     never_ran: Callable[[str], bool] = lambda _: False) -> list[str]:
         """Lets go of every leaving member that may go now (`departed`; for a deleted
         cluster, also those past `deletion_bound`); returns their names. `event(type,
         reason, message)` records an Event on the cluster."""
@@ -265,7 +289,7 @@ class Departures:
                 entry.heard = True
             why = None if m is None else departed(
                 m.agent_reachable, applied_empty(name), entry.heard, m.groups,
-                pending(name), safety.confirmed_down(m, state))
+                pending(name), safety.confirmed_down(m, state), never_ran(name))
             if why is None and self.deleting and overdue(entry.since, state.now,
                                                          deletion_bound(offline_budget)):
                 why = NOT_WAITED_FOR

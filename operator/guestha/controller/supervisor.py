@@ -54,7 +54,7 @@ from guestha.model.agentconfig import (
     member_config,
 )
 from guestha.model.cluster import ClusterSpec
-from guestha.model.members import MemberView
+from guestha.model.members import MemberPhase, MemberView
 from guestha.protocol.desired import DesiredConfig
 from guestha.protocol.events import CONFIG_APPLIED, EventBatch
 from guestha.protocol.fields import FieldError
@@ -256,16 +256,16 @@ class ClusterSupervisor:
             await self._execute(result, snap)
             self.publisher.forget([g.name for g in snap.groups])
             self.publisher.leaving = self.departures.names
+            runs = {m: {k: v for k, v in (("uid", r.uid), ("node", r.node),
+                                          ("address", r.address)) if v}
+                    for m, r in self._runs.items()}
             await self.publisher.publish(result, current, snap.cluster, snap.groups,
                                          snap.group_bodies, snap.switchover_bodies,
                                          self.links, self._epoch(), now,
-                                         {**self._fencing, **self.departures.status(),
+                                         {**self._fencing, **self.departures.status(runs),
                                           **self.heartbeat_keys.status(
                                               snap.cluster.get("status") or {}, now_iso())},
-                                         {m: {k: v for k, v in (("uid", r.uid),
-                                                                 ("node", r.node),
-                                                                 ("address", r.address)) if v}
-                                          for m, r in self._runs.items()})
+                                         runs)
             await self._let_go(state, snap)
         due = self.renewals.next_due if leader else None
         return min((t for t in (result.next_wakeup, due) if t is not None), default=None)
@@ -284,8 +284,15 @@ class ClusterSupervisor:
         def event(kind: str, reason: str, message: str) -> None:
             self._out.event(snap.cluster, kind, reason, message)
 
+        views = {v.name: v for v in snap.views}
+
+        def never_ran(member: str) -> bool:
+            view = views.get(member)
+            return member not in self._runs and view is not None and \
+                view.phase in (MemberPhase.MISSING, MemberPhase.STOPPED)
+
         if await self.departures.settle(state, applied_empty, pending,
-                                        state.settings.offline_timeout, event):
+                                        state.settings.offline_timeout, event, never_ran):
             self.wake()  # the others' peer lists drop them at once
         await self.departures.finish(
             ((snap.group_bodies[g.name], g.status) for g in snap.groups),
@@ -297,7 +304,8 @@ class ClusterSupervisor:
         keeps it, for members this process has not heard yet (it just started, or just
         took over): a member's new run must not speak for it while an older run that an
         earlier operator heard may still run its groups (see `_member_facts`)."""
-        kept = cluster_status.runs(snap.cluster.get("status") or {})
+        status = snap.cluster.get("status") or {}
+        kept = {**departure.departing_runs(status), **cluster_status.runs(status)}
         for view in snap.views:
             if view.name not in self._runs and view.name in kept:
                 self._runs[view.name] = Run(*kept[view.name])
