@@ -162,7 +162,8 @@ class HeartbeatKeys:
         """`status.heartbeatKeyRotation` as it should be (kept as it was when idle)."""
         kept = dict(old.get("heartbeatKeyRotation") or {})
         if self.phase is Phase.IDLE:
-            if self.value is not None and kept.get("value") != self.value:
+            if self.value is not None and (kept.get("value"), kept.get("phase")) != (
+                    self.value, "Done"):
                 return {"heartbeatKeyRotation": {"value": self.value, "phase": "Done",
                                                  "time": now}}
             return {}
