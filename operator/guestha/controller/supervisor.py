@@ -231,12 +231,10 @@ class ClusterSupervisor:
         if leader:
             await self.departures.api.add_finalizer(snap.cluster)
             await self._push_configs(snap, budget)
-            def event(kind: str, reason: str, message: str) -> None:
-                self._out.event(snap.cluster, kind, reason, message)
-
             await self.renewals.rotate(self.links, {v.name: v.address for v in snap.views},
-                                       event)
-            if await self.heartbeat_keys.step(snap.cluster, event):
+                                       functools.partial(self._out.event, snap.cluster))
+            if await self.heartbeat_keys.step(snap.cluster,
+                                              functools.partial(self._out.event, snap.cluster)):
                 self.wake()  # the next step's keys go out at once
         else:
             self._budgets.clear()  # another leader may give the agents other values
@@ -281,9 +279,6 @@ class ClusterSupervisor:
         def pending(member: str) -> bool:
             return any(member in m.pending for m in self._groups.values())
 
-        def event(kind: str, reason: str, message: str) -> None:
-            self._out.event(snap.cluster, kind, reason, message)
-
         views = {v.name: v for v in snap.views}
 
         def never_ran(member: str) -> bool:
@@ -292,7 +287,9 @@ class ClusterSupervisor:
                 view.phase in (MemberPhase.MISSING, MemberPhase.STOPPED)
 
         if await self.departures.settle(state, applied_empty, pending,
-                                        state.settings.offline_timeout, event, never_ran):
+                                        state.settings.offline_timeout,
+                                        functools.partial(self._out.event, snap.cluster),
+                                        never_ran):
             self.wake()  # the others' peer lists drop them at once
         await self.departures.finish(
             ((snap.group_bodies[g.name], g.status) for g in snap.groups),
