@@ -291,3 +291,57 @@ def test_a_member_without_a_known_address_is_a_vote_that_nobody_can_speak_for() 
     finally:
         a.close()
         c.close()
+
+
+def test_during_a_key_rotation_both_keys_are_accepted_and_only_those() -> None:
+    """The overlap of a heartbeat secret's rotation: b accepts a's datagrams signed with
+    the old pair key or the new one (acceptKeys), whichever a sends with, and nothing
+    signed with a third key; once the old key is dropped, it is refused."""
+    old = pair_key(SECRET, "web", "a", "b")
+    new = pair_key(b"the next heartbeat secret", "web", "a", "b")
+    a, b = _agent("a", 5), _agent("b", 7)
+    try:
+        b.configure([PeerSpec(*astuple(_tap("a"))[:3], key=old, accept=(new,))], 0.1, 1.0)
+        for key in (old, new):
+            a.configure([PeerSpec(*astuple(_tap("b"))[:3], key=key)], 0.1, 1.0)
+            [datagram] = _datagrams(a, b)
+            b.receive(datagram, "127.0.0.1", time.monotonic())
+            assert b.counters["badMac"] == 0, key
+        assert b.counters["unconfirmed"] == 2
+        stranger = encode(pair_key(b"another secret", "web", "a", "b"), "a",
+                          _payload(seq=90))
+        assert b.receive(stranger, "127.0.0.1", time.monotonic()) is None
+        assert b.counters["badMac"] == 1
+        b.configure([PeerSpec(*astuple(_tap("a"))[:3], key=new)], 0.1, 1.0)
+        a.configure([PeerSpec(*astuple(_tap("b"))[:3], key=old)], 0.1, 1.0)
+        [late] = _datagrams(a, b)
+        assert b.receive(late, "127.0.0.1", time.monotonic()) is None
+        assert b.counters["badMac"] == 2
+    finally:
+        a.close()
+        b.close()
+
+
+def test_accept_keys_in_the_configuration_are_checked() -> None:
+    from guestha.protocol.desired import DesiredConfig
+    from guestha.protocol.fields import FieldError
+
+    key = base64.b64encode(pair_key(SECRET, "web", "a", "b")).decode()
+    other = base64.b64encode(pair_key(b"next", "web", "a", "b")).decode()
+    config = DesiredConfig.from_dict({"peers": [
+        {"member": "b", "address": "10.0.0.2", "heartbeatKey": key, "acceptKeys": [other]}]},
+        "a")
+    assert config.peers[0].accept_keys == (base64.b64decode(other),)
+    assert DesiredConfig.from_dict(config.to_dict(), "a") == config
+    assert "accept_keys" not in repr(config)
+    with pytest.raises(FieldError, match=r"peers\[b\]\.acceptKeys: only with a heartbeatKey"):
+        DesiredConfig.from_dict({"peers": [
+            {"member": "b", "address": "10.0.0.2", "acceptKeys": [other]}]}, "a")
+    with pytest.raises(FieldError, match=r"peers\[b\]\.acceptKeys\[0\]: must be base64"):
+        DesiredConfig.from_dict({"peers": [
+            {"member": "b", "address": "10.0.0.2", "heartbeatKey": key,
+             "acceptKeys": ["short"]}]}, "a")
+    with pytest.raises(FieldError, match=r"peers\[b\]\.acceptKeys: at most 2"):
+        DesiredConfig.from_dict({"peers": [
+            {"member": "b", "address": "10.0.0.2", "heartbeatKey": key,
+             "acceptKeys": [other] * 3}]}, "a")

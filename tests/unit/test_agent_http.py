@@ -23,6 +23,7 @@ from guestha.protocol.bundle import BUNDLE_FIELDS
 from guestha.protocol.commands import GROUP_ACTIONS, parse_command
 from guestha.protocol.desired import DESIRED_FIELDS, DesiredConfig
 from guestha.protocol.fields import FieldError
+from guestha.protocol.tls import TLS_FIELDS
 
 pytestmark = pytest.mark.unit
 
@@ -323,10 +324,12 @@ def test_the_openapi_document_is_valid_and_covers_every_endpoint() -> None:
     validator.validate(spec)
     paths = spec["paths"]
     assert set(paths) == {"/v1/status", "/v1/healthz", "/v1/config", "/v1/events",
-                          "/v1/groups/{name}/{action}", "/v1/bundle"}
+                          "/v1/groups/{name}/{action}", "/v1/bundle", "/v1/tls"}
     upload = paths["/v1/bundle"]["put"]["requestBody"]["content"]["application/json"]
     assert set(upload["schema"]["allOf"][1]["properties"]) == set(BUNDLE_FIELDS)
     assert set(paths["/v1/config"]) == {"get", "put"}
+    tls_body = paths["/v1/tls"]["put"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(tls_body["allOf"][1]["properties"]) == set(TLS_FIELDS)
     actions = paths["/v1/groups/{name}/{action}"]["post"]["parameters"][1]["schema"]["enum"]
     assert tuple(actions) == GROUP_ACTIONS
     fields = spec["components"]["schemas"]

@@ -30,6 +30,7 @@ from guestha.controller import userdata
 from guestha.controller.credentials import ClusterCredentials
 from guestha.kubevirt import injection
 from guestha.model.injection import InjectionSpec
+from guestha.protocol import keys
 from kubevirtsim import userdata as simuserdata
 from kubevirtsim.cloudinit.consume import UserData, parse_user_data
 from kubevirtsim.cloudinit.planner import build_plan
@@ -348,3 +349,21 @@ def test_the_member_secret_is_owned_by_the_cluster_and_labelled() -> None:
     assert not userdata.ours({"metadata": {"labels": {"guestha.io/member": "web-a"}}}, "web-a")
     with pytest.raises(ValueError, match="too long"):
         userdata.secret_name("v" * 250)
+
+
+def test_a_guest_never_gets_the_clusters_heartbeat_secret() -> None:
+    """The pair keys (guestha.protocol.keys) keep a member from forging another's
+    heartbeats to a third only while no guest holds the secret they derive from: the
+    user-data carries a bootstrap key derived from it, from which no pair key follows."""
+    data = userdata.member_user_data(InjectionSpec.from_spec({"members": [{"name": "web-a"}]}),
+                                     "web", "web-a", CREDENTIALS,
+                                     CREDENTIALS.issue_member("web-a"), None, AGENT)
+    written = [w for w in parse_user_data(data).config["write_files"]
+               if w["path"] == recipe.GUEST_PATHS.heartbeat_key]
+    assert len(written) == 1 and written[0]["encoding"] == "b64"
+    guest_key = base64.b64decode(written[0]["content"])
+    secret = CREDENTIALS.heartbeat_key
+    assert guest_key and guest_key != secret
+    assert guest_key == keys.bootstrap_key(secret, "web")
+    assert keys.pair_key(guest_key, "web", "web-b", "web-c") != \
+        keys.pair_key(secret, "web", "web-b", "web-c")

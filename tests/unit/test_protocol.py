@@ -70,6 +70,7 @@ STATUS: dict[str, Any] = {
                   "keys": "pair", "counters": {"sent": 10, "accepted": 9}},
     "channel": {"accepted": 5, "refusedCertificate": 0, "open": 1},
     "bundle": {"path": "/usr/local/lib/guestha/guestha-agent.pyz", "rollback": None},
+    "tls": {"notBefore": "2026-11-25T17:00:00Z", "notAfter": "2027-11-25T17:00:00Z"},
 }
 
 
@@ -79,6 +80,8 @@ def test_a_status_report_reads_back_what_it_writes() -> None:
     assert StatusReport.from_dict(report.to_dict()) == report
     assert report.group("shop") is not None and report.groups["shop"].resources[0].restarts == 1
     assert report.groups["old"].removing and report.group("none") is None
+    older = {k: v for k, v in STATUS.items() if k != "tls"}  # an agent before rotation
+    assert StatusReport.from_dict(older).tls is None
     assert report.self_fence.seconds_left is None and report.quorum.alive_peers == ("web-b",)
 
 

@@ -43,12 +43,13 @@ class Recorder:
         pass
 
 
-def run(steps: list[tuple[float, str, tuple[str, ...], str, bool | str]]) -> tuple[
-        Recorder, dict[str, Any]]:
+def run(steps: list[tuple[float, str, tuple[str, ...], str, bool | str]],
+        leaving: frozenset[str] = frozenset()) -> tuple[Recorder, dict[str, Any]]:
     """Each step: (time, state, onlineOn, reason, a switchover running) -> the recorder
-    and the group's status as last written (fed back like the API would)."""
+    and the group's status as last written (fed back like the API would); `leaving`: the
+    members leaving the cluster (controller.departure)."""
     writer = Recorder()
-    publisher = Publisher("ns", "web", writer)
+    publisher = Publisher("ns", "web", writer, leaving=leaving)
     status: dict[str, Any] = {}
     for now, state, online, reason, switching in steps:
         phase = switching if isinstance(switching, str) else "Running"
@@ -78,6 +79,15 @@ def test_a_failover_is_counted_from_the_pass_that_saw_the_group_gone() -> None:
     assert last["durationMilliseconds"] == 900
     assert [r for r, _ in writer.events].count("FailoverStarted") == 1
     assert [r for r, _ in writer.events].count("FailedOver") == 1
+
+
+def test_a_group_moved_off_a_member_that_leaves_says_so() -> None:
+    _, status = run([
+        (0.0, "Online", ("a",), "Steady", False),
+        (1.0, "Stopping", (), "NotInSystems", False),
+        (2.0, "Online", ("b",), "Steady", False)], leaving=frozenset({"a"}))
+    assert (status["lastFailover"]["from"], status["lastFailover"]["reason"]) == \
+        ("a", "MemberLeft")
 
 
 def test_back_on_its_own_member_is_no_failover() -> None:

@@ -35,6 +35,7 @@ from guestha.agent.listener import open_listener
 from guestha.agent.quorum import Quorum, recheck_seconds
 from guestha.agent.server import ChannelServer, server_context
 from guestha.agent.store import BootRecord, Store, StoreError
+from guestha.agent.tlsfiles import TlsFiles
 from guestha.agent.version import agent_version
 from guestha.agent.watchdog import Watchdog
 from guestha.protocol import TYPE_CHECKING
@@ -54,6 +55,7 @@ from guestha.protocol.status import (
     HeartbeatStatus,
     StatusReport,
 )
+from guestha.protocol.tls import TlsStatus, TlsUpdate
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Protocol
@@ -131,6 +133,7 @@ class Agent:
                                  hang_seconds=_env_float("GUESTHA_AGENT_TEST_HANG_SECONDS",
                                                          10.0))
         self.api = Api(self)
+        self.tls = TlsFiles(identity.tls_cert, identity.tls_key, identity.tls_ca)
         context = server_context(identity.tls_cert, identity.tls_key, identity.tls_ca)
         listener, self.channel_where = open_listener(identity.transport,
                                                      identity.listen_address, identity.port)
@@ -211,8 +214,22 @@ class Agent:
             self.emit(kinds.TLS_RELOAD_FAILED, {"message": str(e)})
             return
         self.server.reload(context)
+        served = self.tls.reread()
         log.info("TLS files reloaded")
-        self.emit(kinds.TLS_RELOADED, {})
+        self.emit(kinds.TLS_RELOADED, {"source": "files", "notAfter": served.not_after
+                                       if served is not None else None})
+
+    def put_tls(self, update: TlsUpdate) -> TlsStatus:
+        """PUT /v1/tls: the new certificate, key (and CA) stored in place of the
+        identity's files once they load together, and served to new connections; open
+        connections keep theirs, groups are not touched. ValueError (naming the body's
+        fields) when they do not load: nothing changed."""
+        context, served = self.tls.replace(update, server_context)
+        self.server.reload(context)
+        log.info("TLS certificate replaced over the channel (valid until %s)",
+                 served.not_after)
+        self.emit(kinds.TLS_RELOADED, {"source": "channel", "notAfter": served.not_after})
+        return served
 
     @property
     def restarting(self) -> bool:
@@ -417,7 +434,7 @@ class Agent:
 
     def _peer_spec(self, peer: PeerConfig) -> PeerSpec:
         return PeerSpec(peer.member, peer.address, peer.port or self.identity.heartbeat_port,
-                        peer.heartbeat_key)
+                        peer.heartbeat_key, peer.accept_keys)
 
     def apply_config(self, desired: DesiredConfig, raw: dict[str, Any]) -> None:
         """Validates, saves, then applies a new desired configuration. FieldError when it
@@ -562,6 +579,7 @@ class Agent:
                                       self.heartbeat.keys, dict(self.heartbeat.counters)),
             channel={**self.server.counters, **self.server.connection_counts()},
             bundle=self._bundle_status or BundleStatus(None, None),
+            tls=self.tls.served,
         )
 
 

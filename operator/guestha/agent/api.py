@@ -32,6 +32,7 @@ from guestha.protocol.desired import DESIRED_FIELDS, DesiredConfig
 from guestha.protocol.events import EventsGone
 from guestha.protocol.fields import FieldError
 from guestha.protocol.status import Health, StatusReport
+from guestha.protocol.tls import TLS_FIELDS, TlsApplied, TlsStatus, TlsUpdate
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Protocol
@@ -68,6 +69,10 @@ if TYPE_CHECKING:
             """Installs and restarts into a bundle (HttpError when refused, SaveError
             when it could not be written: nothing is kept then)."""
 
+        def put_tls(self, update: TlsUpdate) -> TlsStatus:
+            """Stores and serves a new certificate; ValueError naming the field when it
+            does not load (nothing changed)."""
+
 
 @dataclass
 class _InFlight:
@@ -92,6 +97,7 @@ class Api:
             "/v1/events": {"GET": self.events},
             "/v1/config": {"GET": self.get_config, "PUT": self.put_config},
             "/v1/bundle": {"PUT": self.put_bundle},
+            "/v1/tls": {"PUT": self.put_tls},
         }
         methods = routes.get(path)
         if methods is None:
@@ -177,6 +183,16 @@ class Api:
             return self.agent.install_bundle(upload, command)
 
         return self._command(request, "PUT /v1/bundle", BUNDLE_FIELDS, apply)
+    def put_tls(self, request: Request) -> Response:
+        def apply(command: Command, rest: dict[str, Any]) -> Response:
+            try:
+                served = self.agent.put_tls(TlsUpdate.from_dict(rest, "body"))
+            except ValueError as e:  # FieldError too: the message names the field
+                raise HttpError(400, str(e), "Invalid") from e
+            return Response(200, TlsApplied(command.operation_id, command.epoch,
+                                            served).to_dict())
+
+        return self._command(request, "PUT /v1/tls", TLS_FIELDS, apply)
 
     def group_action(self, request: Request, group: str, action: str) -> Response:
         def apply(command: Command, rest: dict[str, Any]) -> Response:

@@ -24,7 +24,8 @@ A thread may take a lock only while every lock it already holds comes earlier he
 3. ServiceGroup._lock (its Condition _cond): one group's state, queue and monitors.
 4. ResourceMonitor._cond and ResourceMonitor._data (never nested in each other).
 5. Leaves, which take no other lock: Pending._lock, GroupRunner._changed, EventLog._cond,
-   Resource._running_lock, ExitWatcher._lock, Store._lock (held across its file write).
+   Resource._running_lock, ExitWatcher._lock, Store._lock (held across its file write),
+   TlsFiles._lock (held across the replacement of the TLS files).
 Beside the groups: Api._lock (the operations in flight) is held only to check a command's
 epoch and operation id (Store._lock inside it) and record it as in flight; never across
 a disk write, an event or a wait.

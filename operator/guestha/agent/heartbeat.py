@@ -117,6 +117,7 @@ class PeerSpec:
     address: str | None  # None: not known yet; nothing sent, nothing accepted
     port: int
     key: bytes | None = field(default=None, repr=False)
+    accept: tuple[bytes, ...] = field(default=(), repr=False)  # also accepted (rotation)
 
 
 @dataclass
@@ -305,6 +306,10 @@ class Heartbeat(SocketThread):
             self._drop("wrongSource")
             return None
         payload = verify(spec.key or self._cluster_key, datagram)
+        for key in spec.accept:  # a rotation's other key (the overlap)
+            if payload is not None:
+                break
+            payload = verify(key, datagram)
         if payload is None:
             self._drop("badMac")
             return None

@@ -42,6 +42,7 @@ from guestha.protocol.constants import EPOCH_HEADER
 from guestha.protocol.desired import ConfigDocument, DesiredConfig
 from guestha.protocol.events import EventBatch
 from guestha.protocol.status import Health, StatusReport
+from guestha.protocol.tls import TlsApplied, TlsUpdate
 
 T = TypeVar("T")
 Epoch = Callable[[], int] | int | None
@@ -217,6 +218,10 @@ class AsyncAgentClient:
         """PUT /v1/bundle under the operator's current epoch: the agent checks the
         bundle, answers, and restarts into it (guestha.agent.bundles)."""
         return await self.call(calls.put_bundle(self._command_epoch(), upload, operation_id))
+    async def put_tls(self, update: TlsUpdate, operation_id: str | None = None) -> TlsApplied:
+        """PUT /v1/tls: a new serving certificate for the agent, under the operator's
+        current epoch."""
+        return await self.call(calls.put_tls(self._command_epoch(), update, operation_id))
 
     async def group_action(
         self, group: str, action: str, operation_id: str | None = None, reason: str | None = None

@@ -25,6 +25,7 @@ from guestha.protocol.desired import ConfigDocument, DesiredConfig
 from guestha.protocol.events import EVENTS_GONE, EventBatch, EventsGone
 from guestha.protocol.fields import FieldError
 from guestha.protocol.status import Health, StatusReport
+from guestha.protocol.tls import TlsApplied, TlsUpdate
 
 LONG_POLL_MARGIN = 5.0  # seconds a long-poll may take beyond the wait it asked for
 T = TypeVar("T")
@@ -131,6 +132,12 @@ def put_bundle(
     command = Command(epoch, operation_id or new_operation_id())
     return Call("PUT", "/v1/bundle", lambda r: BundleInstalled.from_dict(r.body, r.replayed),
                 {**upload.to_dict(), **command.to_dict()}, epoch)
+def put_tls(epoch: int, update: TlsUpdate, operation_id: str | None = None) -> Call[TlsApplied]:
+    """PUT /v1/tls: the agent's new serving certificate and key (and CA): stored, and
+    served to new connections from then on."""
+    command = Command(epoch, operation_id or new_operation_id())
+    return Call("PUT", "/v1/tls", lambda r: TlsApplied.from_dict(r.body, r.replayed),
+                {**update.to_dict(), **command.to_dict()}, epoch)
 
 
 def group_action(

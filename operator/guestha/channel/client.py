@@ -42,6 +42,7 @@ from guestha.protocol.constants import EPOCH_HEADER
 from guestha.protocol.desired import ConfigDocument, DesiredConfig
 from guestha.protocol.events import EventBatch
 from guestha.protocol.status import Health, StatusReport
+from guestha.protocol.tls import TlsApplied, TlsUpdate
 
 __all__ = [
     "LONG_POLL_MARGIN", "MAX_BODY", "MAX_HEAD", "AgentClient", "AgentRefusal",
@@ -209,6 +210,11 @@ class AgentClient:
     ) -> BundleInstalled:
         """PUT /v1/bundle: the agent checks the bundle, answers, and restarts into it."""
         return self.call(calls.put_bundle(epoch, upload, operation_id))
+    def put_tls(self, epoch: int, update: TlsUpdate,
+                operation_id: str | None = None) -> TlsApplied:
+        """PUT /v1/tls: a new serving certificate for the agent (and CA), under the
+        operator's epoch; new connections get it."""
+        return self.call(calls.put_tls(epoch, update, operation_id))
 
     def group_action(
         self,

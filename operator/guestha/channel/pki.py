@@ -38,12 +38,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from guestha.protocol import tls
 from guestha.protocol.constants import OPERATOR_NAME
 
 CA_VALIDITY = datetime.timedelta(days=3650)
 LEAF_VALIDITY = datetime.timedelta(days=365)
 # Certificates start this long before they are issued: clocks of the guests and of the
-# operator's node may disagree by a little.
+# operator's node may disagree by a little. (A short-lived leaf, as tests make them, is
+# backdated a tenth of its lifetime at most, so its rotation is not due at once.)
 BACKDATE = datetime.timedelta(minutes=5)
 # A leaf is due for rotation once this fraction of its lifetime has passed (as kubelet's
 # client certificate manager renews at 70-90 %).
@@ -124,7 +126,8 @@ def _load_ca(ca: KeyPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
 
 def _leaf(ca: KeyPair, common_name: str, names: Sequence[x509.GeneralName],
-          usage: x509.ObjectIdentifier, now: datetime.datetime | None) -> KeyPair:
+          usage: x509.ObjectIdentifier, now: datetime.datetime | None,
+          validity: datetime.timedelta = LEAF_VALIDITY) -> KeyPair:
     ca_cert, ca_key = _load_ca(ca)
     at = _now(now)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -134,8 +137,8 @@ def _leaf(ca: KeyPair, common_name: str, names: Sequence[x509.GeneralName],
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(at - BACKDATE)
-        .not_valid_after(min(at + LEAF_VALIDITY, ca_cert.not_valid_after_utc))
+        .not_valid_before(at - min(BACKDATE, validity / 10))
+        .not_valid_after(min(at + validity, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -151,7 +154,8 @@ def _leaf(ca: KeyPair, common_name: str, names: Sequence[x509.GeneralName],
 
 def issue_serving(ca: KeyPair, common_name: str, dns_names: Sequence[str] = (),
                   addresses: Sequence[str] = (),
-                  now: datetime.datetime | None = None) -> KeyPair:
+                  now: datetime.datetime | None = None,
+                  validity: datetime.timedelta = LEAF_VALIDITY) -> KeyPair:
     """A TLS server certificate of `ca`: DNS SANs `dns_names`, IP SANs `addresses` (a bad
     address raises ValueError naming it)."""
     names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
@@ -160,15 +164,16 @@ def issue_serving(ca: KeyPair, common_name: str, dns_names: Sequence[str] = (),
             names.append(x509.IPAddress(ipaddress.ip_address(address)))
         except ValueError:
             raise ValueError(f"addresses: {address!r} is not an IP address") from None
-    return _leaf(ca, common_name, names, ExtendedKeyUsageOID.SERVER_AUTH, now)
+    return _leaf(ca, common_name, names, ExtendedKeyUsageOID.SERVER_AUTH, now, validity)
 
 
 def issue_member(ca: KeyPair, member: str, addresses: Sequence[str] = (),
-                 now: datetime.datetime | None = None) -> KeyPair:
+                 now: datetime.datetime | None = None,
+                 validity: datetime.timedelta = LEAF_VALIDITY) -> KeyPair:
     """The serving certificate of a member's agent: CN and DNS SAN = the member's name (what
     the operator's TLS context checks), each of `addresses` (the VMI's IPs, when known) an IP
     SAN. A bad address raises ValueError naming it."""
-    return issue_serving(ca, member, (member,), addresses, now)
+    return issue_serving(ca, member, (member,), addresses, now, validity)
 
 
 def issue_operator(ca: KeyPair, now: datetime.datetime | None = None) -> KeyPair:
@@ -197,14 +202,8 @@ def due_for_rotation(cert_pem: bytes, now: datetime.datetime,
                      fraction: float = ROTATE_AT) -> bool:
     """Pure: whether `fraction` of the certificate's lifetime (not before to not after)
     has passed at `now`; an expired or not-yet-valid certificate is always due."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction: must be in (0, 1], got {fraction!r}")
     cert = _certificate(cert_pem)
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-    at = _now(now)
-    if at < start or at >= end:
-        return True
-    return at >= start + (end - start) * fraction
+    return tls.due(cert.not_valid_before_utc, cert.not_valid_after_utc, _now(now), fraction)
 
 
 def matches(cert_pem: bytes, key_pem: bytes) -> bool:

@@ -9,12 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 
-from guestha.channel.aio import AsyncAgentClient, Member
-from guestha.controller import api, credentials, indexes, leader, links, nodeleases, outputs
+from guestha.channel.aio import (
+    AsyncAgentClient,
+    AsyncNetworkTransport,
+    AsyncVsockTransport,
+    Member,
+)
+from guestha.controller import (
+    api,
+    credentials,
+    departure,
+    heartbeatkeys,
+    indexes,
+    leader,
+    links,
+    nodeleases,
+    outputs,
+    release,
+    rotation,
+)
 from guestha.controller.observe import GroupFacts
 from guestha.controller.supervisor import ClusterSupervisor, Snapshot
 from guestha.controller.wakeups import WAKEUPS
@@ -22,6 +41,8 @@ from guestha.kubevirt import members
 from guestha.model.cluster import ClusterSpec
 
 GROUP, VERSION = "guestha.io", "v1alpha1"
+SUPERVISING: set[tuple[str, str]] = set()  # (namespace, name) of supervisors running
+DAEMON_EXIT_SECONDS = 15.0  # kopf cancels a stopped daemon after 10 s
 
 
 @kopf.index("kubevirt.io", "v1", "virtualmachines")
@@ -53,6 +74,10 @@ def _snapshot(namespace: str, name: str, body: kopf.Body, ix: dict[str, Any]) ->
     views = [members.observe(m, indexes.first(vm_ix, (namespace, m)) if (namespace, m) in vm_ix
                              else None, indexes.first(vmi_ix, (namespace, m)))
              for m in parsed.member_names(labels)]
+    leaving = departure.leaving_names(body.get("status") or {}, {v.name for v in views}, ())
+    departing = [members.observe(m, indexes.first(vm_ix, (namespace, m))
+                                 if (namespace, m) in vm_ix else None,
+                                 indexes.first(vmi_ix, (namespace, m))) for m in leaving]
     group_bodies = {g["metadata"]["name"]: g for g in ix["sg_index"].get((namespace, name), ())}
     groups = [GroupFacts(n, g["spec"], g["status"], g["metadata"]["annotations"],
                          generation=int(g["metadata"].get("generation") or 0))
@@ -61,17 +86,16 @@ def _snapshot(namespace: str, name: str, body: kopf.Body, ix: dict[str, Any]) ->
                          for s in ix["switchover_index"].get((namespace, g), ())}
     switchovers = [(n, s["spec"], s["status"]) for n, s in sorted(switchover_bodies.items())]
     nodes = {n: outputs.node_alive(indexes.first(ix["node_index"], n), nodeleases.lease(n))
-             for n in {v.node for v in views if v.node}}
+             for n in {v.node for v in [*views, *departing] if v.node}}
     return Snapshot(dict(body), views, groups, group_bodies, switchovers, switchover_bodies,
-                    nodes)
+                    nodes, departing)
 
 
-@kopf.daemon(GROUP, VERSION, "inguestclusters", cancellation_timeout=10.0)
-async def cluster_supervisor(namespace: str | None, name: str, body: kopf.Body,
-                             stopped: kopf.DaemonStopped, **kwargs: Any) -> None:
-    """The cluster's supervisor (controller.supervisor), woken by every change it reads."""
-    ns = namespace or ""
-    creds = await credentials.cluster_credentials(ns, name, body)
+async def _supervise(ns: str, name: str, body: kopf.Body, kwargs: dict[str, Any],
+                     stopped: Callable[[], bool],
+                     creds: credentials.ClusterCredentials) -> ClusterSupervisor:
+    """Runs the cluster's supervisor until `stopped` (or, for a deleted cluster, until its
+    members left and its finalizer went); returns it."""
     spec = dict(body.get("spec") or {})
     transport = links.transport_for(spec, creds.ssl_context(), api.kube_access)
     ix = {k: kwargs[k] for k in ("vm_index", "vmi_index", "sg_index", "switchover_index",
@@ -80,21 +104,87 @@ async def cluster_supervisor(namespace: str | None, name: str, body: kopf.Body,
     def client(member: Member) -> AsyncAgentClient:
         return AsyncAgentClient(member, transport, leader.epoch, timeout=links.COMMAND_TIMEOUT)
 
+    def use(context: ssl.SSLContext) -> None:  # a renewed operator certificate
+        if isinstance(transport, (AsyncNetworkTransport, AsyncVsockTransport)):
+            transport.context = context
+
     supervisor = ClusterSupervisor(
         ns, name, lambda: _snapshot(ns, name, body, ix),
         outputs.KubeOutputs(ns, ix["vmi_index"], ix["node_index"]),
-        client, links.channel_port(spec), creds.heartbeat_key, leader.is_leader, leader.epoch)
-    with WAKEUPS.subscribe(ns) as changed:
-        async def forward() -> None:
-            while True:
-                await changed.wait()
-                changed.clear()
-                supervisor.wake()
+        client, links.channel_port(spec), creds.heartbeat_key, leader.is_leader, leader.epoch,
+        departures=departure.Departures(ns, name, _release(ns, name, body).api()),
+        renewals=rotation.Rotation(ns, name, creds, lambda: credentials.cluster_credentials(
+            ns, name, body), use),
+        heartbeat_keys=heartbeatkeys.HeartbeatKeys(
+            ns, name, creds.heartbeat_key, creds.heartbeat_next, heartbeatkeys.KeyStore(
+                lambda: asyncio.to_thread(credentials.begin_heartbeat_rotation, ns, name, body),
+                lambda upcoming: asyncio.to_thread(credentials.finish_heartbeat_rotation, ns,
+                                                   name, body, upcoming))))
+    SUPERVISING.add((ns, name))
+    try:
+        with WAKEUPS.subscribe(ns) as changed:
+            async def forward() -> None:
+                while True:
+                    await changed.wait()
+                    changed.clear()
+                    supervisor.wake()
 
-        forwarder = asyncio.create_task(forward())
-        try:
-            await supervisor.run(lambda: bool(stopped))
-        finally:
-            forwarder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await forwarder
+            forwarder = asyncio.create_task(forward())
+            try:
+                await supervisor.run(stopped)
+            finally:
+                forwarder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await forwarder
+    finally:
+        SUPERVISING.discard((ns, name))
+    return supervisor
+
+
+def _release(ns: str, name: str, body: kopf.Body) -> release.ClusterRelease:
+    return release.ClusterRelease(ns, name, str((body.get("metadata") or {}).get("uid") or ""))
+
+
+@kopf.daemon(GROUP, VERSION, "inguestclusters", cancellation_timeout=10.0)
+async def cluster_supervisor(namespace: str | None, name: str, body: kopf.Body,
+                             stopped: kopf.DaemonStopped, **kwargs: Any) -> None:
+    """The cluster's supervisor (controller.supervisor), woken by every change it reads."""
+    ns = namespace or ""
+    creds = await credentials.cluster_credentials(ns, name, body)
+    await _supervise(ns, name, body, kwargs, lambda: bool(stopped), creds)
+
+
+@kopf.on.delete(GROUP, VERSION, "inguestclusters")
+async def cluster_deleted(namespace: str | None, name: str, body: kopf.Body,
+                          **kwargs: Any) -> None:
+    """A deleted cluster's members leave before it goes (controller.departure): kopf
+    stops the cluster's daemon, and a supervisor runs here for the departure alone, on
+    the leader (the others retry, in case they become it), until every member has left
+    and the finalizer went. Here rather than in the daemon: kopf gives a stopped daemon a
+    fixed grace and re-checks it only when that grace ends, and it starts no daemon at all
+    for a cluster already being deleted (an operator that started in the middle)."""
+    ns = namespace or ""
+    deadline = asyncio.get_running_loop().time() + DAEMON_EXIT_SECONDS
+    while (ns, name) in SUPERVISING and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)  # the daemon's supervisor ends its pass and exits
+    if (ns, name) in SUPERVISING:
+        raise kopf.TemporaryError("the cluster's supervisor has not stopped yet", delay=1)
+    releasing = _release(ns, name, body)
+    if not await releasing.holds_finalizer():
+        return
+    if not leader.is_leader():
+        raise kopf.TemporaryError("the leader lets the members go", delay=5)
+    creds = await credentials.existing_credentials(ns, name, body)
+    if creds is None:
+        # its CA Secret went first (its namespace is being deleted): no agent can be
+        # reached, and nothing may be created there; the namespace takes the rest
+        kopf.warn(body, reason=departure.EVENT_NOT_WAITED_FOR,
+                  message="the cluster's CA Secret is gone: its agents cannot be told to "
+                  "stop their groups; not waited for")
+        if not await releasing.remove_finalizer():
+            raise kopf.TemporaryError("the finalizer could not be removed", delay=5)
+        return
+    supervisor = await _supervise(ns, name, body, kwargs, lambda: not leader.is_leader(),
+                                  creds)
+    if not supervisor.departures.finished:
+        raise kopf.TemporaryError("the members have not all left yet", delay=5)

@@ -26,11 +26,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import datetime
+import os
 import shutil
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +45,31 @@ SUFFIX = "-guestha-ca"
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 OPERATOR_CERT, OPERATOR_KEY = "operator.crt", "operator.key"
 HEARTBEAT_KEY = "heartbeat.key"
+HEARTBEAT_KEY_NEXT = "heartbeat.key.next"  # during a rotation (controller.heartbeatkeys)
 SECRET_KEYS = (CA_CERT, CA_KEY, OPERATOR_CERT, OPERATOR_KEY, HEARTBEAT_KEY)
 MANAGED_BY = {"app.kubernetes.io/managed-by": "guestha"}
 CLUSTER_LABEL = "guestha.io/cluster"
 GROUP_VERSION, KIND = "guestha.io/v1alpha1", "InGuestCluster"
 MAX_NAME = 253
+TEST_CERT_SECONDS_ENV = "GUESTHA_TEST_CERT_SECONDS"  # a test hook: member_validity
+
+
+def member_validity() -> datetime.timedelta:
+    """How long a member's certificate is valid: pki.LEAF_VALIDITY, unless the test hook
+    TEST_CERT_SECONDS_ENV (never set in production) makes it seconds, so that rotation
+    (controller.rotation) happens within a test."""
+    raw = os.environ.get(TEST_CERT_SECONDS_ENV, "")
+    if not raw:
+        return pki.LEAF_VALIDITY
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"{TEST_CERT_SECONDS_ENV}: not a number of seconds: {raw[:20]!r}") \
+            from None
+    if not 10 <= seconds <= pki.LEAF_VALIDITY.total_seconds():
+        raise ValueError(f"{TEST_CERT_SECONDS_ENV}: must be 10 to "
+                         f"{pki.LEAF_VALIDITY.total_seconds():.0f} seconds, got {raw[:20]}")
+    return datetime.timedelta(seconds=seconds)
 
 
 class CredentialsError(Exception):
@@ -83,14 +105,18 @@ class ClusterCredentials:
     operator_cert_pem: bytes
     operator_key_pem: bytes = field(repr=False)
     heartbeat_key: bytes = field(repr=False)
+    heartbeat_next: bytes | None = field(default=None, repr=False)  # a rotation's next
 
     @property
     def ca(self) -> pki.KeyPair:
         return pki.KeyPair(self.ca_pem, self.ca_key_pem)
 
-    def issue_member(self, member: str, addresses: tuple[str, ...] = ()) -> pki.KeyPair:
-        """A serving certificate for a member's agent, of this cluster's CA."""
-        return pki.issue_member(self.ca, member, addresses)
+    def issue_member(self, member: str, addresses: tuple[str, ...] = (),
+                     validity: datetime.timedelta | None = None) -> pki.KeyPair:
+        """A serving certificate for a member's agent, of this cluster's CA, valid for
+        `validity` (member_validity() unless given)."""
+        return pki.issue_member(self.ca, member, addresses, None,
+                                member_validity() if validity is None else validity)
 
     def ssl_context(self) -> ssl.SSLContext:
         """The operator's TLS context for this cluster's agents (operator_context's rules:
@@ -114,6 +140,8 @@ class ClusterCredentials:
         raw = {CA_CERT: self.ca_pem, CA_KEY: self.ca_key_pem,
                OPERATOR_CERT: self.operator_cert_pem, OPERATOR_KEY: self.operator_key_pem,
                HEARTBEAT_KEY: self.heartbeat_key}
+        if self.heartbeat_next is not None:
+            raw[HEARTBEAT_KEY_NEXT] = self.heartbeat_next
         return {k: base64.b64encode(v).decode("ascii") for k, v in raw.items()}
 
     @classmethod
@@ -147,14 +175,21 @@ class ClusterCredentials:
                                        f"data.{CA_CERT}")
         except ValueError as e:
             raise CredentialsError(f"{where}: {e}") from None
+        upcoming = None
+        if data.get(HEARTBEAT_KEY_NEXT):
+            try:
+                upcoming = base64.b64decode(data[HEARTBEAT_KEY_NEXT], validate=True)
+            except (binascii.Error, ValueError):
+                raise CredentialsError(f"{where}: data.{HEARTBEAT_KEY_NEXT} is not "
+                                       "base64") from None
         return cls(namespace, cluster, values[CA_CERT], values[CA_KEY], values[OPERATOR_CERT],
-                   values[OPERATOR_KEY], values[HEARTBEAT_KEY])
+                   values[OPERATOR_KEY], values[HEARTBEAT_KEY], upcoming or None)
 
     def with_new_operator_certificate(self,
                                       now: datetime.datetime | None = None) -> ClusterCredentials:
         operator = pki.issue_operator(self.ca, now)
-        return ClusterCredentials(self.namespace, self.cluster, self.ca_pem, self.ca_key_pem,
-                                  operator.cert_pem, operator.key_pem, self.heartbeat_key)
+        return dataclasses.replace(self, operator_cert_pem=operator.cert_pem,
+                                   operator_key_pem=operator.key_pem)
 
 
 def build_secret(credentials: ClusterCredentials, owner: Mapping[str, Any]) -> dict[str, Any]:
@@ -246,6 +281,69 @@ def get_or_create(namespace: str, cluster: str, owner: Mapping[str, Any],
             return renewed
     raise CredentialsError(f"Secret {namespace}/{name}: changed under every one of "
                            f"{attempts} attempts to read or write it")
+
+
+def _rewrite(namespace: str, cluster: str, owner: Mapping[str, Any],
+             change: Callable[[ClusterCredentials], ClusterCredentials | None],
+             attempts: int = 5) -> ClusterCredentials:
+    """Blocking: the CA Secret changed by `change` (None: nothing to change), replaced at
+    the resourceVersion it was read at, read again on a conflict."""
+    name = secret_name(cluster)
+    for _ in range(attempts):
+        secret = _read(namespace, name)
+        if secret is None:
+            raise CredentialsError(f"Secret {namespace}/{name}: not found")
+        check_ownership(secret, cluster, owner)
+        current = ClusterCredentials.from_secret(secret, namespace, cluster)
+        changed = change(current)
+        if changed is None:
+            return current
+        body = dict(secret)
+        body["data"] = changed.secret_data()
+        if _replace(namespace, name, body):
+            return changed
+    raise CredentialsError(f"Secret {namespace}/{name}: changed under every one of "
+                           f"{attempts} attempts to write it")
+
+
+def begin_heartbeat_rotation(namespace: str, cluster: str, owner: Mapping[str, Any]) -> bytes:
+    """Blocking: the next heartbeat secret, stored in the CA Secret (made once: a
+    rotation already begun keeps its next secret)."""
+    def begin(c: ClusterCredentials) -> ClusterCredentials | None:
+        if c.heartbeat_next is not None:
+            return None
+        return dataclasses.replace(c, heartbeat_next=pki.new_heartbeat_key())
+    upcoming = _rewrite(namespace, cluster, owner, begin).heartbeat_next
+    assert upcoming is not None
+    return upcoming
+
+
+def finish_heartbeat_rotation(namespace: str, cluster: str, owner: Mapping[str, Any],
+                              upcoming: bytes) -> bool:
+    """Blocking: the next heartbeat secret becomes the current one (False: the Secret
+    holds another next secret than `upcoming`, and nothing changed)."""
+    def finish(c: ClusterCredentials) -> ClusterCredentials | None:
+        if c.heartbeat_next != upcoming:
+            return None
+        return dataclasses.replace(c, heartbeat_key=upcoming, heartbeat_next=None)
+    return _rewrite(namespace, cluster, owner, finish).heartbeat_key == upcoming
+
+
+def existing(namespace: str, cluster: str,
+             owner: Mapping[str, Any]) -> ClusterCredentials | None:
+    """Blocking: the cluster's credentials if its CA Secret exists (None: it is gone, as
+    in a namespace being deleted, where nothing may be created); never writes."""
+    secret = _read(namespace, secret_name(cluster))
+    if secret is None:
+        return None
+    check_ownership(secret, cluster, owner)
+    return ClusterCredentials.from_secret(secret, namespace, cluster)
+
+
+async def existing_credentials(namespace: str, cluster: str,
+                               owner: Mapping[str, Any]) -> ClusterCredentials | None:
+    """`existing` without blocking the event loop."""
+    return await asyncio.to_thread(existing, namespace, cluster, owner)
 
 
 async def cluster_credentials(namespace: str, cluster: str,

@@ -71,6 +71,7 @@ class Publisher:
     cluster: str
     writer: Writer
     records: dict[str, GroupRecord] = field(default_factory=dict)
+    leaving: frozenset[str] = frozenset()  # members leaving the cluster (controller.departure)
 
     async def publish(self, result: Plan, views: Sequence[MemberView],
                       cluster_body: Mapping[str, Any], groups: Sequence[GroupFacts],
@@ -201,7 +202,8 @@ class Publisher:
         and is no failover either). FailoverStarted is told once the plan puts it
         online elsewhere; the metric counts failovers finished. Its cause is
         ResourceFaulted when the home's agent still
-        answers and KubeVirt still runs its guest (the group faulted there), MemberLost
+        answers and KubeVirt still runs its guest (the group faulted there), MemberLeft
+        when the home is no member any more (controller.departure moved it), MemberLost
         otherwise (a crashed guest's VMI can go Failed before the stream to its dead
         agent notices the closed connection); its duration runs from
         the first pass that found the group gone from home (the loss noticed)."""
@@ -221,7 +223,8 @@ class Publisher:
         if record.moving is None and not switching:
             link, view = links.get(home), views.get(home)
             running = view is None or (view.running and not view.deleting)
-            cause = ("ResourceFaulted" if link is not None and link.reachable and running
+            cause = ("MemberLeft" if home in self.leaving else
+                     "ResourceFaulted" if link is not None and link.reachable and running
                      else "MemberLost")
             record.moving = (home, cause, now)
         if record.moving is not None and not record.announced \

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -33,7 +34,17 @@ from guestha.channel.aio import (
     FollowSettings,
     Member,
 )
-from guestha.controller import cluster_status, group_status, metrics, observe, rollout, userdata
+from guestha.controller import (
+    cluster_status,
+    departure,
+    group_status,
+    heartbeatkeys,
+    metrics,
+    observe,
+    rollout,
+    rotation,
+    userdata,
+)
 from guestha.controller.links import MemberLink
 from guestha.controller.probes import Prober
 from guestha.controller.publisher import Publisher, Writer, now_iso
@@ -47,7 +58,7 @@ from guestha.model.agentconfig import (
     member_config,
 )
 from guestha.model.cluster import ClusterSpec
-from guestha.model.members import MemberView
+from guestha.model.members import MemberPhase, MemberView
 from guestha.protocol.desired import DesiredConfig
 from guestha.protocol.events import CONFIG_APPLIED, EventBatch
 from guestha.protocol.fields import FieldError
@@ -83,6 +94,7 @@ class Snapshot:
     switchovers: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]]
     switchover_bodies: Mapping[str, Mapping[str, Any]]
     nodes: Mapping[str, bool]  # node name -> Ready and renewing its Lease
+    departing: Sequence[MemberView] = ()  # members leaving (controller.departure)
 
 
 class Fencer(Protocol):
@@ -114,13 +126,15 @@ class ClusterSupervisor:
     def __init__(self, namespace: str, name: str, read: Callable[[], Snapshot],
                  outputs: Outputs, client: Callable[[Member], AsyncAgentClient], port: int,
                  heartbeat_secret: bytes, leader: Callable[[], bool],
-                 epoch: Callable[[], int], follow: FollowSettings | None = None) -> None:
+                 epoch: Callable[[], int], follow: FollowSettings | None = None,
+                 departures: departure.Departures | None = None,
+                 renewals: rotation.Rotation | None = None,
+                 heartbeat_keys: heartbeatkeys.HeartbeatKeys | None = None) -> None:
         self.namespace, self.name = namespace, name
         self._read = read
         self._out = outputs
         self._client = client
         self._port = port
-        self._secret = heartbeat_secret
         self._leader = leader
         self._epoch = epoch
         self._follower = EventFollower(self._follower_client, self._on_events,
@@ -141,13 +155,17 @@ class ClusterSupervisor:
         self._wake = asyncio.Event()
         self._prober = Prober(namespace, name, self.wake)
         self.last_plan: Plan | None = None
+        self.departures = departures or departure.Departures(namespace, name)
+        self.renewals = renewals or rotation.Rotation(namespace, name)
+        self.heartbeat_keys = heartbeat_keys or heartbeatkeys.HeartbeatKeys(
+            namespace, name, heartbeat_secret)
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self, stopped: Callable[[], bool]) -> None:
         try:
-            while not stopped():
+            while not stopped() and not self.departures.finished:
                 deadline = await self.step()
                 timeout = FENCE_POLL_SECONDS if self._fences else RESYNC_SECONDS
                 if deadline is not None:
@@ -201,6 +219,8 @@ class ClusterSupervisor:
 
     async def step(self) -> float | None:
         """One pass; returns the time (monotonic) of the engine's next bound."""
+        if self.departures.finished:
+            return None  # a deleted cluster, released: nothing is left to do
         snap = self._read()
         now = time.monotonic()
         try:
@@ -208,19 +228,28 @@ class ClusterSupervisor:
         except (FieldError, ValueError) as e:
             log.error("%s/%s: spec refused: %s", self.namespace, self.name, e)
             return None
+        current = snap.views  # the members; those leaving are planned for too, until let go
+        snap = dataclasses.replace(snap, views=self.departures.joined(
+            snap.cluster, snap.views, snap.departing, now))
         await self._sync_links(snap.views)
         self.sightings.members([v.name for v in snap.views], now)
         self._recall_runs(snap)
         leader = self._leader()
         budget = cluster_offline_budget([GroupSource(g.name, g.spec) for g in snap.groups])
         if leader:
+            await self.departures.api.add_finalizer(snap.cluster)
             await self._push_configs(snap, budget)
+            await self.renewals.rotate(self.links, {v.name: v.address for v in snap.views},
+                                       functools.partial(self._out.event, snap.cluster))
+            if await self.heartbeat_keys.step(snap.cluster,
+                                              functools.partial(self._out.event, snap.cluster)):
+                self.wake()  # the next step's keys go out at once
         else:
             self._budgets.clear()  # another leader may give the agents other values
         self._fencing = {}
         members = [self._member_facts(v, snap) for v in snap.views]
         self._count_onlines(snap)
-        groups = self._group_states(snap)
+        groups = departure.without_members(self._group_states(snap), self.departures.names)
         started = time.perf_counter()
         state = observe.cluster_state(now, spec, float(OPERATOR_LEASE_SECONDS), members,
                                       groups, snap.switchovers, leader,
@@ -236,24 +265,59 @@ class ClusterSupervisor:
                                               [v.name for v in snap.views], result,
                                               snap.cluster, now)
             self.publisher.forget([g.name for g in snap.groups])
-            await self.publisher.publish(result, snap.views, snap.cluster, snap.groups,
+            self.publisher.leaving = self.departures.names
+            runs = {m: {k: v for k, v in (("uid", r.uid), ("node", r.node),
+                                          ("address", r.address)) if v}
+                    for m, r in self._runs.items()}
+            await self.publisher.publish(result, current, snap.cluster, snap.groups,
                                          snap.group_bodies, snap.switchover_bodies,
-                                         self.links, self._epoch(), now, self._fencing,
-                                         {m: {k: v for k, v in (("uid", r.uid),
-                                                                 ("node", r.node),
-                                                                 ("address", r.address)) if v}
-                                          for m, r in self._runs.items()},
+                                         self.links, self._epoch(), now,
+                                         {**self._fencing, **self.departures.status(runs),
+                                          **self.heartbeat_keys.status(
+                                              snap.cluster.get("status") or {}, now_iso())},
+                                         runs,
                                          attempts={g.name: dict(self._memory(g.name).failures)
                                                    for g in snap.groups},
                                          agents_up_to_date=rollout.condition(upgrade))
-        return result.next_wakeup
+            await self._let_go(state, snap)
+        due = self.renewals.next_due if leader else None
+        return min((t for t in (result.next_wakeup, due) if t is not None), default=None)
+
+    async def _let_go(self, state: ClusterState, snap: Snapshot) -> None:
+        """Members leaving that may go now are let go (controller.departure); a deleted
+        cluster whose members all left is released."""
+        def applied_empty(member: str) -> bool:
+            link = self.links.get(member)
+            return link is not None and link.applied is not None \
+                and not link.applied.groups and not link.applied.peers
+
+        def pending(member: str) -> bool:
+            return any(member in m.pending for m in self._groups.values())
+
+        views = {v.name: v for v in snap.views}
+
+        def never_ran(member: str) -> bool:
+            view = views.get(member)
+            return member not in self._runs and view is not None and \
+                view.phase in (MemberPhase.MISSING, MemberPhase.STOPPED)
+
+        if await self.departures.settle(state, applied_empty, pending,
+                                        state.settings.offline_timeout,
+                                        functools.partial(self._out.event, snap.cluster),
+                                        never_ran):
+            self.wake()  # the others' peer lists drop them at once
+        await self.departures.finish(
+            ((snap.group_bodies[g.name], g.status) for g in snap.groups),
+            lambda body, status: self._out.patch_status(
+                "servicegroups", str(body["metadata"]["name"]), status), now_iso())
 
     def _recall_runs(self, snap: Snapshot) -> None:
         """The run each member's groups were last seen on, as the InGuestCluster status
         keeps it, for members this process has not heard yet (it just started, or just
         took over): a member's new run must not speak for it while an older run that an
         earlier operator heard may still run its groups (see `_member_facts`)."""
-        kept = cluster_status.runs(snap.cluster.get("status") or {})
+        status = snap.cluster.get("status") or {}
+        kept = {**departure.departing_runs(status), **cluster_status.runs(status)}
         for view in snap.views:
             if view.name not in self._runs and view.name in kept:
                 self._runs[view.name] = Run(*kept[view.name])
@@ -331,15 +395,21 @@ class ClusterSupervisor:
                 continue
             try:
                 config = member_config(self.name, name, names, addresses, sources, spec,
-                                       self._secret, OPERATOR_LEASE_SECONDS, budget)
+                                       self.heartbeat_keys.send, OPERATOR_LEASE_SECONDS,
+                                       budget, self.heartbeat_keys.accept)
             except ValueError as e:
                 log.warning("%s/%s: no configuration for %s: %s", self.namespace, self.name,
                             name, e)
                 continue
+            config = self.departures.config_for(name, link.reachable, link.state.groups,
+                                                config)
             pushes.append((link, config))
         await asyncio.gather(*(link.push(config) for link, config in pushes))
         for link, config in pushes:
             self._pushed(link, config)
+        took = {link.member: link.applied == config for link, config in pushes}
+        self.heartbeat_keys.took({v.name: took.get(v.name, False) for v in snap.views
+                                  if v.running})
 
     def _member_facts(self, view: MemberView, snap: Snapshot) -> observe.MemberFacts:
         """The member as the engine sees it. While the run its groups were last seen on

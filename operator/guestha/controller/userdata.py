@@ -3,7 +3,8 @@
 The user-data is the guest's own (any form, guestha.cloudinit.merge keeps its meaning) with
 guestha's part after it: the recipe's cloud-config (guestha.cloudinit.recipe, the one place
 that says how the agent is installed) with this member's identity file, its serving
-certificate and key, the cluster's CA and heartbeat key. The Secret `<vm>-guestha-userdata`
+certificate and key, the cluster's CA and the heartbeat bootstrap key (never the
+cluster's heartbeat secret: guestha.protocol.keys). The Secret `<vm>-guestha-userdata`
 (key `userdata`, as virt-launcher reads it) is owned by the InGuestCluster and labelled like
 the CA Secret, so the garbage collector removes it with the cluster.
 
@@ -29,6 +30,7 @@ from guestha.controller.credentials import (
     owner_reference,
 )
 from guestha.model.injection import InjectionSpec
+from guestha.protocol import keys
 
 SUFFIX = "-guestha-userdata"
 USERDATA_KEY = "userdata"
@@ -68,7 +70,8 @@ def member_user_data(spec: InjectionSpec, cluster: str, member: str,
     identity = recipe.identity(cluster, member, transport=spec.channel.transport,
                                port=spec.channel.port, watchdog_device=spec.watchdog_device)
     secrets = recipe.AgentSecrets(credentials.ca_pem, member_pair.cert_pem,
-                                  member_pair.key_pem, credentials.heartbeat_key)
+                                  member_pair.key_pem,
+                                  keys.bootstrap_key(credentials.heartbeat_key, cluster))
     config = recipe.cloud_config(identity, agent, secrets,
                                  offline_timeout_seconds=spec.offline_timeout_seconds)
     return merge.merge(user_data, config, where)

@@ -118,15 +118,17 @@ def member_config(cluster: str, member: str, members: Sequence[str],
                   addresses: Mapping[str, str | None], groups: Sequence[GroupSource],
                   cluster_spec: Mapping[str, Any], secret: bytes,
                   operator_lease_seconds: int,
-                  offline_timeout_seconds: int = FencingConfig.offline_timeout_seconds
-                  ) -> DesiredConfig:
+                  offline_timeout_seconds: int = FencingConfig.offline_timeout_seconds,
+                  accept_secrets: Sequence[bytes] = ()) -> DesiredConfig:
     """The desired configuration of `member`: the groups whose systems list it (by name),
     every other member as a peer (address None while it has none) with the pair key
-    derived from the cluster's heartbeat secret, and the cluster's heartbeat and fencing
-    settings, with `offline_timeout_seconds` as the offline budget (one value for every
-    member: `cluster_offline_budget`)."""
+    derived from the cluster's heartbeat secret (and those of `accept_secrets` accepted
+    too: a rotation's overlap), and the cluster's heartbeat and fencing settings, with
+    `offline_timeout_seconds` as the offline budget (one value for every member:
+    `cluster_offline_budget`)."""
     peers = tuple(PeerConfig(other, addresses.get(other), None,
-                             pair_key(secret, cluster, member, other))
+                             pair_key(secret, cluster, member, other),
+                             tuple(pair_key(s, cluster, member, other) for s in accept_secrets))
                   for other in sorted(set(members)) if other != member)
     mine = tuple(sorted((g.group_config() for g in groups if member in g.systems),
                         key=lambda g: g.name))

@@ -107,6 +107,11 @@ class PeerConfig:
     # The pair key of this member and the peer (heartbeatKey, base64; guestha.protocol.keys);
     # None: the identity file's cluster key, until the operator gives pair keys.
     heartbeat_key: bytes | None = field(default=None, repr=False)
+    # More keys this peer's datagrams are accepted under (acceptKeys, base64): the other
+    # pair key while the cluster's heartbeat secret is rotated (an overlap: agents accept
+    # the old and the new, send with the new once every peer accepts it). Sent with the
+    # heartbeatKey only.
+    accept_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_dict(cls, raw: Any, where: str, index: int = 0) -> PeerConfig:
@@ -116,13 +121,21 @@ class PeerConfig:
         if not isinstance(member, str) or not member:
             raise fields.FieldError(f"{where}[{index}].member: required, a non-empty string")
         label = f"{where}[{member}]"
-        fields.check_keys(body, frozenset({"member", "address", "port", "heartbeatKey"}), label)
+        fields.check_keys(body, frozenset({"member", "address", "port", "heartbeatKey",
+                                           "acceptKeys"}), label)
         address = body.get("address")
         if address is not None and addresses.packed(address) is None:
             raise fields.FieldError(f"{label}.address: must be an IP address, got {address!r}")
         port = fields.integer(body, "port", 1, label, 1, 65535) if "port" in body else None
-        return cls(member, None if address is None else str(address), port,
-                   _heartbeat_key(body, label))
+        key = _heartbeat_key(body, label)
+        accept = tuple(_key(k, f"{label}.acceptKeys[{i}]") for i, k in enumerate(
+            fields.array(body.get("acceptKeys", []), f"{label}.acceptKeys")))
+        if accept and key is None:
+            raise fields.FieldError(f"{label}.acceptKeys: only with a heartbeatKey")
+        if len(accept) > MAX_ACCEPT_KEYS:
+            raise fields.FieldError(f"{label}.acceptKeys: at most {MAX_ACCEPT_KEYS}, got "
+                                    f"{len(accept)}")
+        return cls(member, None if address is None else str(address), port, key, accept)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"member": self.member}
@@ -132,22 +145,29 @@ class PeerConfig:
             out["port"] = self.port
         if self.heartbeat_key is not None:
             out["heartbeatKey"] = base64.b64encode(self.heartbeat_key).decode("ascii")
+        if self.accept_keys:
+            out["acceptKeys"] = [base64.b64encode(k).decode("ascii") for k in self.accept_keys]
         return out
 
 
-def _heartbeat_key(p: Mapping[str, Any], where: str) -> bytes | None:
-    if "heartbeatKey" not in p:
-        return None
-    raw = p["heartbeatKey"]
+MAX_ACCEPT_KEYS = 2
+
+
+def _key(raw: Any, where: str) -> bytes:
     try:
         key = base64.b64decode(raw if isinstance(raw, str) else "", validate=True)
     except ValueError:
         key = b""
     if len(key) < MIN_PAIR_KEY_BYTES:
-        raise fields.FieldError(f"{where}.heartbeatKey: must be base64 of at least "
-                                f"{MIN_PAIR_KEY_BYTES} bytes (the pair key of this member "
-                                f"and the peer)")
+        raise fields.FieldError(f"{where}: must be base64 of at least {MIN_PAIR_KEY_BYTES} "
+                                f"bytes (a pair key of this member and the peer)")
     return key
+
+
+def _heartbeat_key(p: Mapping[str, Any], where: str) -> bytes | None:
+    if "heartbeatKey" not in p:
+        return None
+    return _key(p["heartbeatKey"], f"{where}.heartbeatKey")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from guestha.protocol.bundle import BundleStatus
 from guestha.protocol.config import GROUP_TYPES, RESOURCE_TYPES
 from guestha.protocol.keys import KEY_SOURCES
 from guestha.protocol.states import GROUP_STATES, PEER_STATES, RESOURCE_STATES, SELF_FENCE_STATES
+from guestha.protocol.tls import TlsStatus
 
 if TYPE_CHECKING:
     from typing import Any
@@ -258,6 +259,9 @@ class StatusReport:
     # Where the agent runs from and its last rolled-back upgrade (protocol.bundle). None:
     # an agent older than PUT /v1/bundle, which does not say (a reader must take that).
     bundle: BundleStatus | None = None
+    # The serving certificate new connections get (None: an agent before rotation, or
+    # its certificate could not be read).
+    tls: TlsStatus | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -272,6 +276,7 @@ class StatusReport:
             "watchdog": self.watchdog.to_dict(), "events": self.events.to_dict(),
             "heartbeat": self.heartbeat.to_dict(), "channel": dict(self.channel),
             **({} if self.bundle is None else {"bundle": self.bundle.to_dict()}),
+            "tls": None if self.tls is None else self.tls.to_dict(),
         }
 
     @classmethod
@@ -296,6 +301,7 @@ class StatusReport:
             fields.counters(b, "channel", where),
             None if b.get("bundle") is None else BundleStatus.from_dict(b["bundle"],
                                                                         f"{where}.bundle"),
+            None if b.get("tls") is None else TlsStatus.from_dict(b["tls"], f"{where}.tls"),
         )
 
     def group(self, name: str) -> GroupStatus | None:
