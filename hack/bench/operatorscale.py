@@ -2,6 +2,7 @@
 
     hack/bench/run operatorscale [--clusters 500] [--namespaces 50] [--nodes 3]
                                  [--rest 60] [--settle 30] [--faults 30] [--json out.json]
+                                 [--network 127.1.0.0]
 
 A private control plane (etcd, kube-apiserver with API Priority and Fairness on, as on a
 production cluster, kube-controller-manager, KubeVirt's real CRDs), without the KubeVirt
@@ -97,12 +98,12 @@ def service_group(namespace: str, cluster: str, members: list[str]) -> dict[str,
 class Layout:
     """Which cluster lives where: namespaces, members, nodes, addresses."""
 
-    def __init__(self, clusters: int, spaces: int, nodes: int) -> None:
+    def __init__(self, clusters: int, spaces: int, nodes: int, network: str) -> None:
         self.nodes = [f"node-{i + 1}" for i in range(nodes)]
         self.namespaces = [f"scale-{i:03d}" for i in range(min(spaces, clusters))]
         self.clusters = [(self.namespaces[i % len(self.namespaces)], f"c{i:04d}")
                          for i in range(clusters)]
-        pool = iter(addresses("127.1.0.0", clusters * MEMBERS))
+        pool = iter(addresses(network, clusters * MEMBERS))
         self.members = {c: [f"{c[1]}-{j}" for j in range(MEMBERS)] for c in self.clusters}
         self.placed = [(ns, m, self.nodes[j % nodes], next(pool))
                        for (ns, name), ms in self.members.items() for j, m in enumerate(ms)]
@@ -192,6 +193,17 @@ class Bench:
         return [s for s in listed if s["metadata"]["name"] == secret_name(
             s["metadata"]["labels"][CLUSTER_LABEL])]
 
+    def events_since(self, wall: float) -> dict[str, int]:
+        """The operator's Events (counted by reason) last posted at or after `wall`."""
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(wall)))
+        counts: dict[str, int] = {}
+        for e in self.api.request("GET", "/api/v1/events")["items"]:
+            stamp = e.get("lastTimestamp") or e.get("eventTime") or ""
+            if stamp >= since and e["involvedObject"].get("apiVersion", "").startswith(
+                    "guestha.io/"):
+                counts[e["reason"]] = counts.get(e["reason"], 0) + int(e.get("count") or 1)
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
     def rest(self, seconds: float) -> dict[str, Any]:
         """The operator's RSS and CPU over `seconds` of rest, and the apiserver's counts."""
         pid = self.pid()
@@ -271,6 +283,7 @@ class Bench:
         offset = log.stat().st_size
         before = self.scrape()
         self.agents.command("mark")
+        wall = time.time()
         t0 = time.monotonic()
         self.cluster.stop_process(OPERATOR)
         exited = time.monotonic()
@@ -289,6 +302,7 @@ class Bench:
                 "start_to_every_agent_asked_seconds": round(asked - exited, 2),
                 "start_to_api_converged_seconds": round(converged - exited, 2),
                 "log_lines_mentioning_429": count_429(text),
+                "events_by_reason": self.events_since(wall),
                 "api_during_restart": api_figures(before, after, converged - t0)}
 
 
@@ -330,7 +344,7 @@ def machine() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    layout = Layout(args.clusters, args.namespaces, args.nodes)
+    layout = Layout(args.clusters, args.namespaces, args.nodes, args.network)
     result: dict[str, Any] = {
         "what": "one guestha operator holding every member's agent event stream (fake "
                 "agents, the real protocol over mutual TLS) with its control plane",
@@ -404,6 +418,8 @@ def main() -> int:
     parser.add_argument("--clusters", type=int, default=500, help="InGuestClusters of 3")
     parser.add_argument("--namespaces", type=int, default=50)
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--network", default="127.1.0.0",
+                        help="the fake agents' addresses: a /16 of 127/8 no one else uses")
     parser.add_argument("--baseline", type=float, default=30.0,
                         help="seconds of API counts before the operator starts")
     parser.add_argument("--settle", type=float, default=30.0,
