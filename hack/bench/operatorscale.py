@@ -51,6 +51,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -142,6 +143,33 @@ class FakeAgents:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
+
+
+class Peak:
+    """The operator's highest RSS, sampled every second in a thread (the pod's memory
+    limit must hold the peak, not only the RSS at rest); `reset` starts a new phase."""
+
+    def __init__(self, pid: Callable[[], int]) -> None:
+        self.pid = pid
+        self.mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-peak", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.mb = max(self.mb, usage(self.pid())[0])
+            except (OSError, KeyError, IndexError, ValueError):
+                continue  # between two operator processes
+
+    def reset(self) -> float:
+        peak, self.mb = self.mb, 0.0
+        return round(peak, 1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
 
 
 def wait(what: str, test: Callable[[], Any], timeout: float = TIMEOUT,
@@ -343,6 +371,48 @@ def machine() -> dict[str, Any]:
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
+def measure(bench: Bench, args: argparse.Namespace, result: dict[str, Any], peak: Peak) -> None:
+    """The phases, each adding its figures to `result` as it ends."""
+    cluster = bench.cluster
+    t = time.monotonic()
+    bench.prepare()
+    result["vms_running_seconds"] = round(time.monotonic() - t, 1)
+    base0, t = bench.scrape(), time.monotonic()
+    time.sleep(args.baseline)
+    result["baseline"] = api_figures(base0, bench.scrape(), time.monotonic() - t)
+    cluster.start_operator(timeout=300)
+    peak.reset()
+    t0 = time.monotonic()
+    bench.create_clusters()
+    created = time.monotonic()
+    bench.start_agents(cluster.folder.parent)
+    listening = time.monotonic()
+    wait("every agent Connected and every group Online", bench.all_converged)
+    done = time.monotonic()
+    result["converge"] = {
+        "create_objects_seconds": round(created - t0, 1),
+        "ca_secrets_and_agents_listening_seconds": round(listening - t0, 1),
+        "created_to_converged_seconds": round(done - t0, 1),
+        "agents_listening_to_converged_seconds": round(done - listening, 1),
+        "rss_mb": round(usage(bench.pid())[0], 1)}
+    time.sleep(args.settle)
+    result["converge"]["peak_rss_mb"] = peak.reset()
+    result["rest"] = bench.rest(args.rest)
+    if args.faults:
+        result["failover_fault_to_online_command_seconds"] = summary(
+            bench.faults(args.faults))
+    peak.reset()
+    result["restart"] = bench.restart()
+    time.sleep(args.settle)
+    result["restart"]["peak_rss_mb"] = peak.reset()
+    result["rest_after_restart"] = bench.rest(args.rest)
+    assert bench.agents is not None
+    fake = bench.agents.command("stats")
+    result["fake_agents_process"] = {"rss_mb": round(fake["rss_bytes"] / 2**20, 1),
+                                     "cpu_seconds": fake["cpu_seconds"],
+                                     "open_connections": fake["open_connections"]}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     layout = Layout(args.clusters, args.namespaces, args.nodes, args.network)
     result: dict[str, Any] = {
@@ -356,45 +426,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         folder = Path(scratch)
         cluster = DevCluster(folder / "cluster")
         bench: Bench | None = None
+        peak: Peak | None = None
         try:
             cluster.control_plane.start_apiserver(priority_and_fairness=True)
             cluster.install_crds()
             cluster.control_plane.start_controller_manager()
             bench = Bench(cluster, layout)
             first = bench.scrape()
-            t = time.monotonic()
-            bench.prepare()
-            result["vms_running_seconds"] = round(time.monotonic() - t, 1)
-            base0, t = bench.scrape(), time.monotonic()
-            time.sleep(args.baseline)
-            result["baseline"] = api_figures(base0, bench.scrape(), time.monotonic() - t)
-            cluster.start_operator(timeout=300)
-            t0 = time.monotonic()
-            bench.create_clusters()
-            created = time.monotonic()
-            bench.start_agents(folder)
-            listening = time.monotonic()
-            wait("every agent Connected and every group Online", bench.all_converged)
-            done = time.monotonic()
-            result["converge"] = {
-                "create_objects_seconds": round(created - t0, 1),
-                "ca_secrets_and_agents_listening_seconds": round(listening - t0, 1),
-                "created_to_converged_seconds": round(done - t0, 1),
-                "agents_listening_to_converged_seconds": round(done - listening, 1),
-                "rss_mb": round(usage(bench.pid())[0], 1)}
-            time.sleep(args.settle)
-            result["rest"] = bench.rest(args.rest)
-            if args.faults:
-                result["failover_fault_to_online_command_seconds"] = summary(
-                    bench.faults(args.faults))
-            result["restart"] = bench.restart()
-            time.sleep(args.settle)
-            result["rest_after_restart"] = bench.rest(args.rest)
-            assert bench.agents is not None
-            fake = bench.agents.command("stats")
-            result["fake_agents_process"] = {"rss_mb": round(fake["rss_bytes"] / 2**20, 1),
-                                             "cpu_seconds": fake["cpu_seconds"],
-                                             "open_connections": fake["open_connections"]}
+            peak = Peak(bench.pid)
+            try:
+                measure(bench, args, result, peak)
+            except (TimeoutError, RuntimeError) as e:  # the figures so far, and why
+                result["error"] = str(e)
             whole = api_figures(first, bench.scrape(), 1.0)
             result["whole_run_429"] = {"responses_429": whole["responses_429"],
                                        "flowcontrol_rejected": whole["flowcontrol_rejected"],
@@ -402,6 +445,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                            cluster.log_of(OPERATOR).read_text(errors="replace"))}
             result["node_side_writes"] = bench.nodes.writes
         finally:
+            if peak is not None:
+                peak.stop()
             if bench is not None:
                 if bench.agents is not None:
                     bench.agents.stop()
