@@ -7,8 +7,9 @@ benchmarks (1,500 members), where 1,500 real agents (and guests) would not fit.
 Each fake agent is an asyncio mutual-TLS server on its own loopback address (127.1.0.1,
 127.1.0.2, ...; all of 127/8 is loopback on Linux) at the channel port, with a certificate
 of its cluster's CA naming its member, and requires the operator's certificate, as the real
-agent does. With `--agents`, all agents are members of one cluster whose CA this process
-makes (kits.pki). With `--clusters`, each agent belongs to a cluster of the file
+agent does. Each reports every peer of its configuration Up (heard, and hearing it), as a
+healthy cluster's agents do. With `--agents`, all agents are members of one cluster whose
+CA this process makes (kits.pki). With `--clusters`, each agent belongs to a cluster of the file
 (a JSON list of {"cluster", "caCert", "caKey" (PEM text), "members": [{"name",
 "address"}]}, e.g. the CAs the operator keeps in its `<cluster>-guestha-ca` Secrets), and
 its serving certificate is issued from that cluster's CA as the operator's injection
@@ -57,7 +58,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from guestha.channel import pki as channel_pki
 from guestha.protocol.commands import ActionAccepted, Command, ConfigApplied, parse_command
-from guestha.protocol.constants import AGENT_PORT, REPLAYED_HEADER
+from guestha.protocol.constants import AGENT_PORT, HEARTBEAT_PORT, REPLAYED_HEADER
 from guestha.protocol.desired import DESIRED_FIELDS, DesiredConfig
 from guestha.protocol.events import (
     COMMAND_APPLIED,
@@ -73,12 +74,13 @@ from guestha.protocol.events import (
 )
 from guestha.protocol.fields import FieldError
 from guestha.protocol.keys import CLUSTER_KEY
-from guestha.protocol.states import FAULTED, IDLE, OFFLINE, ONLINE
+from guestha.protocol.states import FAULTED, IDLE, OFFLINE, ONLINE, PEER_UP
 from guestha.protocol.status import (
     EventCursor,
     GroupStatus,
     Health,
     HeartbeatStatus,
+    PeerStatus,
     QuorumStatus,
     SelfFenceStatus,
     StatusReport,
@@ -179,13 +181,21 @@ class FakeAgent:
         return StatusReport(
             self.cluster, self.member, VERSION, self.incarnation, self.member,
             round(time.monotonic() - self.started, 3), self.epoch, None, dict(self.groups),
-            None, (),
+            None, self.peers(),
             QuorumStatus(2, 2, True, 0, True, now, now, (self.member,), ()),
             SelfFenceStatus(IDLE, "quorum", now, None, 0.0),
             WatchdogStatus(None, False, 0, False, None, None, 10.0),
             EventCursor(self.stream, self.seq),
             HeartbeatStatus(500, 3000, CLUSTER_KEY, {}),
             {**self.counters, "open": self.open})
+
+    def peers(self) -> tuple[PeerStatus, ...]:
+        """Every configured peer heard and hearing this agent, as a healthy cluster's
+        agents report them (the operator counts a peer's word that a member is alive)."""
+        if self.config is None:
+            return ()
+        return tuple(PeerStatus(p.member, p.address, p.port or HEARTBEAT_PORT, PEER_UP, 200,
+                                True, 1, 1) for p in self.config.peers)
 
     def _command(self, path: str, body: Any, extra: frozenset[str]
                  ) -> tuple[Command, dict[str, Any], tuple[int, Any] | None]:

@@ -70,7 +70,7 @@ from testbed.devcluster import OPERATOR, DevCluster
 GROUP = "app"
 MEMBERS = 3
 WINDOW = 10.0  # seconds per CPU sample
-TIMEOUT = 900.0  # the longest any phase may take
+TIMEOUT = 600.0  # the longest any phase may take
 METRICS = ("apiserver_request_total", "apiserver_flowcontrol_dispatched_requests_total",
            "apiserver_flowcontrol_rejected_requests_total")
 OPERATOR_FLOW_SCHEMA = "service-accounts"
@@ -173,14 +173,15 @@ class Peak:
 
 
 def wait(what: str, test: Callable[[], Any], timeout: float = TIMEOUT,
-         every: float = 1.0) -> Any:
+         every: float = 1.0, seen: Callable[[], Any] | None = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = test()
         if found:
             return found
         time.sleep(every)
-    raise TimeoutError(f"operatorscale: {what} not within {timeout:.0f} s")
+    last = f"; last seen: {seen()}" if seen is not None else ""
+    raise TimeoutError(f"operatorscale: {what} not within {timeout:.0f} s{last}")
 
 
 class Bench:
@@ -192,6 +193,7 @@ class Bench:
         self.api = Api(cluster.kubeconfig)
         self.nodes = NodeSide(self.api, layout.nodes, NODE_MONITOR_GRACE_SECONDS)
         self.agents: FakeAgents | None = None
+        self.last_seen = (0, 0)  # (clusters all Connected, groups Online) when last read
 
     # -- reading the API and the operator
 
@@ -213,7 +215,14 @@ class Bench:
 
     def all_converged(self) -> bool:
         want = len(self.layout.clusters)
-        return self.converged() == (want, want)
+        self.last_seen = self.converged()
+        return self.last_seen == (want, want)
+
+    def fencings(self) -> int:
+        """Fencings the operator recorded (status.fencings of every InGuestCluster): every
+        fake agent stays healthy, so each one is a member the operator took for lost."""
+        igcs = self.api.request("GET", "/apis/guestha.io/v1alpha1/inguestclusters")["items"]
+        return sum(int((c.get("status") or {}).get("fencings") or 0) for c in igcs)
 
     def ca_secrets(self) -> list[dict[str, Any]]:
         listed = self.api.request("GET", "/api/v1/secrets",
@@ -321,7 +330,8 @@ class Bench:
              lambda: self.agents is not None and self.agents.command("asked")["asked"] >= want,
              every=0.1)
         asked = time.monotonic()
-        wait("every agent Connected and every group Online", self.all_converged)
+        wait("every agent Connected and every group Online after the restart",
+             self.all_converged, seen=lambda: f"{self.last_seen}, fencings {self.fencings()}")
         converged = time.monotonic()
         after = self.scrape()
         text = log.read_bytes()[offset:].decode(errors="replace")
@@ -387,14 +397,16 @@ def measure(bench: Bench, args: argparse.Namespace, result: dict[str, Any], peak
     created = time.monotonic()
     bench.start_agents(cluster.folder.parent)
     listening = time.monotonic()
-    wait("every agent Connected and every group Online", bench.all_converged)
+    wait("every agent Connected and every group Online", bench.all_converged,
+         seen=lambda: f"(clusters all Connected, groups Online) = {bench.last_seen}, "
+                      f"fencings {bench.fencings()}")
     done = time.monotonic()
     result["converge"] = {
         "create_objects_seconds": round(created - t0, 1),
         "ca_secrets_and_agents_listening_seconds": round(listening - t0, 1),
         "created_to_converged_seconds": round(done - t0, 1),
         "agents_listening_to_converged_seconds": round(done - listening, 1),
-        "rss_mb": round(usage(bench.pid())[0], 1)}
+        "rss_mb": round(usage(bench.pid())[0], 1), "fencings": bench.fencings()}
     time.sleep(args.settle)
     result["converge"]["peak_rss_mb"] = peak.reset()
     result["rest"] = bench.rest(args.rest)
@@ -436,8 +448,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             peak = Peak(bench.pid)
             try:
                 measure(bench, args, result, peak)
-            except (TimeoutError, RuntimeError) as e:  # the figures so far, and why
-                result["error"] = str(e)
+            except (TimeoutError, RuntimeError, SystemExit, KeyboardInterrupt) as e:
+                result["error"] = f"{type(e).__name__}: {e}"  # the figures so far, and why
+            result["fencings_at_end"] = bench.fencings()
             whole = api_figures(first, bench.scrape(), 1.0)
             result["whole_run_429"] = {"responses_429": whole["responses_429"],
                                        "flowcontrol_rejected": whole["flowcontrol_rejected"],
