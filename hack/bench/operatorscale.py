@@ -70,7 +70,7 @@ from testbed.devcluster import OPERATOR, DevCluster
 GROUP = "app"
 MEMBERS = 3
 WINDOW = 10.0  # seconds per CPU sample
-TIMEOUT = 600.0  # the longest any phase may take
+TIMEOUT = 600.0  # the longest any phase may take, by default (--timeout)
 METRICS = ("apiserver_request_total", "apiserver_flowcontrol_dispatched_requests_total",
            "apiserver_flowcontrol_rejected_requests_total")
 OPERATOR_FLOW_SCHEMA = "service-accounts"
@@ -172,7 +172,7 @@ class Peak:
         self._thread.join(5.0)
 
 
-def wait(what: str, test: Callable[[], Any], timeout: float = TIMEOUT,
+def wait(what: str, test: Callable[[], Any], timeout: float,
          every: float = 1.0, seen: Callable[[], Any] | None = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -187,8 +187,9 @@ def wait(what: str, test: Callable[[], Any], timeout: float = TIMEOUT,
 class Bench:
     """The cluster under test, the node side, the fake agents, and what is measured."""
 
-    def __init__(self, cluster: DevCluster, layout: Layout) -> None:
+    def __init__(self, cluster: DevCluster, layout: Layout, timeout: float) -> None:
         self.cluster = cluster
+        self.timeout = timeout  # the longest a phase may take
         self.layout = layout
         self.api = Api(cluster.kubeconfig)
         self.nodes = NodeSide(self.api, layout.nodes, NODE_MONITOR_GRACE_SECONDS)
@@ -278,7 +279,8 @@ class Bench:
     def start_agents(self, folder: Path) -> None:
         want = len(self.layout.clusters)
         secrets = wait("every cluster's CA Secret",
-                       lambda: (found := self.ca_secrets()) and len(found) >= want and found)
+                       lambda: (found := self.ca_secrets()) and len(found) >= want and found,
+                       self.timeout)
         by_cluster = {(s["metadata"]["namespace"], s["metadata"]["labels"][CLUSTER_LABEL]): s
                       for s in secrets}
         addresses_of = {(ns, m): a for ns, m, _, a in self.layout.placed}
@@ -328,10 +330,11 @@ class Bench:
         ready = time.monotonic()
         wait("every agent asked by the new operator",
              lambda: self.agents is not None and self.agents.command("asked")["asked"] >= want,
-             every=0.1)
+             self.timeout, every=0.1)
         asked = time.monotonic()
         wait("every agent Connected and every group Online after the restart",
-             self.all_converged, seen=lambda: f"{self.last_seen}, fencings {self.fencings()}")
+             self.all_converged, self.timeout,
+             seen=lambda: f"{self.last_seen}, fencings {self.fencings()}")
         converged = time.monotonic()
         after = self.scrape()
         text = log.read_bytes()[offset:].decode(errors="replace")
@@ -397,7 +400,7 @@ def measure(bench: Bench, args: argparse.Namespace, result: dict[str, Any], peak
     created = time.monotonic()
     bench.start_agents(cluster.folder.parent)
     listening = time.monotonic()
-    wait("every agent Connected and every group Online", bench.all_converged,
+    wait("every agent Connected and every group Online", bench.all_converged, bench.timeout,
          seen=lambda: f"(clusters all Connected, groups Online) = {bench.last_seen}, "
                       f"fencings {bench.fencings()}")
     done = time.monotonic()
@@ -443,7 +446,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cluster.control_plane.start_apiserver(priority_and_fairness=True)
             cluster.install_crds()
             cluster.control_plane.start_controller_manager()
-            bench = Bench(cluster, layout)
+            bench = Bench(cluster, layout, args.timeout)
             first = bench.scrape()
             peak = Peak(bench.pid)
             try:
@@ -485,6 +488,8 @@ def main() -> int:
     parser.add_argument("--rest", type=float, default=60.0, help="seconds at rest measured")
     parser.add_argument("--faults", type=int, default=30, help="failovers timed (0: none)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT,
+                        help="the longest a phase may take, in seconds")
     args = parser.parse_args()
     if not 1 <= args.clusters <= 20000 or args.namespaces < 1 or args.nodes < 1:
         parser.error("--clusters 1..20000, --namespaces and --nodes at least 1")
