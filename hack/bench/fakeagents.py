@@ -2,23 +2,40 @@
 benchmarks (1,500 members), where 1,500 real agents (and guests) would not fit.
 
     hack/bench/run fakeagents --agents 1500 --folder DIR [--network 127.1.0.0] [--port 7480]
+    hack/bench/run fakeagents --clusters clusters.json --folder DIR [--port 7480]
 
 Each fake agent is an asyncio mutual-TLS server on its own loopback address (127.1.0.1,
 127.1.0.2, ...; all of 127/8 is loopback on Linux) at the channel port, with a certificate
-of the cluster CA naming its member, and requires the operator's certificate, as the real
-agent does. It answers from guestha.protocol's own types: the status report, health, GET
+of its cluster's CA naming its member, and requires the operator's certificate, as the real
+agent does. Each reports every peer of its configuration Up (heard, and hearing it), as a
+healthy cluster's agents do. With `--agents`, all agents are members of one cluster whose
+CA this process makes (kits.pki). With `--clusters`, each agent belongs to a cluster of the file
+(a JSON list of {"cluster", "caCert", "caKey" (PEM text), "members": [{"name",
+"address"}]}, e.g. the CAs the operator keeps in its `<cluster>-guestha-ca` Secrets), and
+its serving certificate is issued from that cluster's CA as the operator's injection
+issues it (guestha.channel.pki.issue_member: the member's name and its address).
+
+It answers from guestha.protocol's own types: the status report, health, GET
 and PUT /v1/config (epoch and operation id rules: StaleEpoch, replay with
 Guestha-Replayed), group actions (online and offline take effect at once, with
 CommandApplied and GroupState events), and the /v1/events long-poll with its ring of 4096
 events, its stream per run and 410 EventsGone. No resources run: what is measured is the
 operator's side.
 
-Start-up writes the cluster's files into DIR (ca.crt, operator.crt/.key) and prints one
-JSON line: {"ca", "operatorCert", "operatorKey", "members": [{"name", "address", "port"}]}.
+Start-up writes the certificates into DIR and prints one JSON line: {"members":
+[{"cluster", "name", "address", "port"}]}, with `--agents` also the files the operator
+side needs: "ca", "operatorCert", "operatorKey".
 Then it reads commands on stdin, one per line, and answers each with a JSON line:
 `burst K` (every agent emits K events, each with `data.t` = time.time() of its emission),
 `restart` (every agent starts a new run: new stream and incarnation, events from 1),
-`stats` (this process's RSS, CPU seconds and open connections), `quit`.
+`stats` (this process's RSS, CPU seconds and open connections), `mark` (forget which
+agents were asked for their status), `asked` (how many agents were asked for their status
+since the last `mark`: an operator that (re)connects asks each once), `fault CLUSTER
+GROUP` (the group's resource faults on the member where it is online: ResourceState,
+ResourceFaulted and GroupState Faulted events; answers the member, or an error),
+`failovers` (for each fault so far, the seconds from its events to the first `online`
+command for that group reaching another member of the cluster: null while none did),
+`quit`.
 """
 
 from __future__ import annotations
@@ -39,8 +56,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from guestha.channel import pki as channel_pki
 from guestha.protocol.commands import ActionAccepted, Command, ConfigApplied, parse_command
-from guestha.protocol.constants import AGENT_PORT, REPLAYED_HEADER
+from guestha.protocol.constants import AGENT_PORT, HEARTBEAT_PORT, REPLAYED_HEADER
 from guestha.protocol.desired import DESIRED_FIELDS, DesiredConfig
 from guestha.protocol.events import (
     COMMAND_APPLIED,
@@ -48,6 +66,7 @@ from guestha.protocol.events import (
     EPOCH_CHANGED,
     EVENTS_GONE,
     GROUP_STATE,
+    RESOURCE_FAULTED,
     RESOURCE_STATE,
     Event,
     EventBatch,
@@ -55,12 +74,13 @@ from guestha.protocol.events import (
 )
 from guestha.protocol.fields import FieldError
 from guestha.protocol.keys import CLUSTER_KEY
-from guestha.protocol.states import IDLE, OFFLINE, ONLINE
+from guestha.protocol.states import FAULTED, IDLE, OFFLINE, ONLINE, PEER_UP
 from guestha.protocol.status import (
     EventCursor,
     GroupStatus,
     Health,
     HeartbeatStatus,
+    PeerStatus,
     QuorumStatus,
     SelfFenceStatus,
     StatusReport,
@@ -77,6 +97,35 @@ VERSION = "fakeagent000000"
 def rfc3339(t: float | None = None) -> str:
     t = time.time() if t is None else t
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+@dataclass
+class Fault:
+    """One fault made by `fault`: where, when (monotonic), and when its failover's online
+    command reached another member (None: not yet)."""
+
+    cluster: str
+    group: str
+    member: str
+    at: float
+    online_at: float | None = None
+
+
+class Faults:
+    """The faults made so far, and the online commands that answer them."""
+
+    def __init__(self) -> None:
+        self.made: list[Fault] = []
+
+    def online(self, cluster: str, group: str, member: str, at: float) -> None:
+        for fault in self.made:
+            if (fault.cluster, fault.group) == (cluster, group) and fault.member != member \
+                    and fault.online_at is None and at >= fault.at:
+                fault.online_at = at
+
+    def seconds(self) -> list[float | None]:
+        return [None if f.online_at is None else round(f.online_at - f.at, 6)
+                for f in self.made]
 
 
 class Refused(Exception):
@@ -110,6 +159,8 @@ class FakeAgent:
     counters: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "requests": 0})
     open: int = 0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    asked: bool = False  # asked for its status since the last `mark`
+    faults: Faults | None = None  # where online commands are reported (`fault`)
 
     def restart(self) -> None:
         """A new run: new stream and incarnation, events from 1 (waiting polls see 410)."""
@@ -130,13 +181,21 @@ class FakeAgent:
         return StatusReport(
             self.cluster, self.member, VERSION, self.incarnation, self.member,
             round(time.monotonic() - self.started, 3), self.epoch, None, dict(self.groups),
-            None, (),
+            None, self.peers(),
             QuorumStatus(2, 2, True, 0, True, now, now, (self.member,), ()),
             SelfFenceStatus(IDLE, "quorum", now, None, 0.0),
             WatchdogStatus(None, False, 0, False, None, None, 10.0),
             EventCursor(self.stream, self.seq),
             HeartbeatStatus(500, 3000, CLUSTER_KEY, {}),
             {**self.counters, "open": self.open})
+
+    def peers(self) -> tuple[PeerStatus, ...]:
+        """Every configured peer heard and hearing this agent, as a healthy cluster's
+        agents report them (the operator counts a peer's word that a member is alive)."""
+        if self.config is None:
+            return ()
+        return tuple(PeerStatus(p.member, p.address, p.port or HEARTBEAT_PORT, PEER_UP, 200,
+                                True, 1, 1) for p in self.config.peers)
 
     def _command(self, path: str, body: Any, extra: frozenset[str]
                  ) -> tuple[Command, dict[str, Any], tuple[int, Any] | None]:
@@ -179,6 +238,8 @@ class FakeAgent:
         if current is None:
             raise Refused(404, "GroupNotFound", f"no group {group!r} on this agent")
         state = {"online": ONLINE, "offline": OFFLINE}.get(action, current.state)
+        if action == "online" and self.faults is not None:
+            self.faults.online(self.cluster, group, self.member, time.monotonic())
         self.groups[group] = GroupStatus(state, current.type)
         self.emit(COMMAND_APPLIED, {"group": group, "action": action, "epoch": command.epoch,
                                     "operationId": command.operation_id,
@@ -189,6 +250,19 @@ class FakeAgent:
                                 current.state).to_dict()
         self.operations[command.operation_id] = (path, 200, answer)
         return 200, answer, False
+
+    def fault(self, group: str) -> None:
+        """The group's (first) resource faults: the events a real agent sends when a
+        critical resource faults past its restartLimit."""
+        resources = [r.name for g in (self.config.groups if self.config else ())
+                     if g.name == group for r in g.resources] or ["bench"]
+        current = self.groups[group]
+        self.groups[group] = GroupStatus(FAULTED, current.type)
+        self.emit(RESOURCE_STATE, {"group": group, "resource": resources[0],
+                                   "state": FAULTED})
+        self.emit(RESOURCE_FAULTED, {"group": group, "resource": resources[0],
+                                     "message": "fault made by the benchmark"})
+        self.emit(GROUP_STATE, {"group": group, "state": FAULTED})
 
     async def long_poll(self, query: dict[str, list[str]]) -> Any:
         def number(name: str, default: str) -> float:
@@ -221,6 +295,7 @@ class FakeAgent:
         path, query = url.path, parse_qs(url.query)
         parts = path.strip("/").split("/")
         if (method, path) == ("GET", "/v1/status"):
+            self.asked = True
             return 200, self.status().to_dict(), False
         if (method, path) == ("GET", "/v1/healthz"):
             return 200, Health(self.member, VERSION, IDLE, False).to_dict(), False
@@ -288,14 +363,61 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
-def server_context(pki: Pki, member: str, address: str) -> ssl.SSLContext:
-    cert, key = pki.agent_cert(member, address)
+def server_context(cert: Path, key: Path, ca_file: Path) -> ssl.SSLContext:
+    """An agent's TLS context: its certificate, and only its cluster CA's clients."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    ctx.load_verify_locations(pki.ca_file)
+    ctx.load_verify_locations(ca_file)
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One cluster of a `--clusters` file: its CA (PEM) and its members' addresses."""
+
+    name: str
+    ca: channel_pki.KeyPair
+    members: tuple[tuple[str, str], ...]  # (member, address)
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> Cluster:
+        try:
+            members = tuple((str(m["name"]), str(m["address"])) for m in raw["members"])
+            return cls(str(raw["cluster"]), channel_pki.KeyPair(
+                str(raw["caCert"]).encode(), str(raw["caKey"]).encode()), members)
+        except (KeyError, TypeError) as e:
+            raise SystemExit(f"{where}: needs cluster, caCert, caKey and members[].name "
+                             f"and .address ({type(e).__name__}: {e})") from None
+
+
+def load_clusters(path: Path) -> list[Cluster]:
+    raw = json.loads(path.read_text())
+    if not isinstance(raw, list):
+        raise SystemExit(f"{path}: a JSON list of clusters expected")
+    return [Cluster.from_dict(c, f"{path}: [{i}]") for i, c in enumerate(raw)]
+
+
+def cluster_agents(clusters: list[Cluster], folder: Path, port: int
+                   ) -> list[tuple[FakeAgent, ssl.SSLContext]]:
+    """An agent per member, its serving certificate issued from its cluster's CA as the
+    operator's injection issues it (member name and address), its CA the only one it
+    trusts for clients."""
+    made = []
+    for cluster in clusters:
+        ca_file = folder / f"{cluster.name}-ca.crt"
+        ca_file.write_bytes(cluster.ca.cert_pem)
+        for member, address in cluster.members:
+            pair = channel_pki.issue_member(cluster.ca, member, (address,))
+            stem = folder / f"{cluster.name}-{member}"
+            cert, key = stem.with_suffix(".crt"), stem.with_suffix(".key")
+            key.touch(mode=0o600)
+            key.write_bytes(pair.key_pem)
+            cert.write_bytes(pair.cert_pem)
+            made.append((FakeAgent(cluster.name, member, address, port),
+                         server_context(cert, key, ca_file)))
+    return made
 
 
 def addresses(network: str, count: int) -> list[str]:
@@ -318,7 +440,17 @@ def process_stats(agents: list[FakeAgent]) -> dict[str, Any]:
             "requests": sum(a.counters["requests"] for a in agents)}
 
 
-async def commands(agents: list[FakeAgent]) -> None:
+def fault(agents: list[FakeAgent], faults: Faults, cluster: str, group: str) -> dict[str, Any]:
+    home = next((a for a in agents if a.cluster == cluster and
+                 (g := a.groups.get(group)) is not None and g.state == ONLINE), None)
+    if home is None:
+        return {"error": f"group {group!r} of cluster {cluster!r} is online nowhere"}
+    faults.made.append(Fault(cluster, group, home.member, time.monotonic()))
+    home.fault(group)
+    return {"faulted": home.member}
+
+
+async def commands(agents: list[FakeAgent], faults: Faults) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -338,6 +470,16 @@ async def commands(agents: list[FakeAgent]) -> None:
             reply = {"restarted": len(agents)}
         elif word == "stats":
             reply = process_stats(agents)
+        elif word == "mark":
+            for agent in agents:
+                agent.asked = False
+            reply = {"marked": len(agents)}
+        elif word == "asked":
+            reply = {"asked": sum(a.asked for a in agents), "agents": len(agents)}
+        elif word == "fault" and len(arg.split()) == 2:
+            reply = fault(agents, faults, *arg.split())
+        elif word == "failovers":
+            reply = {"seconds": faults.seconds()}
         elif word == "quit":
             return
         else:
@@ -347,22 +489,33 @@ async def commands(agents: list[FakeAgent]) -> None:
 
 async def main_async(args: argparse.Namespace) -> None:
     folder: Path = args.folder
-    pki = Pki(folder)
-    agents = [FakeAgent(args.cluster, f"{args.cluster}-{i:04d}", address, args.port)
-              for i, address in enumerate(addresses(args.network, args.agents))]
+    manifest: dict[str, Any] = {}
+    if args.clusters is not None:
+        made = cluster_agents(load_clusters(args.clusters), folder, args.port)
+    else:
+        pki = Pki(folder)
+        made = []
+        for i, address in enumerate(addresses(args.network, args.agents)):
+            member = f"{args.cluster}-{i:04d}"
+            made.append((FakeAgent(args.cluster, member, address, args.port),
+                         server_context(*pki.agent_cert(member, address), pki.ca_file)))
+        manifest = {"ca": str(pki.ca_file), "operatorCert": str(pki.operator[0]),
+                    "operatorKey": str(pki.operator[1])}
+    faults = Faults()
+    agents = [agent for agent, _ in made]
     servers = []
-    for agent in agents:
+    for agent, context in made:
+        agent.faults = faults
         agent.emit("AgentStarted", {"member": agent.member, "incarnation": agent.incarnation})
-        servers.append(await asyncio.start_server(
-            agent.serve, agent.address, agent.port,
-            ssl=server_context(pki, agent.member, agent.address)))
+        servers.append(await asyncio.start_server(agent.serve, agent.address, agent.port,
+                                                  ssl=context))
     print(json.dumps({
-        "ca": str(pki.ca_file), "operatorCert": str(pki.operator[0]),
-        "operatorKey": str(pki.operator[1]),
-        "members": [{"name": a.member, "address": a.address, "port": a.port} for a in agents],
+        **manifest,
+        "members": [{"cluster": a.cluster, "name": a.member, "address": a.address,
+                     "port": a.port} for a in agents],
     }), flush=True)
     try:
-        await commands(agents)
+        await commands(agents, faults)
     finally:
         for server in servers:
             server.close()
@@ -372,6 +525,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="hack/bench/run fakeagents",
                                      description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--agents", type=int, default=1500)
+    parser.add_argument("--clusters", type=Path,
+                        help="agents of these clusters and CAs instead (JSON; see above)")
     parser.add_argument("--folder", type=Path, required=True,
                         help="where the cluster's certificates are written")
     parser.add_argument("--cluster", default="fake")
@@ -379,7 +534,11 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=AGENT_PORT)
     args = parser.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
-    raise_fd_limit(2 * args.agents + 256)  # a listening socket and a connection each
+    count = args.agents
+    if args.clusters is not None:
+        count = sum(len(c.get("members") or ()) for c in json.loads(args.clusters.read_text()))
+    # a listening socket and a connection or two (events, commands) each
+    raise_fd_limit(3 * count + 256)
     asyncio.run(main_async(args))
     return 0
 

@@ -187,8 +187,12 @@ class ControlPlane:
         self.start_apiserver(timeout)
         self.start_controller_manager(timeout)
 
-    def start_apiserver(self, timeout: float = 120.0) -> None:
-        """etcd, then kube-apiserver; returns once /readyz says ok (at once if running)."""
+    def start_apiserver(self, timeout: float = 120.0,
+                        priority_and_fairness: bool = False) -> None:
+        """etcd, then kube-apiserver; returns once /readyz says ok (at once if running).
+        `priority_and_fairness`: with API Priority and Fairness on, as on a production
+        cluster (its queues and 429s, its apiserver_flowcontrol_* metrics per FlowSchema);
+        the test bed runs without it otherwise."""
         if self._alive(APISERVER):
             self.wait_ready(timeout)
             return
@@ -236,7 +240,7 @@ class ControlPlane:
              "--requestheader-extra-headers-prefix=X-Remote-Extra-",
              f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
              f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
-             "--enable-priority-and-fairness=false",
+             f"--enable-priority-and-fairness={str(priority_and_fairness).lower()}",
              "--v=1"],
             self.logs / "kube-apiserver.log",
         )

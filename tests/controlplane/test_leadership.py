@@ -266,3 +266,33 @@ def test_a_release_after_a_renewal_it_did_not_see_still_frees_the_lease(
         assert holder(kube, ns).get("holderIdentity") in (None, "")
 
     asyncio.run(scenario())
+
+
+def test_a_leader_keeps_its_lease_while_the_process_default_executor_is_busy(
+    lease_ns: tuple[str, Any]
+) -> None:
+    """Found by hack/bench/operatorscale: with 500 clusters, a burst of status writes (each
+    in the default executor) queued the renewal behind them past its deadline; the leader
+    stepped down, its next epoch changed every cluster's status, the next burst queued the
+    next renewal, and so on. The renewals must not wait for the process's other calls."""
+    ns, api = lease_ns
+
+    async def scenario() -> None:
+        leader = elector(ns, api, "busy")
+        task = asyncio.create_task(leader.run())
+        await asyncio.wait_for(leader.wait_leader(), 20)
+        changes: list[tuple[bool, int]] = []
+        leader.on_change(lambda leading, epoch: changes.append((leading, epoch)))
+        loop = asyncio.get_running_loop()
+        # every worker of the default executor busy, more work queued behind them
+        busy = [loop.run_in_executor(None, time.sleep, 2 * LEASE) for _ in range(64)]
+        try:
+            await asyncio.sleep(2 * LEASE)
+            assert leader.is_leader and changes == []
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            for job in busy:
+                job.cancel()
+
+    asyncio.run(scenario())

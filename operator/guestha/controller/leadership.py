@@ -30,13 +30,17 @@ highest epoch any earlier leader wrote where it outlives the Lease (the InGuestC
 status.epoch, controller/leader.py); a floor that cannot be read fails the acquisition,
 which is tried again.
 
-The Kubernetes calls run through guestha.kubevirt.kubeapi (the default executor, a
-timeout on each): no thread of its own.
+The Kubernetes calls run through guestha.kubevirt.kubeapi, a timeout on each, on threads
+of the elector's own (CALL_THREADS), not in the process's default executor: there a
+renewal queues behind every other call of the process, and hack/bench/run operatorscale
+saw a burst of 500 status writes hold it past its deadline; the leader stepped down, its
+next epoch changed every cluster's status, and the next burst held the next renewal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import datetime as dt
 import logging
@@ -54,6 +58,9 @@ DEFAULT_NAMESPACE = "guestha-system"
 DEFAULT_LEASE_NAME = "guestha-operator"
 LEASE_SECONDS = 15
 RENEW_SECONDS = 5.0
+# threads for the elector's calls: one call at a time, and one more for a call whose caller
+# gave up (its wait timed out) while its request still runs to its own timeout
+CALL_THREADS = 2
 MARGIN_SECONDS = 2.0  # the leader stops acting this long before another may take over
 RETRY_SECONDS = 1.0  # a failed renewal is retried this often until the deadline
 
@@ -168,6 +175,8 @@ class Elector:
         self._seen: tuple[str, float] | None = None  # (resourceVersion, when first seen)
         self._callbacks: list[Callback] = []
         self._leader_event = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            CALL_THREADS, thread_name_prefix="guestha-lease")
 
     # --- what callers read ---------------------------------------------------------------
     @property
@@ -248,7 +257,8 @@ class Elector:
         timeout = max(timeout, 0.05)
         try:
             return await asyncio.wait_for(
-                kubeapi.call(method, path, body, client=self.client, timeout=timeout),
+                kubeapi.call(method, path, body, client=self.client, timeout=timeout,
+                             executor=self._executor),
                 timeout)
         except TimeoutError:
             raise kubeapi.ApiError(0, "Timeout", f"{method} {path}: no answer in "

@@ -78,6 +78,7 @@ class MemberLink:
                  client: Callable[[], AsyncAgentClient]) -> None:
         self.namespace, self.cluster, self.member = namespace, cluster, member.name
         self.address, self.uid = member.address, uid
+        self.created = time.monotonic()  # the follower's first answer is awaited from here
         self.client = client  # a new client for this member (the follower's, a command's)
         self.commands = client()
         self.state = LinkState()

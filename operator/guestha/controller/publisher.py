@@ -5,6 +5,16 @@ Writes are level-based and sparse: a status is patched only when it differs from
 the object holds, an Event only on a transition, an EndpointSlice only when where the
 group is online changed. So a settled cluster costs no API writes, and 1,500 members
 restarting together do not become a storm of identical patches.
+
+A process that starts (a restart, the other replica taking over) knows nothing of the
+agents until its followers have reached them: its first publication for a cluster waits
+until every link has its first answer or failure (each ends within the client's timeout,
+and its contact report wakes the supervisor), at most FIRST_ANSWER_SECONDS from the
+link's creation. Before that, what the status says (Connected, Online on a member) is the
+best knowledge there is; writing members Disconnected and groups Unknown, and announcing
+a failover for every group, only to write it all back a second later, would be false,
+and over 500 clusters a storm of writes and Events. Where a group was online is read from
+its status for the same reason (no GroupOnline Event where nothing moved).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from guestha.protocol.states import ONLINE, UNKNOWN
 EVENT_REASONS = {"online": "OnlineRequested", "offline": "OfflineRequested",
                  "clear": "FaultsCleared", "fence": "FenceRequested"}
 FINISHED = ("Succeeded", "Failed")
+FIRST_ANSWER_SECONDS = 15.0  # the longest a new process waits for agents before publishing
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +83,7 @@ class Publisher:
     writer: Writer
     records: dict[str, GroupRecord] = field(default_factory=dict)
     leaving: frozenset[str] = frozenset()  # members leaving the cluster (controller.departure)
+    published: bool = False  # this process has published the cluster once
 
     async def publish(self, result: Plan, views: Sequence[MemberView],
                       cluster_body: Mapping[str, Any], groups: Sequence[GroupFacts],
@@ -82,9 +94,16 @@ class Publisher:
                       runs: Mapping[str, Mapping[str, str]] | None = None,
                       attempts: Mapping[str, Mapping[str, int]] | None = None,
                       agents_up_to_date: tuple[bool, str, str] | None = None) -> None:
-        """`attempts`: per group, the onlines per member that ended Faulted (kept in the
-        group's status, so that an operator that starts next counts on);
-        `agents_up_to_date`: the rollout's condition (controller.rollout), when known."""
+        """Write what changed (`now`: the pass's time.monotonic()); nothing before every
+        link's first answer in a new process (see the module docstring). `attempts`: per
+        group, the onlines per member that ended Faulted (kept in the group's status, so
+        that an operator that starts next counts on); `agents_up_to_date`: the rollout's
+        condition (controller.rollout), when known."""
+        if not self.published:
+            if any(link.contact is None and now - link.created < FIRST_ANSWER_SECONDS
+                   for link in links.values()):
+                return
+            self.published = True
         writes: list[Awaitable[None]] = []
         agents = {name: cluster_status.AgentSeen(
             link.reachable, link.state.report.agent_version if link.state.report else None)
@@ -156,7 +175,8 @@ class Publisher:
                attempts: Mapping[str, int]) -> list[Awaitable[None]]:
         record = self.records.get(g.name)
         if record is None:
-            record = self.records[g.name] = GroupRecord(home=_home(g.status))
+            record = self.records[g.name] = GroupRecord(online_on=_online_on(g.status),
+                                                        home=_home(g.status))
         writes: list[Awaitable[None]] = []
         online = tuple(decision.online_on) if decision is not None else ()
         extra = self._failover(g, decision, record, body, links, views, switching, now)
@@ -311,6 +331,13 @@ def _home(status: Mapping[str, Any]) -> str | None:
     mid-failover, the other replica taking over) still counts the failover it finishes."""
     online = list(status.get("onlineOn") or ())
     return str(online[0]) if status.get("state") == ONLINE and len(online) == 1 else None
+
+
+def _online_on(status: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """Where the status as written says the group is online (None: it says nothing)."""
+    if not status.get("state") or "onlineOn" not in status:
+        return None
+    return tuple(str(m) for m in status.get("onlineOn") or ())
 
 
 def _seen(link: MemberLink | None, member: str, group: str) -> group_status.MemberSeen:

@@ -6,7 +6,9 @@ guarded by resourceVersion, a server-side apply with a field manager. The genera
 `kubernetes` client spells each of these differently per kind, and not all of them, so
 this module sends them by path through its `ApiClient` (the same credentials: in-cluster
 token or kubeconfig) and returns plain JSON. Each call runs in the default executor
-(`asyncio.to_thread`, as `controller/api.py` does): no thread of its own per anything.
+(`asyncio.to_thread`, as `controller/api.py` does): no thread of its own per anything,
+except for a caller with a deadline that must not queue behind the process's other calls
+(the leader's Lease renewal), which passes an executor of its own.
 
 Every call has a timeout: a request that hangs (an apiserver behind a partition) fails
 with `ApiError(0, "Timeout", ...)` instead of holding its caller.
@@ -15,6 +17,7 @@ with `ApiError(0, "Timeout", ...)` instead of holding its caller.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import json
 from collections.abc import Mapping
@@ -126,9 +129,13 @@ async def call(
     content_type: str = JSON,
     query: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    executor: concurrent.futures.Executor | None = None,
 ) -> Any:
-    """`call_sync` in the default executor, with the process client unless one is given."""
+    """`call_sync` in the default executor (or `executor`), with the process client unless
+    one is given."""
     api = client if client is not None else default_client()
-    return await asyncio.to_thread(
-        call_sync, api, method, path, body, content_type=content_type, query=query,
-        timeout=timeout)
+    run = functools.partial(call_sync, api, method, path, body, content_type=content_type,
+                            query=query, timeout=timeout)
+    if executor is None:
+        return await asyncio.to_thread(run)
+    return await asyncio.get_running_loop().run_in_executor(executor, run)
