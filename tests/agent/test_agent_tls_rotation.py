@@ -62,6 +62,8 @@ def test_a_certificate_put_over_the_channel_is_served_without_a_restart(
     code, body = c.command("PUT", "/v1/config", 1, {
         "groups": [SHOP], "fencing": {"selfFenceTimeoutSeconds": 0, "watchdog": False}})
     assert code == 200, body
+    # the operator's vote counts from the agent's next judgement (a tick), not at once
+    wait_for(lambda: c.status()["quorum"]["hasQuorum"], 10, what="quorum with the operator")
     code, body = c.command("POST", "/v1/groups/shop/online", 1)
     assert code == 200, body
     wait_for(lambda: c.status()["groups"]["shop"]["state"] == "Online", 20,

@@ -19,9 +19,9 @@ from kubevirtkit import FAULT, Namespace, crash_guest, greet, guest_pids, vm_man
 
 from guestha.kubevirt import kubeapi
 from guestha.kubevirt.fencing import (
+    ENDED_BY_HANDLER,
     NODE_OUT_OF_SERVICE,
     STOP_PENDING,
-    STOPPED_ON_NODE,
     VANISHED,
     NodeView,
     request_stop,
@@ -87,7 +87,7 @@ def test_a_guest_that_crashed_on_a_healthy_node_is_confirmed(
     assert stop_verdict(observer.record.observation(vmi, observer.node(  # type: ignore[union-attr]
         vmi["status"]["nodeName"]), time.time())).reason == STOP_PENDING
     crash_guest(guest_pids(token))
-    observer.confirmed(STOPPED_ON_NODE)
+    observer.confirmed(ENDED_BY_HANDLER)
     assert not guest_pids(token)
 
 
@@ -99,7 +99,7 @@ def test_request_stop_on_a_healthy_node_is_confirmed_and_the_vm_restarts(
     vmi, token = member(ns, "member")
     observer.begin()
     assert stop(operator_api, vmi) is True
-    observer.confirmed(STOPPED_ON_NODE, timeout=20)
+    observer.confirmed(ENDED_BY_HANDLER, timeout=20)
     assert not guest_pids(token)
     new = ns.running("member", other_than=vmi["metadata"]["uid"])
     assert ns.token(new, PORT) != token
@@ -124,7 +124,7 @@ def test_a_stop_on_an_unresponsive_node_stays_pending_and_the_guest_runs(
     assert not NodeView.from_objects(ns.node("node-2"), None, time.time()).ready  # type: ignore[union-attr]
     # the node answers again: its virt-handler finishes the deletion, and confirms it
     kube.kubectl("annotate", "node", "node-2", f"{FAULT}-")
-    observer.confirmed(STOPPED_ON_NODE)
+    observer.confirmed(ENDED_BY_HANDLER)
     assert not guest_pids(token)
 
 
