@@ -48,6 +48,7 @@ class MemberFacts:
     quorum_lost: bool = False
     groups: Mapping[str, str] = field(default_factory=dict)
     incomplete: frozenset[str] = frozenset()
+    vm_since: float | None = None  # the VMI's creation on the supervisor's clock
 
 
 def incomplete(groups: Mapping[str, str],
@@ -105,7 +106,7 @@ def member_state(facts: MemberFacts) -> MemberState:
         last_heard_by_peers=facts.last_heard_by_peers, node_ready=facts.node_ready,
         stop_confirmed=facts.stop_confirmed, fence_requested_at=facts.fence_requested_at,
         migrating=facts.migrating, quorum_lost=facts.quorum_lost, groups=dict(facts.groups),
-        incomplete=facts.incomplete)
+        incomplete=facts.incomplete, vm_since=facts.vm_since)
 
 
 def group_state(facts: GroupFacts) -> GroupState:

@@ -450,7 +450,9 @@ class ClusterSupervisor:
             migrating=self.rollout.restarting(view.name), groups=dict(sight.groups),
             quorum_lost=speaks and link is not None and link.state.quorum_lost,
             incomplete=observe.incomplete(link.state.groups, link.state.resources)
-            if speaks and link is not None else frozenset())
+            if speaks and link is not None else frozenset(),
+            vm_since=None if view.created is None
+            else now - max(0.0, time.time() - view.created))
 
     def _heard(self, peer: str, link: MemberLink, view: MemberView, replaced: Run | None,
                now: float) -> float | None:

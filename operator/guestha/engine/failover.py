@@ -23,8 +23,10 @@ Steps, in order (each may end the step):
    (AutoFailoverDisabled); the fault is reported.
 9. Otherwise one online, on the best candidate (placement.py) that its dependencies
    allow and its load fits: Failover when a fault was seen, else AutoStart (AutoStartList
-   order) or OnlineRequested (autoStart false, but wanted). No candidate: a wait that
-   says why (AllFaulted, InsufficientCapacity, DependencyNotMet, NoAvailableMember).
+   order; a member ahead of the best one whose guest is still coming up is waited for,
+   AutoStartWait, coming_up) or OnlineRequested (autoStart false, but wanted). No
+   candidate: a wait that says why (AllFaulted, InsufficientCapacity, DependencyNotMet,
+   NoAvailableMember).
 At most one online per plan, and only when nothing of the group runs, starts or stops
 on any member that answers and every other member is proven clear: rule 1 by
 construction, checked again by the property tests.
@@ -36,7 +38,7 @@ from guestha.engine import dependencies, placement, reasons
 from guestha.engine.outcome import Context, Outcome
 from guestha.engine.plan import OFFLINE as OFFLINE_ACTION
 from guestha.engine.plan import Action
-from guestha.engine.state import GroupState
+from guestha.engine.state import VM_RUNNING, VM_STARTING, GroupState
 from guestha.protocol.states import FAULTED, OFFLINE, ONLINE, PARTIAL, STARTING, STOPPING, UNKNOWN
 
 _BIG = 1 << 30
@@ -104,6 +106,41 @@ def dependency_text(ctx: Context, g: GroupState) -> str:
         if why:
             parts.append(why)
     return "; ".join(dict.fromkeys(parts)) or "its dependencies are not met"
+
+
+def coming_up(out: Outcome, target: str | None) -> bool:
+    """AutoStart waits for the members ahead of `target` in the AutoStartList that are
+    coming up: KubeVirt created their guest less than Settings.auto_start_wait ago, and
+    they cannot take the group yet (agent not answering, no quorum, VMI or node not seen
+    ready). Guests of one cluster boot together but not in step; without the wait the
+    group lands on whichever agent answered first (VCS waits for every system to join
+    before it autostarts). True when it waits (the waits are in `out`)."""
+    snap, g = out.ctx.snap, out.group
+    settings = snap.state.settings
+    waiting = []
+    for name in placement.auto_start_order(g):
+        if name == target:
+            break
+        m = snap.members.get(name)
+        if m is None or m.vm_since is None or m.vm not in (VM_RUNNING, VM_STARTING) \
+                or snap.usable(name) or m.stop_confirmed or m.fence_requested_at is not None:
+            continue
+        until = m.vm_since + settings.auto_start_wait
+        if snap.now >= until:
+            continue
+        why = ("its VMI is not running yet" if m.vm != VM_RUNNING
+               else "its node is not Ready" if not m.node_ready
+               else "its agent does not answer yet" if not m.agent_reachable
+               else "its agent has no quorum yet")
+        out.wait(reasons.AUTO_START_WAIT,
+                 f"{g.name} waits for {name}, ahead in its AutoStartList: {why} (at most "
+                 f"{until - snap.now:.0f} s more)", name, until)
+        waiting.append(name)
+    if not waiting:
+        return False
+    out.say(reasons.AUTO_START_WAIT,
+            f"{g.name} waits for {', '.join(waiting)} to come up before it auto-starts")
+    return True
 
 
 def plan_failover(ctx: Context, g: GroupState) -> Outcome:
@@ -208,6 +245,8 @@ def plan_failover(ctx: Context, g: GroupState) -> Outcome:
     allowed, why = choose(ctx, g, pool)
     if reason != reasons.AUTO_START:
         allowed = placement.order(g, allowed, ctx.tally)
+    elif coming_up(out, allowed[0] if allowed else None):
+        return out
     if allowed:
         target = allowed[0]
         where = ", ".join(faulted or sorted(attempts) or lost_holders)

@@ -31,6 +31,7 @@ IN_PROGRESS = "InProgress"  # an online or offline is under way (Starting, Stopp
 STATE_UNKNOWN = "StateUnknown"  # a reachable agent says Unknown: it may run there
 NOT_CONFIRMED_OFFLINE = "NotConfirmedOffline"  # rule 1: a member may still run it
 NO_AVAILABLE_MEMBER = "NoAvailableMember"  # no system can take it now
+AUTO_START_WAIT = "AutoStartWait"  # a member ahead in the AutoStartList is still coming up
 ALL_FAULTED = "AllFaulted"  # faulted on every system: a clear is needed
 INSUFFICIENT_CAPACITY = "InsufficientCapacity"  # failoverPolicy Load: its load fits nowhere
 STEADY = "Steady"  # where it should be, nothing to do

@@ -4,8 +4,8 @@ Everything the scheduler decides from is here and nothing else: no clock, no API
 agent. The controller builds a ClusterState from KubeVirt's objects, the agents' reports
 and the custom resources, and calls `guestha.engine.plan` with it; tests build them by
 hand (tests/unit/engine_scenarios). Times are seconds on one clock of the controller's
-choosing (`now`, `last_contact`, `last_heard_by_peers`, `fence_requested_at` must all be
-on it); the engine only compares and adds them.
+choosing (`now`, `last_contact`, `last_heard_by_peers`, `fence_requested_at`, `vm_since`
+must all be on it); the engine only compares and adds them.
 
 What the fields promise (the engine's safety rests on these):
 - `MemberState.groups` is what the member's agent reported; while `agent_reachable` is
@@ -79,6 +79,10 @@ FAILED = "Failed"
 SWITCHOVER_PHASES = (PENDING, RUNNING, SUCCEEDED, FAILED)
 
 _FENCING = FencingConfig()
+# Settings.auto_start_wait by default: a guest under TCG reaches its agent in about 70 s,
+# with KVM in 20-40 s; a member that is not up by then is taken as down (VCS autodisables
+# a group on a system that has not joined).
+AUTO_START_WAIT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,10 @@ class Settings:
     migration_max_pause: float
     operator_lease: float = float(_FENCING.operator_lease_seconds)
     offline_timeout: float = float(_FENCING.offline_timeout_seconds)
+    # How long AutoStart waits for a member ahead in the AutoStartList whose guest KubeVirt
+    # started and that cannot take the group yet (its agent not answering, no quorum yet,
+    # its VMI or node not seen ready), counted from its VMI's creation (failover.py).
+    auto_start_wait: float = AUTO_START_WAIT_SECONDS
 
     @classmethod
     def of(cls, spec: cluster.ClusterSpec, lease_margin: float,
@@ -134,6 +142,9 @@ class MemberState:
     # joining (no quorum yet since it started) is not: it takes the group once it hears
     # its peers, and refuses until then.
     quorum_lost: bool = False
+    # When KubeVirt created the member's current VMI (None: no VMI): AutoStart waits for
+    # a member coming up from then, at most Settings.auto_start_wait.
+    vm_since: float | None = None
     groups: Mapping[str, str] = field(default_factory=dict)  # group -> protocol state
     # Groups Partial here only because some resources never started (added while the group
     # ran; no resource faulted): an online on this member completes them in place.

@@ -102,10 +102,12 @@ def vm_entry(vm: Mapping[str, Any]) -> dict[str, Any]:
 
 def vmi_entry(vmi: Mapping[str, Any]) -> dict[str, Any]:
     """What the operator's VMI index keeps of a VMI: uid, deletion mark, the injection's
-    annotation, who wrote its phase (the fencing verdict reads it), and its status."""
+    annotation, who wrote its phase (the fencing verdict reads it), when it was created
+    (AutoStart waits for a guest coming up), and its status."""
     meta = vmi.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     return {"metadata": {"uid": meta.get("uid"), "deletionTimestamp": meta.get("deletionTimestamp"),
+                         "creationTimestamp": meta.get("creationTimestamp"),
                          "annotations": {k: annotations[k] for k in (injection.INJECTED_ANNOTATION,)
                                          if k in annotations},
                          "managedFields": fencing.phase_fields(vmi)},
@@ -120,7 +122,8 @@ def observe(name: str, vm: Mapping[str, Any] | None,
         meta = vmi.get("metadata") or {}
         return MemberView(name, _phase(vmi), _address(vmi), status.get("nodeName"),
                           _agent_connected(vmi), meta.get("uid"),
-                          bool(meta.get("deletionTimestamp")), restart_required(vm, vmi))
+                          bool(meta.get("deletionTimestamp")), restart_required(vm, vmi),
+                          fencing.parse_time(meta.get("creationTimestamp")))
     if vm is None:
         return MemberView(name, MemberPhase.MISSING)
     return MemberView(name, MemberPhase.STOPPED)

@@ -34,6 +34,7 @@ class MemberView:
     # why the running instance must restart to run what the VM's template says (Template
     # mode: guestha's agent); None: it need not
     restart_required: str | None = None
+    created: float | None = None  # the VMI's creationTimestamp (epoch seconds)
 
     @property
     def running(self) -> bool:
