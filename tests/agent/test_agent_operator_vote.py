@@ -85,3 +85,34 @@ def test_an_epoch_header_that_is_no_number_is_refused(agent: AgentProc) -> None:
         assert code == 400 and "Guestha-Epoch" in body["message"], body
     finally:
         c.close()
+
+
+def test_an_agent_not_yet_configured_claims_no_quorum(tmp_path: Path) -> None:
+    """Before the operator's first configuration the agent does not know its cluster: it
+    must not count itself and the operator as a majority of a cluster of one. It did
+    (QuorumGained "2 of 2 votes"), so the configuration that named its peers read as a
+    QuorumLost, and the operator took a member still joining for one cut off from its
+    peers: a group that should have auto-started there went to another member (CI)."""
+    proc = AgentProc("web-w", "127.0.0.42", tmp_path / "web-w", Pki(tmp_path / "pki"),
+                     port=17643, heartbeat_port=17644).start()
+    current = proc.client(epoch=EPOCH)
+    observer = proc.client()
+    try:
+        code, _ = current.get("/v1/healthz")  # the operator in charge talks to it
+        assert code == 200
+        wait_for(lambda: observer.status()["quorum"]["operatorInContact"], 2,
+                 what="the operator's request counted")
+        quorum = observer.status()["quorum"]
+        assert not quorum["hasQuorum"], quorum
+        code, body = current.command("PUT", "/v1/config", EPOCH, {
+            "fencing": {"selfFenceTimeoutSeconds": 0, "operatorLeaseSeconds": LEASE},
+            "peers": [{"member": "web-x", "address": "127.0.0.43"},
+                      {"member": "web-y", "address": "127.0.0.44"}]})
+        assert code == 200, body
+        time.sleep(0.5)  # a few ticks of the main loop
+        kinds = [e["kind"] for e in observer.get("/v1/events?after=0")[1]["events"]]
+        assert "QuorumGained" not in kinds and "QuorumLost" not in kinds, kinds
+    finally:
+        current.close()
+        observer.close()
+        assert proc.stop() == 0, proc.log.read_text()[-3000:]

@@ -200,3 +200,19 @@ def dataclass_replace(state: quorum.State, **changes: object) -> quorum.State:
     import dataclasses
 
     return dataclasses.replace(state, **changes)  # type: ignore[arg-type]
+
+
+def test_no_quorum_before_the_first_configuration() -> None:
+    """Unconfigured, the agent alone with the operator is not a majority of anything: no
+    quorum, and so no QuorumLost when the configuration names its peers."""
+    alone = ("a",)
+    state = quorum.fresh(0.0)
+    state, first = quorum.judge(state, Observation(alone, (), 0.0, configured=False),
+                                SETTINGS, 0.1)
+    assert not state.has_quorum and not first.quorum_changed
+    assert quorum.describe(state).startswith("no configuration from the operator yet")
+    state, named = quorum.judge(state, Observation(MEMBERS, (), 0.1), SETTINGS, 0.2)
+    assert not state.has_quorum and not named.quorum_changed
+    configured_alone, gained = quorum.judge(quorum.fresh(0.0), Observation(alone, (), 0.0),
+                                            SETTINGS, 0.1)
+    assert configured_alone.has_quorum and gained.quorum_changed  # a cluster of one

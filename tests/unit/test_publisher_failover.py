@@ -118,3 +118,44 @@ def test_a_guest_gone_while_its_agents_stream_still_looks_open_is_a_member_lost(
 
 def test_a_group_gone_from_a_running_member_whose_agent_answers_is_a_resource_fault() -> None:
     assert cause_of_failover(["Running", "Running", "Running"]) == "ResourceFaulted"
+
+
+def test_a_failover_is_not_lost_to_a_status_the_index_has_not_caught_up_with() -> None:
+    """Two failovers close together (CI: 1.3 s apart): the second pass read the status
+    from before the first was counted, wrote failovers 1 again, and the count stayed one
+    short of the metric for good. The process counts on from what it wrote, not from what
+    its index shows."""
+    writer = Writes()
+    publisher = Publisher("ns", "web", writer)
+    stale = {"state": "Online", "onlineOn": ["web-a"], "failovers": 0}
+    for i, decision in enumerate([AWAY, ONLINE_B]):
+        facts = GroupFacts("shop", SPEC, stale, {}, generation=1)
+        body = {"metadata": {"name": "shop", "generation": 1}, "spec": SPEC, "status": stale}
+        asyncio.run(publisher.publish(Plan(groups={"shop": decision}), [], {"metadata": {}},
+                                      [facts], {"shop": body}, {}, {}, 1, float(i)))
+    away_a = GroupDecision("Faulted", (), "web-a", "", "")
+    back_a = GroupDecision("Online", ("web-a",), None, "", "")
+    stale_b = {"state": "Online", "onlineOn": ["web-a"], "failovers": 0}  # still the old one
+    for i, decision in enumerate([away_a, back_a]):
+        facts = GroupFacts("shop", SPEC, stale_b, {}, generation=1)
+        body = {"metadata": {"name": "shop", "generation": 1}, "spec": SPEC, "status": stale_b}
+        asyncio.run(publisher.publish(Plan(groups={"shop": decision}), [], {"metadata": {}},
+                                      [facts], {"shop": body}, {}, {}, 1, float(2 + i)))
+    written = [s for p, _, s in writer.statuses if p == "servicegroups"]
+    assert written[-1]["failovers"] == 2, [s.get("failovers") for s in written]
+    assert (written[-1]["lastFailover"]["from"], written[-1]["lastFailover"]["to"]) == \
+        ("web-b", "web-a")
+
+
+def test_a_count_whose_write_was_lost_is_written_again() -> None:
+    """The status write that carried a failover's count failed (a conflict, the API
+    down): the next pass writes it again, though nothing new happened."""
+    writer = Writes()
+    publisher = Publisher("ns", "web", writer)
+    before = {"state": "Online", "onlineOn": ["web-a"], "failovers": 4}
+    passes(publisher, before, [AWAY, ONLINE_B])
+    writer.statuses.clear()
+    passes(publisher, before, [ONLINE_B])  # the index still holds `before`: the write was lost
+    written = [s for p, _, s in writer.statuses if p == "servicegroups"]
+    assert written and written[-1]["failovers"] == 5
+    assert written[-1]["lastFailover"]["to"] == "web-b"

@@ -5,7 +5,10 @@ votes takes its Failover groups offline by itself within selfFenceTimeoutSeconds
 from the last moment it had a majority. Once that bound (and the offline timeout) has
 passed, the operator may start the groups elsewhere.
 
-Votes are the cluster's members plus one for the operator. Present are this agent, every
+Votes are the cluster's members plus one for the operator; an agent that has no
+configuration yet does not know the members, and has no quorum whoever it hears (it
+counted itself and the operator as a majority of a cluster of one, and the
+configuration that named its peers then read as a quorum lost). Present are this agent, every
 peer that counts (heard within the peer timeout, and hearing this agent's current run:
 guestha.agent.heartbeat), and the operator while a request of the operator in charge
 arrived within the operator lease. A strict majority of votes present is quorum.
@@ -79,6 +82,9 @@ class Observation:
     members: tuple[str, ...]  # every member, this one included
     peers: tuple[str, ...]  # the peers that count (see the module docstring)
     operator_contact: float | None  # arrival of the operator's last counted request
+    # a configuration from the operator was applied: until then the agent does not know
+    # its cluster's members, and no count of them is a majority (no quorum)
+    configured: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class State:
     present: int = 1
     operator_present: bool = False
     operator_contact: float | None = None
+    configured: bool = True
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,8 @@ def record(state: State) -> dict[str, Any]:
 def describe(state: State) -> str:
     """The last observation in words (for reasons and events)."""
     operator = "in contact" if state.operator_present else "not in contact"
-    return (f"{state.present} of {state.votes} votes present (this member, "
+    unknown = "" if state.configured else "no configuration from the operator yet: "
+    return (f"{unknown}{state.present} of {state.votes} votes present (this member, "
             f"{len(state.peers)} of {max(0, len(state.members) - 1)} peers, "
             f"operator {operator})")
 
@@ -167,12 +175,13 @@ def judge(state: State, seen: Observation, settings: Settings, now: float
     operator = contact is not None and now - contact < settings.operator_lease
     votes = len(seen.members) + 1
     present = 1 + len(seen.peers) + (1 if operator else 0)
-    quorum = present * 2 > votes
+    quorum = seen.configured and present * 2 > votes
     changed = quorum != state.has_quorum
     new = dataclasses.replace(
         state, last_tick=now, has_quorum=quorum, since=now if changed else state.since,
         members=seen.members, peers=seen.peers, votes=votes, present=present,
-        operator_present=operator, operator_contact=contact, recheck_cause=cause)
+        operator_present=operator, operator_contact=contact, recheck_cause=cause,
+        configured=seen.configured)
     resumed_after = gap if resumed else None
 
     def moved(phase: str, reason: str) -> State:
@@ -270,11 +279,14 @@ class Quorum:
         self.current = fresh(now)
         self._contact_lock = threading.Lock()
         self._contact: float | None = None
+        self._configured = False  # no configuration applied yet (Observation.configured)
 
     def configure(self, operator_lease: float, self_fence_timeout: float,
                   recheck_window: float) -> None:
+        """A configuration was applied (the stored one at start, or the operator's)."""
         self.settings = Settings(self_fence_timeout, operator_lease, recheck_window,
                                  self.settings.gap)
+        self._configured = True
 
     def restore(self, saved: dict[str, Any], now: float) -> None:
         self.current = restored(saved, now, self.settings)
@@ -290,8 +302,9 @@ class Quorum:
                 ) -> Decision:
         with self._contact_lock:
             contact = self._contact
-        self.current, decision = judge(self.current, Observation(members, peers, contact),
-                                       self.settings, now)
+        self.current, decision = judge(
+            self.current, Observation(members, peers, contact, self._configured),
+            self.settings, now)
         return decision
 
     def fence_finished(self, now: float, ok: bool, detail: str) -> None:

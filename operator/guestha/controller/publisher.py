@@ -72,6 +72,11 @@ class GroupRecord:
     left: float | None = None
     planned: float | None = None
     moved: dict[str, Any] | None = None
+    # The failovers this process counted, and the last one: written with every status
+    # until the index shows them, so neither a status the index has not caught up with
+    # (the next failover would count from it) nor a lost write loses one.
+    failovers: int | None = None
+    last_failover: dict[str, Any] | None = None
 
 
 @dataclass
@@ -180,6 +185,9 @@ class Publisher:
         writes: list[Awaitable[None]] = []
         online = tuple(decision.online_on) if decision is not None else ()
         extra = self._failover(g, decision, record, body, links, views, switching, now)
+        if record.failovers is not None and "failovers" not in extra \
+                and record.failovers > int(g.status.get("failovers") or 0):
+            extra["failovers"], extra["lastFailover"] = record.failovers, record.last_failover
         if g.clear_requested and not g.spec.get("frozen"):
             # the clear was carried out this pass (or there was nothing to clear)
             extra["lastClear"] = {"value": g.annotations.get(CLEAR_ANNOTATION),
@@ -274,9 +282,10 @@ class Publisher:
         metrics.FAILOVER_SECONDS.labels(self.namespace, self.cluster).observe(duration)
         self.writer.event(body, "Normal", "FailedOver",
                           f"from {origin} to {online[0]} in {duration * 1000:.0f} ms ({cause})")
-        return {"failovers": int(g.status.get("failovers") or 0) + 1,
-                "lastFailover": {"from": origin, "to": online[0], "reason": cause,
-                                 "time": now_iso(), "durationMilliseconds": int(duration * 1000)}}
+        record.failovers = max(record.failovers or 0, int(g.status.get("failovers") or 0)) + 1
+        record.last_failover = {"from": origin, "to": online[0], "reason": cause,
+                                "time": now_iso(), "durationMilliseconds": int(duration * 1000)}
+        return {"failovers": record.failovers, "lastFailover": record.last_failover}
 
     def _timeline(self, result: Plan, now: float) -> None:
         """One INFO line per move of a Failover group (a failover or a Switchover), with

@@ -45,6 +45,7 @@ from guestha.controller import (
     rotation,
     userdata,
 )
+from guestha.controller.fencingtally import FencingTally
 from guestha.controller.links import MemberLink
 from guestha.controller.probes import Prober
 from guestha.controller.publisher import Publisher, Writer, now_iso
@@ -147,7 +148,7 @@ class ClusterSupervisor:
         self._groups: dict[str, GroupMemory] = {}
         self._runs: dict[str, Run] = {}  # member -> the run its agent was last seen on
         self._fences: dict[str, tuple[Run, float]] = {}  # member -> (run, requested at)
-        self._fencing: dict[str, Any] = {}  # status.fencings / lastFencing to write
+        self._fencing = FencingTally()  # status.fencings / lastFencing to write
         self._stopped: set[str] = set()  # runs whose stop was confirmed (proof once given)
         self._budgets: dict[str, int] = {}  # run uid -> the offline budget its agent holds
         # member -> (when its agent confirmed its configuration, the peers' addresses in it)
@@ -246,7 +247,6 @@ class ClusterSupervisor:
                 self.wake()  # the next step's keys go out at once
         else:
             self._budgets.clear()  # another leader may give the agents other values
-        self._fencing = {}
         members = [self._member_facts(v, snap) for v in snap.views]
         self._count_onlines(snap)
         groups = departure.without_members(self._group_states(snap), self.departures.names)
@@ -272,7 +272,8 @@ class ClusterSupervisor:
             await self.publisher.publish(result, current, snap.cluster, snap.groups,
                                          snap.group_bodies, snap.switchover_bodies,
                                          self.links, self._epoch(), now,
-                                         {**self._fencing, **self.departures.status(runs),
+                                         {**self._fencing.status(snap.cluster.get("status") or {}),
+                                          **self.departures.status(runs),
                                           **self.heartbeat_keys.status(
                                               snap.cluster.get("status") or {}, now_iso())},
                                          runs,
@@ -489,9 +490,8 @@ class ClusterSupervisor:
                 self._out.event(snap.cluster, "Warning", "Fenced",
                                 f"the stop of {view.name}'s guest (VMI {fenced.uid}) was "
                                 f"confirmed by its node")
-                last = dict((snap.cluster.get("status") or {}).get("lastFencing") or {})
-                if last.get("member") == view.name:
-                    self._fencing["lastFencing"] = dict(last, confirmedTime=now_iso())
+                self._fencing.confirmed(snap.cluster.get("status") or {}, view.name,
+                                        now_iso())
         run = self._runs.get(view.name)
         if run is None:
             return False
@@ -562,14 +562,8 @@ class ClusterSupervisor:
                 log.warning("%s/%s: fencing %s (run %s): %s", self.namespace, self.name,
                             action.member, run.uid, action.message)
                 self._fences[action.member] = (run, time.monotonic())
-                # counted from this pass's snapshot and the fencings it already asked for
-                counted = self._fencing.get("fencings", (snap.cluster.get("status") or {})
-                                            .get("fencings") or 0)
-                self._fencing = {
-                    "fencings": int(counted) + 1,
-                    "lastFencing": {"member": action.member, "reason": action.reason,
-                                    "message": action.message[:4096],
-                                    "requestedTime": now_iso()}}
+                self._fencing.requested(snap.cluster.get("status") or {}, action.member,
+                                        action.reason, action.message, now_iso())
                 metrics.FENCINGS.labels(self.namespace, self.name, action.member,
                                         "Requested").inc()
                 await self._out.fence(action.member, run)

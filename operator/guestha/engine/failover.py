@@ -111,10 +111,12 @@ def dependency_text(ctx: Context, g: GroupState) -> str:
 def coming_up(out: Outcome, target: str | None) -> bool:
     """AutoStart waits for the members ahead of `target` in the AutoStartList that are
     coming up: KubeVirt created their guest less than Settings.auto_start_wait ago, and
-    they cannot take the group yet (agent not answering, no quorum, VMI or node not seen
-    ready). Guests of one cluster boot together but not in step; without the wait the
-    group lands on whichever agent answered first (VCS waits for every system to join
-    before it autostarts). True when it waits (the waits are in `out`)."""
+    they cannot take the group yet (agent not answering, VMI or node not seen ready).
+    Guests of one cluster boot together but not in step; without the wait the group
+    lands on whichever agent answered first (VCS waits for every system to join before
+    it autostarts). A member whose agent lost quorum is not coming up but cut off (an
+    agent still joining never had quorum: it is usable, and refuses until it has): it is
+    not waited for. True when it waits (the waits are in `out`)."""
     snap, g = out.ctx.snap, out.group
     settings = snap.state.settings
     waiting = []
@@ -123,15 +125,15 @@ def coming_up(out: Outcome, target: str | None) -> bool:
             break
         m = snap.members.get(name)
         if m is None or m.vm_since is None or m.vm not in (VM_RUNNING, VM_STARTING) \
-                or snap.usable(name) or m.stop_confirmed or m.fence_requested_at is not None:
+                or snap.usable(name) or m.quorum_lost or m.stop_confirmed \
+                or m.fence_requested_at is not None:
             continue
         until = m.vm_since + settings.auto_start_wait
         if snap.now >= until:
             continue
         why = ("its VMI is not running yet" if m.vm != VM_RUNNING
                else "its node is not Ready" if not m.node_ready
-               else "its agent does not answer yet" if not m.agent_reachable
-               else "its agent has no quorum yet")
+               else "its agent does not answer yet")
         out.wait(reasons.AUTO_START_WAIT,
                  f"{g.name} waits for {name}, ahead in its AutoStartList: {why} (at most "
                  f"{until - snap.now:.0f} s more)", name, until)
