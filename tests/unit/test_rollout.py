@@ -240,3 +240,6 @@ def test_a_rolled_back_member_stops_the_rollout() -> None:
     assert (stopped.kind, stopped.reason) == (WAIT, "UpgradeFailed"), stopped
     assert [r for r, _ in events.seen] == ["AgentUpgradeFailed"]
     assert agents["b"].sent == [] and step(NOW + 6).reason == "UpgradeFailed"
+    # the condition says why, in the agent's words
+    assert "a's agent rolled agent v2 back: did not come up" in stopped.message, stopped
+

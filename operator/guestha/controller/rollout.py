@@ -70,6 +70,7 @@ class MemberAgent:
     version: str | None  # its agentVersion (None: never reported)
     rollback: str | None = None  # the version it last rolled back (status.bundle.rollback)
     online: frozenset[str] = frozenset()  # groups it reports Online or Partial
+    rollback_reason: str = ""  # the agent's words on that rollback
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,7 @@ def decide(target: str, mode: str, members: Sequence[MemberAgent], moving: str |
                             f"{m.name} runs agent {target}; waiting for group(s) "
                             f"{', '.join(missing)} to be Online there again")
         if m is not None and m.reachable and m.rollback == target:
-            return Decision(FAILED, m.name, "UpgradeFailed",
-                            f"{m.name} rolled agent {target} back: it did not come up; "
-                            f"{m.version} runs")
+            return Decision(FAILED, m.name, "UpgradeFailed", rolled_back(m, target))
         if m is None or late:
             return Decision(FAILED, inflight.member, "UpgradeFailed",
                             f"{inflight.member}'s agent is not back with version {target} "
@@ -150,11 +149,13 @@ def decide(target: str, mode: str, members: Sequence[MemberAgent], moving: str |
                         f"every member whose agent answered runs agent {target} (not "
                         f"heard yet: {', '.join(unknown)})")
     names = ", ".join(f"{m.name} ({m.version or 'unknown'})" for m in outdated)
-    broken = sorted({m.name for m in outdated if m.rollback == target} | set(failed))
-    if broken:
+    why = {m.name: rolled_back(m, target) for m in outdated if m.rollback == target}
+    why.update(failed)
+    if why:
         return Decision(WAIT, None, "UpgradeFailed",
-                        f"agent {target} failed on {', '.join(broken)}: the rollout "
-                        f"stopped; not yet upgraded: {names}")
+                        f"agent {target} failed on {', '.join(sorted(why))}, so the rollout "
+                        f"stopped there: {'; '.join(why[n] for n in sorted(why))}. Not yet "
+                        f"upgraded: {names}")
     if mode == UPGRADE_MANUAL:
         return Decision(WAIT, None, "Paused",
                         f"spec.agent.upgrade is Manual; not running agent {target}: {names}")
@@ -169,6 +170,14 @@ def decide(target: str, mode: str, members: Sequence[MemberAgent], moving: str |
     first = outdated[0]
     return Decision(UPGRADE, first.name, "Upgrading",
                     f"upgrading {first.name} from agent {first.version} to {target}")
+
+
+def rolled_back(member: MemberAgent, version: str) -> str:
+    """Why `member`'s upgrade to `version` failed, when its agent rolled it back."""
+    if member.rollback_reason:
+        return f"{member.name}'s agent rolled agent {version} back: {member.rollback_reason}"
+    return (f"{member.name}'s agent rolled agent {version} back: it did not come up; "
+            f"{member.version} runs")
 
 
 def condition(decision: Decision) -> tuple[bool, str, str]:
@@ -189,11 +198,12 @@ def member_agents(links: Mapping[str, MemberLink], names: Sequence[str]) -> list
         if link is None or report is None:
             agents.append(MemberAgent(name, False, None))
             continue
-        bundle = report.bundle
+        rollback = report.bundle.rollback if report.bundle is not None else None
         agents.append(MemberAgent(
             name, link.reachable, report.agent_version,
-            bundle.rollback.version if bundle is not None and bundle.rollback else None,
-            frozenset(g for g, state in link.state.groups.items() if state in (ONLINE, PARTIAL))))
+            rollback.version if rollback is not None else None,
+            frozenset(g for g, state in link.state.groups.items() if state in (ONLINE, PARTIAL)),
+            rollback.reason if rollback is not None else ""))
     return agents
 
 
