@@ -16,6 +16,10 @@ Then a bundle that exits at start (GUESTHA_TEST_BUNDLE_CRASH): the first member'
 rolls it back, the operator says so (Event AgentUpgradeFailed, AgentsUpToDate False,
 UpgradeFailed, in the agent's words) and sends it to no other member, while the groups'
 status, polled throughout, never shows them anywhere else.
+
+And an operator SIGKILLed right after it sent a member the bundle, that member silent until
+the next operator leads: the next one reads status.agentUpgrade, does not fence it, and
+goes on one member at a time.
 """
 
 from __future__ import annotations
@@ -279,3 +283,76 @@ def test_a_bundle_that_does_not_come_up_is_rolled_back_and_stops_the_rollout(
     assert "Fenced" not in [e["reason"] for e in ns.events(CLUSTER)]
     print(f"{steady.samples} samples of the groups' status, all steady")
 
+
+def test_an_upgrade_in_flight_survives_an_operator_restart(
+        ns: Namespace, kube: Any, simulator: Any, copies: simguests.CopyCounter) -> None:
+    """The operator is SIGKILLed right after it sent a member the newer bundle (its
+    status.agentUpgrade written), and that member stays silent (its guest frozen, as a
+    slow restart would be) until the next operator has taken the Lease and led past the
+    peer timeout: the next operator reads the upgrade in flight, so it does not fence the
+    member for its silence, waits for it, and goes on one member at a time."""
+    online_on(ns, (MEMBERS[0],))
+    online_on(ns, MEMBERS, "logs")
+    assert len(set(versions(ns).values())) == 1, versions(ns)
+    app, shippers = pids(MARKER), pids(LOGS_MARKER)
+    before = cluster_status(ns)
+    shop_before = (ns.get("sg", "shop") or {}).get("status") or {}
+    newer = f"restart-{uuid.uuid4().hex[:8]}"
+    # a killed operator's Lease (15 s) must run out before the next one leads: the
+    # silence a restarting member is allowed (migration.maxPauseSeconds) covers that
+    wide = {"migration": {"maxPauseSeconds": 60}}
+    manual, automatic = in_guest_cluster("Manual"), in_guest_cluster("Automatic")
+    manual["spec"].update(wide)
+    automatic["spec"].update(wide)
+    ns.apply(manual)
+    offset = restart_operator(kube, newer)
+    ns.wait_for("AgentsUpToDate Paused", lambda: up_to_date(ns).get("reason") == "Paused")
+
+    ns.apply(automatic)
+    record = ns.wait_for("status.agentUpgrade",
+                         lambda: cluster_status(ns).get("agentUpgrade"), interval=0.05)
+    kube.local.kill_process(OPERATOR)
+    member = record["member"]
+    assert record["version"] == newer and record["previousVersion"] == versions(ns)[member]
+    vmi = ns.get("vmi", member) or {}
+    frozen = simguests.freeze(simulator.state_dir, vmi["metadata"]["uid"])
+    try:
+        restarted = kube.local.log_of(OPERATOR).stat().st_size
+        kube.local.start_operator(timeout=120, env={"GUESTHA_TEST_BUNDLE_VERSION": newer})
+        wait_for_log(kube, restarted, "leadership: leading", 60)
+        time.sleep(3.0)  # three peer timeouts of leading with the member silent
+        assert upgrades_started(ns, operator_log(kube, restarted), newer) == []
+    finally:
+        simguests.thaw(frozen)
+
+    done = ns.wait_for("AgentsUpToDate True",
+                       lambda: up_to_date(ns) if up_to_date(ns).get("status") == "True"
+                       and up_to_date(ns).get("reason") == "UpToDate" else None,
+                       timeout=TIMEOUT)
+    # nothing fenced, moved or restarted
+    after = cluster_status(ns)
+    assert int(after.get("fencings") or 0) == int(before.get("fencings") or 0), after
+    reasons = [e["reason"] for e in ns.events(CLUSTER)]
+    assert "Fenced" not in reasons and "FenceRequested" not in reasons, reasons
+    assert pids(MARKER) == app and pids(LOGS_MARKER) == shippers
+    assert newer in done["message"] and versions(ns) == {m: newer for m in MEMBERS}
+    assert "agentUpgrade" not in cluster_status(ns)
+    log = operator_log(kube, offset)
+    assert f"upgrade of {member} to agent {newer} in flight since" in log
+    steps = re.findall(rf"{ns.name}/{CLUSTER}: (?:upgrading (\S+) from agent|(\S+) runs "
+                       rf"agent {newer} \(was)", log)
+    order = [("start", a) if a else ("done", b) for a, b in steps]
+    # the member sent the bundle by the killed operator is done by the next one; then
+    # the others, one at a time
+    assert order[:2] == [("start", member), ("done", member)], order
+    assert [kind for kind, _ in order] == ["start", "done"] * 3, order
+    shop_after = online_on(ns, (MEMBERS[0],))
+    online_on(ns, MEMBERS, "logs")
+    assert int(shop_after.get("failovers") or 0) == int(shop_before.get("failovers") or 0)
+
+
+def wait_for_log(kube: Any, offset: int, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in operator_log(kube, offset):
+        assert time.monotonic() < deadline, f"{text!r} not in the operator's log"
+        time.sleep(0.2)
