@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import os
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -108,17 +106,8 @@ def put_bundle(client: Client, data: bytes, version: str,
 def crashing_bundle(version: str) -> bytes:
     """A well-formed bundle of `version` whose program exits at once, as a bundle with a
     bug in its start-up would."""
-    good = bundle.build(recipe.GUEST_PYTHON, version=version).data
-    start = good.index(b"PK\x03\x04")
-    out = io.BytesIO()
-    out.write(good[:start])
-    with zipfile.ZipFile(io.BytesIO(good[start:])) as src, zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename == "__main__.py":
-                data = b"import sys\nsys.exit('this trial crashes at start')\n"
-            dst.writestr(info, data)
-    return out.getvalue()
+    return bundle.build(recipe.GUEST_PYTHON, version=version,
+                        crash="this trial crashes at start").data
 
 
 def kinds(events: list[Received], *names: str) -> list[Received]:

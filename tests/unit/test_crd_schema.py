@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
+from guestha.model.agentupgrade import STATUS_KEY, AgentUpgrade
 from guestha.model.cluster import ChannelSpec
+from guestha.protocol.bundle import MAX_VERSION_CHARS
 from guestha.protocol.config import (
     GROUP_TYPES,
     RESOURCE_TYPES,
@@ -464,3 +466,16 @@ def test_resource_types_have_their_required_attributes_checked() -> None:
     ]:
         assert f"self.type != '{kind}'" in rules
         assert f"has(self.attributes.{attribute})" in rules
+
+
+def test_the_agent_upgrade_record_is_the_crds() -> None:
+    """status.agentUpgrade as the operator writes it (model.agentupgrade) has the CRD's
+    fields, its required ones, and versions no longer than an agent accepts."""
+    schema = at("InGuestCluster", f"status.{STATUS_KEY}")
+    written = AgentUpgrade("a", "v2", "v1", "2026-11-30T00:00:00Z", ("web",)).to_status()
+    assert set(written) == set(schema["properties"])
+    assert set(schema["required"]) == set(written) - {"groups"}
+    for key in ("version", "previousVersion"):
+        assert schema["properties"][key]["maxLength"] == MAX_VERSION_CHARS
+    assert schema["properties"]["member"]["maxLength"] == \
+        at("InGuestCluster", "status.members.[].name")["maxLength"]

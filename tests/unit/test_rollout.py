@@ -5,6 +5,8 @@ as a cluster settled enough to restart an agent in."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,6 +31,7 @@ from guestha.controller.rollout import (
     unsettled,
 )
 from guestha.engine import Action, GroupDecision, Plan
+from guestha.model.agentupgrade import AgentUpgrade
 from guestha.model.cluster import UPGRADE_AUTOMATIC, UPGRADE_MANUAL
 from guestha.protocol.bundle import BundleInstalled, BundleStatus, BundleUpload, Rollback
 
@@ -87,7 +90,7 @@ def test_nothing_starts_while_the_cluster_moves_or_when_paused() -> None:
     assert run([m("a", NEW)], mode=UPGRADE_MANUAL).kind == UP_TO_DATE
 
 
-SENT = InFlight("a", NOW - 5, OLD, WEB)
+SENT = InFlight("a", NOW - 5, OLD, WEB, NEW, "2026-11-30T10:00:00Z")
 
 
 @pytest.mark.parametrize(("member", "now", "kind", "reason"), [
@@ -240,3 +243,143 @@ def test_a_rolled_back_member_stops_the_rollout() -> None:
     assert (stopped.kind, stopped.reason) == (WAIT, "UpgradeFailed"), stopped
     assert [r for r, _ in events.seen] == ["AgentUpgradeFailed"]
     assert agents["b"].sent == [] and step(NOW + 6).reason == "UpgradeFailed"
+    # the condition says why, in the agent's words
+    assert "a's agent rolled agent v2 back: did not come up" in stopped.message, stopped
+
+
+# -- the upgrade in flight outlives the operator (status.agentUpgrade)
+
+WALL = 1_800_000_000.0  # time.time() at NOW
+
+
+def record_at(seconds_before: float, member: str = "a", version: str = NEW,
+              groups: tuple[str, ...] = ("web",)) -> dict[str, Any]:
+    """status.agentUpgrade of a bundle accepted `seconds_before` WALL."""
+    at = datetime.datetime.fromtimestamp(WALL - seconds_before, datetime.UTC)
+    return {"agentUpgrade": AgentUpgrade(member, version, OLD,
+                                         at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                         groups).to_status()}
+
+
+@pytest.mark.parametrize(("raw", "error"), [
+    ({"member": "a", "version": "v2", "previousVersion": "v1"},
+     "status.agentUpgrade.startedTime: required"),
+    ({"member": "a", "version": "v2", "previousVersion": "v1", "startedTime": "yesterday"},
+     "status.agentUpgrade.startedTime: not an RFC 3339 time"),
+    ({"member": "a", "version": "v2", "previousVersion": "v1",
+      "startedTime": "2026-11-30T10:00:00"}, "status.agentUpgrade.startedTime: an RFC 3339"),
+    ({"version": "v2", "previousVersion": "v1", "startedTime": "2026-11-30T10:00:00Z"},
+     "status.agentUpgrade.member: required"),
+    ({"member": "a", "version": "v2", "previousVersion": "v1",
+      "startedTime": "2026-11-30T10:00:00Z", "groups": [1]}, "status.agentUpgrade.groups[0]"),
+    ("a", "status.agentUpgrade: must be an object"),
+])
+def test_a_bad_record_is_refused_naming_the_field(raw: Any, error: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(error)):
+        AgentUpgrade.from_status({"agentUpgrade": raw})
+
+
+def test_the_record_round_trips() -> None:
+    record = AgentUpgrade("a", NEW, OLD, "2026-11-30T10:00:00Z", ("db", "web"))
+    assert AgentUpgrade.from_status({"agentUpgrade": record.to_status()}) == record
+    assert AgentUpgrade.from_status({}) is None
+    sent = InFlight("a", NOW, OLD, WEB, NEW, "2026-11-30T10:00:00Z")
+    assert InFlight.recalled(sent.record(), NOW, WALL).record() == sent.record()
+
+
+@pytest.mark.parametrize(("seconds_before", "since"), [
+    (0.0, NOW), (30.0, NOW - 30), (UPGRADE_TIMEOUT_SECONDS + 1, NOW - 121),
+    (-60.0, NOW),  # a startedTime ahead of this host's clock: just started, not later
+])
+def test_a_recalled_upgrade_keeps_its_age(seconds_before: float, since: float) -> None:
+    record = AgentUpgrade.from_status(record_at(seconds_before))
+    assert record is not None
+    assert InFlight.recalled(record, NOW, WALL).since == since
+
+
+@pytest.mark.parametrize(("seconds_before", "member", "kind", "reason"), [
+    # the new operator starts while the member restarts: silent, not late: wait for it
+    (10.0, m("a", OLD, reachable=False), WAIT, "Upgrading"),
+    # its timeout goes on from startedTime, not from the new process's start
+    (UPGRADE_TIMEOUT_SECONDS + 1, m("a", OLD, reachable=False), FAILED, "UpgradeFailed"),
+    # back with the version sent, its group Online again: done
+    (10.0, m("a", NEW, online=WEB), UPGRADED, "Upgraded"),
+    # rolled back meanwhile
+    (10.0, m("a", OLD, online=WEB, rollback=NEW), FAILED, "UpgradeFailed"),
+])
+def test_the_decision_with_a_recalled_upgrade(seconds_before: float, member: MemberAgent,
+                                              kind: str, reason: str) -> None:
+    record = AgentUpgrade.from_status(record_at(seconds_before))
+    assert record is not None
+    inflight = InFlight.recalled(record, NOW, WALL)
+    decision = run([member, m("b"), m("c")], inflight)
+    assert (decision.kind, decision.member, decision.reason) == (kind, "a", reason), \
+        decision.message
+
+
+def test_an_upgrade_of_another_version_is_seen_through_by_its_own() -> None:
+    """An operator restarted with yet another bundle (v3) recalls the member upgrading
+    to v2: back with v2 it is done (not failed for not running v3), then upgraded on."""
+    record = AgentUpgrade.from_status(record_at(10.0))
+    assert record is not None
+    inflight = InFlight.recalled(record, NOW, WALL)
+    back = decide("v3", UPGRADE_AUTOMATIC, [m("a", NEW, online=WEB), m("b", "v3")], None,
+                  inflight, {}, NOW)
+    assert (back.kind, back.member) == (UPGRADED, "a"), back.message
+    rolled = decide("v3", UPGRADE_AUTOMATIC, [m("a", OLD, rollback=NEW), m("b", "v3")],
+                    None, inflight, {}, NOW)
+    assert (rolled.kind, rolled.member) == (FAILED, "a"), rolled.message
+    assert decide("v3", UPGRADE_AUTOMATIC, [m("a", OLD, rollback=NEW), m("b", "v3")],
+                  None, None, {}, NOW).kind == UPGRADE  # v2's failure does not stop v3
+
+
+def test_a_restarted_operator_recalls_the_upgrade_and_goes_on_one_at_a_time() -> None:
+    """The process that sent the bundle is gone; the next one reads status.agentUpgrade:
+    the member is restarting (the engine allows its silence), nothing else is sent until
+    it is back, and then the next member goes in the same pass; the record is removed."""
+    new = bundle.build(version=NEW)
+    agents = {n: ScriptedAgent(OLD) for n in ("a", "b")}
+    links = {"a": scripted_link("a", agents["a"], {"web": "Online"}),
+             "b": scripted_link("b", agents["b"], {})}
+    links["b"].contact = Contact(False, 0.0)  # restarting into v2, silent
+    expected: list[tuple[str, float]] = []
+    events = Events()
+    rollout = Rollout("ns", "web", lambda: new, events,
+                      lambda member, within: expected.append((member, within)))
+    status = record_at(30.0, "b", groups=())
+    rollout.recall(status, True, NOW, WALL)
+    assert rollout.restarting("b") and not rollout.restarting("a")
+    assert expected == [("b", UPGRADE_TIMEOUT_SECONDS - 30)]  # what is left of its time
+    assert rollout.status() == status  # written back as it was: no write
+
+    def step(now: float) -> Decision:
+        return asyncio.run(rollout.step(UPGRADE_AUTOMATIC, links, ["a", "b"], Plan(), {},
+                                        now))
+
+    assert step(NOW + 1).kind == WAIT and agents["a"].sent == agents["b"].sent == []
+    # what the leader reads back later is its own older write: not read again
+    rollout.recall({}, True, NOW + 1, WALL + 1)
+    assert rollout.restarting("b")
+    links["b"].contact = Contact(True, NOW + 2)
+    links["b"].state.report = SimpleNamespace(agent_version=NEW,  # type: ignore[assignment]
+                                              bundle=None)
+    going_on = step(NOW + 2)
+    assert (going_on.kind, going_on.member) == (UPGRADE, "a") and agents["a"].sent == [NEW]
+    assert [r for r, _ in events.seen] == ["AgentUpgraded"]
+    written = rollout.status()["agentUpgrade"]
+    assert (written["member"], written["version"], written["groups"]) == ("a", NEW, ["web"])
+
+
+def test_a_standby_follows_the_leaders_record() -> None:
+    """A process that does not lead follows status.agentUpgrade at every pass (its plans
+    count the member as restarting), and reads it afresh when it comes to lead."""
+    rollout = Rollout("ns", "web", lambda: bundle.build(version=NEW), Events())
+    rollout.recall(record_at(5.0, "b"), False, NOW, WALL)
+    assert rollout.restarting("b")
+    rollout.recall({}, False, NOW + 1, WALL + 1)  # the leader found it done
+    assert not rollout.restarting("b") and rollout.status() == {"agentUpgrade": None}
+    rollout.recall(record_at(5.0, "c"), False, NOW + 2, WALL + 2)
+    rollout.recall(record_at(5.0, "c"), True, NOW + 3, WALL + 3)  # leads now
+    assert rollout.restarting("c")
+    rollout.recall({"agentUpgrade": {"member": "c"}}, False, NOW + 4, WALL + 4)
+    assert rollout.inflight is None  # a record it cannot read counts as none (logged)

@@ -65,12 +65,21 @@ def package_dir() -> Path:
     return Path(guestha.agent.__file__).resolve().parent.parent
 
 
+def crashing_main(message: str) -> bytes:
+    """A __main__.py that exits at once with `message`, as an agent with a bug in its
+    start-up would: the bundle is well-formed (an agent accepts the upload) and never
+    comes up (guestha.agent.bundles rolls it back)."""
+    return b"import sys\n\nsys.exit(" + repr(message).encode("utf-8") + b")\n"
+
+
 def build(interpreter: str = INTERPRETER, source: Path | None = None,
-          version: str | None = None) -> Bundle:
+          version: str | None = None, crash: str | None = None) -> Bundle:
     """The zipapp of the agent and protocol sources under `source`, a folder holding
     guestha's packages (default: the installed guestha). `version`: what the bundle's
     VERSION says instead of its content hash; only tests give one, to roll out "a newer
-    agent" made of the same sources (GUESTHA_TEST_BUNDLE_VERSION, docs/agent-api.md)."""
+    agent" made of the same sources (GUESTHA_TEST_BUNDLE_VERSION, docs/agent-api.md).
+    `crash`: only tests give one, for a bundle whose program exits at once with that
+    message (`crashing_main`; GUESTHA_TEST_BUNDLE_CRASH)."""
     root = source or package_dir()
     sources = source_files(str(root))
     paths = {path for path, _ in sources}
@@ -81,7 +90,7 @@ def build(interpreter: str = INTERPRETER, source: Path | None = None,
                                     f"{needed.removeprefix('guestha/')} is missing)")
     version = version or content_hash(sources)
     entries = sorted([
-        ("__main__.py", ROOT_MAIN),
+        ("__main__.py", ROOT_MAIN if crash is None else crashing_main(crash)),
         ("guestha/__init__.py", ROOT_PACKAGE),
         (f"guestha/agent/{VERSION_FILE}", version.encode("ascii") + b"\n"),
         *sources,

@@ -24,8 +24,19 @@ the engine as it does a live-migrating member's (`restarting`), so it is not fou
 their quorum without it (docs/agent-api.md "Upgrading the agent"); and the cluster's
 EventFollower retries it every 0.25 s instead of backing off (`expect_restart`), so its
 new run is followed as soon as it answers. The status condition AgentsUpToDate says where
-the rollout is. The upgrade in flight lives in this process only: an operator that
-starts while a member restarts sees a silent member, as it would after any restart.
+the rollout is.
+
+The upgrade in flight outlives the operator process: it is written down as the
+InGuestCluster's status.agentUpgrade (guestha.model.agentupgrade) in the pass that sent
+the bundle, and removed in the pass that finds it done or failed. An operator that
+starts, or takes over, while a member restarts into a new bundle reads it (`recall`):
+the member's silence is expected as above (not fenced for it), no other member starts
+before it is done, and its timeout counts from when the bundle was accepted
+(startedTime), not from the new process's start. It is done or failed by the version it
+sent (an operator restarted with yet another bundle sees it through first). What the
+record does not keep: a member whose upgrade timed out, which an operator that restarts
+tries once more (a rolled-back version stops the rollout by the agent's own record,
+status.bundle.rollback, whoever runs the operator).
 """
 
 from __future__ import annotations
@@ -38,7 +49,9 @@ from typing import Any, Protocol
 from guestha.channel.aio import AgentRefusal, ChannelError
 from guestha.cloudinit.bundle import Bundle
 from guestha.controller.links import MemberLink
+from guestha.controller.publisher import now_iso
 from guestha.engine import Plan
+from guestha.model.agentupgrade import STATUS_KEY, AgentUpgrade
 from guestha.model.cluster import UPGRADE_MANUAL
 from guestha.protocol.bundle import BundleUpload
 from guestha.protocol.states import FAULTED, OFFLINE, ONLINE, PARTIAL
@@ -70,17 +83,36 @@ class MemberAgent:
     version: str | None  # its agentVersion (None: never reported)
     rollback: str | None = None  # the version it last rolled back (status.bundle.rollback)
     online: frozenset[str] = frozenset()  # groups it reports Online or Partial
+    rollback_reason: str = ""  # the agent's words on that rollback
 
 
 @dataclass(frozen=True)
 class InFlight:
-    """The member being upgraded: when its bundle was accepted, what it ran, and the
-    groups Online (or Partial) there then, which must be so again."""
+    """The member being upgraded: when its bundle was accepted (`since`, monotonic;
+    `started`, the same moment in RFC 3339 for status), what it ran, the groups Online (or
+    Partial) there then, which must be so again, and the version sent to it."""
 
     member: str
     since: float
     previous: str
     online: frozenset[str]
+    version: str
+    started: str
+
+    def record(self) -> AgentUpgrade:
+        """status.agentUpgrade for it."""
+        return AgentUpgrade(self.member, self.version, self.previous, self.started,
+                            tuple(sorted(self.online)))
+
+    @classmethod
+    def recalled(cls, record: AgentUpgrade, now: float, wall: float) -> InFlight:
+        """The upgrade a record in status describes, for a process whose monotonic clock
+        reads `now` when the wall clock reads `wall`: in flight since as long before
+        `now` as its startedTime is before `wall` (never in the future: a startedTime
+        ahead of this host's clock counts as just started)."""
+        return cls(record.member, now - max(0.0, wall - record.started),
+                   record.previous_version, frozenset(record.groups), record.version,
+                   record.started_time)
 
 
 @dataclass(frozen=True)
@@ -109,35 +141,36 @@ def decide(target: str, mode: str, members: Sequence[MemberAgent], moving: str |
            timeout: float = UPGRADE_TIMEOUT_SECONDS) -> Decision:
     """The rollout's next step (see the module docstring). `moving`: why the cluster is
     not settled (`unsettled`), None when it is; `failed`: members whose upgrade to
-    `target` failed in this process, with why."""
+    `target` failed in this process, with why. A member in flight is done or failed by
+    the version sent to it (`inflight.version`: the target, unless an operator with
+    another bundle recalled it)."""
     by_name = {m.name: m for m in members}
     if inflight is not None:
+        sent = inflight.version
         m = by_name.get(inflight.member)
         late = now - inflight.since > timeout
-        if m is not None and m.reachable and m.version == target:
+        if m is not None and m.reachable and m.version == sent:
             missing = sorted(inflight.online - m.online)
             if not missing:
                 return Decision(UPGRADED, m.name, "Upgraded",
-                                f"{m.name} runs agent {target} (was {inflight.previous})")
+                                f"{m.name} runs agent {sent} (was {inflight.previous})")
             if late:
                 return Decision(FAILED, m.name, "UpgradeFailed",
-                                f"{m.name} runs agent {target} but group(s) "
+                                f"{m.name} runs agent {sent} but group(s) "
                                 f"{', '.join(missing)} did not come back Online there "
                                 f"within {timeout:g} s")
             return Decision(WAIT, m.name, "Upgrading",
-                            f"{m.name} runs agent {target}; waiting for group(s) "
+                            f"{m.name} runs agent {sent}; waiting for group(s) "
                             f"{', '.join(missing)} to be Online there again")
-        if m is not None and m.reachable and m.rollback == target:
-            return Decision(FAILED, m.name, "UpgradeFailed",
-                            f"{m.name} rolled agent {target} back: it did not come up; "
-                            f"{m.version} runs")
+        if m is not None and m.reachable and m.rollback == sent:
+            return Decision(FAILED, m.name, "UpgradeFailed", rolled_back(m, sent))
         if m is None or late:
             return Decision(FAILED, inflight.member, "UpgradeFailed",
-                            f"{inflight.member}'s agent is not back with version {target} "
+                            f"{inflight.member}'s agent is not back with version {sent} "
                             f"within {timeout:g} s" if m is not None else
                             f"{inflight.member} left the cluster while upgrading")
         return Decision(WAIT, m.name, "Upgrading",
-                        f"upgrading {m.name} from agent {inflight.previous} to {target}")
+                        f"upgrading {m.name} from agent {inflight.previous} to {sent}")
     # a member whose agent never answered (its VM stopped, its guest booting) is not
     # counted: a guest that starts gets the operator's bundle injected, or is upgraded
     # once its agent answers with another version
@@ -150,11 +183,13 @@ def decide(target: str, mode: str, members: Sequence[MemberAgent], moving: str |
                         f"every member whose agent answered runs agent {target} (not "
                         f"heard yet: {', '.join(unknown)})")
     names = ", ".join(f"{m.name} ({m.version or 'unknown'})" for m in outdated)
-    broken = sorted({m.name for m in outdated if m.rollback == target} | set(failed))
-    if broken:
+    why = {m.name: rolled_back(m, target) for m in outdated if m.rollback == target}
+    why.update(failed)
+    if why:
         return Decision(WAIT, None, "UpgradeFailed",
-                        f"agent {target} failed on {', '.join(broken)}: the rollout "
-                        f"stopped; not yet upgraded: {names}")
+                        f"agent {target} failed on {', '.join(sorted(why))}, so the rollout "
+                        f"stopped there: {'; '.join(why[n] for n in sorted(why))}. Not yet "
+                        f"upgraded: {names}")
     if mode == UPGRADE_MANUAL:
         return Decision(WAIT, None, "Paused",
                         f"spec.agent.upgrade is Manual; not running agent {target}: {names}")
@@ -169,6 +204,14 @@ def decide(target: str, mode: str, members: Sequence[MemberAgent], moving: str |
     first = outdated[0]
     return Decision(UPGRADE, first.name, "Upgrading",
                     f"upgrading {first.name} from agent {first.version} to {target}")
+
+
+def rolled_back(member: MemberAgent, version: str) -> str:
+    """Why `member`'s upgrade to `version` failed, when its agent rolled it back."""
+    if member.rollback_reason:
+        return f"{member.name}'s agent rolled agent {version} back: {member.rollback_reason}"
+    return (f"{member.name}'s agent rolled agent {version} back: it did not come up; "
+            f"{member.version} runs")
 
 
 def condition(decision: Decision) -> tuple[bool, str, str]:
@@ -189,11 +232,12 @@ def member_agents(links: Mapping[str, MemberLink], names: Sequence[str]) -> list
         if link is None or report is None:
             agents.append(MemberAgent(name, False, None))
             continue
-        bundle = report.bundle
+        rollback = report.bundle.rollback if report.bundle is not None else None
         agents.append(MemberAgent(
             name, link.reachable, report.agent_version,
-            bundle.rollback.version if bundle is not None and bundle.rollback else None,
-            frozenset(g for g, state in link.state.groups.items() if state in (ONLINE, PARTIAL))))
+            rollback.version if rollback is not None else None,
+            frozenset(g for g, state in link.state.groups.items() if state in (ONLINE, PARTIAL)),
+            rollback.reason if rollback is not None else ""))
     return agents
 
 
@@ -210,13 +254,50 @@ class Rollout:
         self._events = events
         self._expect_restart = expect_restart
         self.inflight: InFlight | None = None
-        self.failed: dict[str, dict[str, str]] = {}  # target -> member -> why
+        self.failed: dict[str, dict[str, str]] = {}  # version -> member -> why
         self.last: Decision | None = None
+        self._recalled = False  # leading, and status.agentUpgrade read since it leads
 
     def restarting(self, member: str) -> bool:
         """Whether `member`'s agent is restarting into a new bundle (its silence is
         expected: the engine allows it as a migration's)."""
         return self.inflight is not None and self.inflight.member == member
+
+    def recall(self, status: Mapping[str, Any], leading: bool, now: float,
+               wall: float) -> None:
+        """The upgrade in flight as the InGuestCluster's status says (status.agentUpgrade;
+        `now`, monotonic, and `wall`, time.time(), read together), so that it outlives the
+        operator that started it. A process that does not lead follows the leader's
+        record at every pass (its plans count the member as restarting too). One that
+        leads reads it at its first pass as leader and from then on is its only writer:
+        what it reads back later may be older than what it wrote. A record that cannot
+        be read is logged and counts as none."""
+        if leading and self._recalled:
+            return
+        self._recalled = leading
+        try:
+            record = AgentUpgrade.from_status(status)
+        except ValueError as e:
+            log.error("%s/%s: %s ignored: %s", self.namespace, self.cluster, STATUS_KEY, e)
+            record = None
+        if record is None:
+            if self.inflight is not None:
+                self._restarting(self.inflight.member, 0.0)
+            self.inflight = None
+            return
+        if self.inflight is not None and self.inflight.record() == record:
+            return
+        self.inflight = InFlight.recalled(record, now, wall)
+        log.info("%s/%s: upgrade of %s to agent %s in flight since %s (status.%s)",
+                 self.namespace, self.cluster, record.member, record.version,
+                 record.started_time, STATUS_KEY)
+        self._restarting(record.member,
+                         max(0.0, UPGRADE_TIMEOUT_SECONDS - (now - self.inflight.since)))
+
+    def status(self) -> dict[str, Any]:
+        """status.agentUpgrade as it should be (None removes it)."""
+        return {STATUS_KEY: None if self.inflight is None
+                else self.inflight.record().to_status()}
 
     async def step(self, mode: str, links: Mapping[str, MemberLink], names: Sequence[str],
                    plan: Plan, cluster_body: Mapping[str, Any], now: float) -> Decision:
@@ -245,9 +326,11 @@ class Rollout:
             self._restarting(self.inflight.member, 0.0)
             self.inflight = None
         elif decision.kind == FAILED and decision.member is not None:
+            assert self.inflight is not None
             log.warning("%s/%s: %s", self.namespace, self.cluster, decision.message)
             self._events.event(cluster_body, "Warning", AGENT_UPGRADE_FAILED, decision.message)
-            failed[decision.member] = decision.message
+            self.failed.setdefault(self.inflight.version, {})[decision.member] = \
+                decision.message
             self._restarting(decision.member, 0.0)
             self.inflight = None
         elif decision.kind == UPGRADE and decision.member is not None:
@@ -275,11 +358,13 @@ class Rollout:
             # either way (its silence allowed), so it comes back upgraded or the timeout
             # says it failed.
             log.warning("%s/%s: upgrading %s: %s", self.namespace, self.cluster, member, e)
-            self.inflight = InFlight(member, now, agent.version or "unknown", agent.online)
+            self.inflight = InFlight(member, now, agent.version or "unknown", agent.online,
+                                     bundle.version, now_iso())
             self._restarting(member)
             return
         if answer.restarting:
-            self.inflight = InFlight(member, now, answer.previous_version, agent.online)
+            self.inflight = InFlight(member, now, answer.previous_version, agent.online,
+                                     bundle.version, now_iso())
             self._restarting(member)
 
     def _restarting(self, member: str, within: float = UPGRADE_TIMEOUT_SECONDS) -> None:

@@ -236,6 +236,7 @@ class ClusterSupervisor:
         self.sightings.members([v.name for v in snap.views], now)
         self._recall_runs(snap)
         leader = self._leader()
+        self.rollout.recall(snap.cluster.get("status") or {}, leader, now, time.time())
         budget = cluster_offline_budget([GroupSource(g.name, g.spec) for g in snap.groups])
         if leader:
             await self.departures.api.add_finalizer(snap.cluster)
@@ -275,7 +276,8 @@ class ClusterSupervisor:
                                          {**self._fencing.status(snap.cluster.get("status") or {}),
                                           **self.departures.status(runs),
                                           **self.heartbeat_keys.status(
-                                              snap.cluster.get("status") or {}, now_iso())},
+                                              snap.cluster.get("status") or {}, now_iso()),
+                                          **self.rollout.status()},
                                          runs,
                                          attempts={g.name: dict(self._memory(g.name).failures)
                                                    for g in snap.groups},

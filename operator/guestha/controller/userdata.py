@@ -46,16 +46,20 @@ def secret_name(vm: str) -> str:
     return name
 
 
-# Test hook (never set in production): the version string of the operator's bundle, so a
-# test can roll out "a newer agent" made of the same sources (docs/agent-api.md).
+# Test hooks (never set in production, docs/agent-api.md): the version string of the
+# operator's bundle, so a test can roll out "a newer agent" made of the same sources; and
+# a message that bundle's program exits with at once, so a test can roll out one that
+# never comes up in the guest.
 TEST_BUNDLE_VERSION_ENV = "GUESTHA_TEST_BUNDLE_VERSION"
+TEST_BUNDLE_CRASH_ENV = "GUESTHA_TEST_BUNDLE_CRASH"
 
 
 @functools.cache
 def operator_bundle() -> bundle.Bundle:
     """The agent zipapp of the operator's own guestha, built once per process: what new
     guests get injected and what running ones are upgraded to (controller.rollout)."""
-    return bundle.build(version=os.environ.get(TEST_BUNDLE_VERSION_ENV) or None)
+    return bundle.build(version=os.environ.get(TEST_BUNDLE_VERSION_ENV) or None,
+                        crash=os.environ.get(TEST_BUNDLE_CRASH_ENV) or None)
 
 
 def agent_bundle() -> bytes:

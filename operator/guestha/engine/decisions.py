@@ -7,7 +7,9 @@ this plan does not take it offline there: Online when any member is Online); Sto
 Faulted); Unknown (an agent reports Unknown, a member that could run it is silent and not
 confirmed down, so it may run there, or no agent of its systems answers); Offline. A
 member whose agent does not answer the operator but whose peers hear it counts with its
-last report (Snapshot.seen): the operator's link to it is in trouble, not the member.
+last report (Snapshot.seen): the operator's link to it is in trouble, not the member; so
+does a migrating member (live-migrating, or restarting its agent for an upgrade) until
+its silence makes it lost: nothing moved.
 These are the ServiceGroup's status.state words ("Switching" is the operator's own).
 """
 

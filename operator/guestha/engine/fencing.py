@@ -43,11 +43,7 @@ from guestha.engine.state import FENCE_KUBEVIRT, FENCE_NONE, VM_RUNNING, MemberS
 
 def silence_deadline(member: MemberState, snap: Snapshot) -> float | None:
     """When the member's silence makes it lost (None: never heard)."""
-    since = safety.silent_since(member)
-    if since is None:
-        return None
-    s = snap.state.settings
-    return since + s.peer_timeout + (s.migration_max_pause if member.migrating else 0.0)
+    return snap.silence_deadline(member)
 
 
 def lost(member: MemberState, snap: Snapshot) -> bool:

@@ -73,15 +73,32 @@ class Snapshot:
         return (m is not None and m.agent_reachable and not m.quorum_lost
                 and m.vm == VM_RUNNING and m.node_ready)
 
+    def silence_deadline(self, member: MemberState) -> float | None:
+        """When the member's silence makes it lost (None: never heard): the peer timeout
+        after anyone last heard it, plus the migration allowance while it is `migrating`
+        (live-migrating, or restarting its agent for an upgrade)."""
+        since = safety.silent_since(member)
+        if since is None:
+            return None
+        s = self.state.settings
+        return since + s.peer_timeout + (s.migration_max_pause if member.migrating else 0.0)
+
     def vouched(self, member: str) -> bool:
-        """The member's agent does not answer the operator, but a reachable peer heard
-        its heartbeats within the peer timeout: it runs (the operator's own link to it is
-        in trouble), and what it said last still stands - for status and the Service
-        only, never as rule 1's proof."""
+        """The member's agent does not answer the operator, yet what it said last still
+        stands - for status and the Service only, never as rule 1's proof - because its
+        silence is explained: a reachable peer heard its heartbeats within the peer
+        timeout (it runs; the operator's own link to it is in trouble), or it is
+        `migrating` and not yet lost (`silence_deadline`): a guest paused by a live
+        migration, or an agent restarting into a new bundle while its resources run on
+        (KillMode=process), has not moved anything anywhere."""
         m = self.members.get(member)
-        heard = m.last_heard_by_peers if m is not None else None
-        return (m is not None and not m.agent_reachable and member not in self.down
-                and heard is not None and self.now - heard < self.state.settings.peer_timeout)
+        if m is None or m.agent_reachable or member in self.down:
+            return False
+        heard = m.last_heard_by_peers
+        if heard is not None and self.now - heard < self.state.settings.peer_timeout:
+            return True
+        deadline = self.silence_deadline(m)
+        return m.migrating and deadline is not None and self.now < deadline
 
     def seen(self, group: str, member: str) -> str | None:
         """The group's state on member for its status: the answering agent's report, or
