@@ -13,8 +13,8 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote
 
+from guestha.agent.percent import parse_query, unquote
 from guestha.protocol import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -253,12 +253,11 @@ def parse_head(head: bytes, limits: Limits) -> Request:
     raw_path, _, raw_query = target.partition("?")
     raw_path = raw_path.split("#", 1)[0]
     try:
-        path = unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
+        path = unquote(raw_path)
     except UnicodeDecodeError as e:
         raise HttpError(400, f"request target: percent-encoding is not UTF-8: {e.reason}") from e
     try:
-        pairs = parse_qsl(raw_query, keep_blank_values=True, strict_parsing=False,
-                          errors="strict", max_num_fields=limits.max_query_fields)
+        pairs = parse_query(raw_query, limits.max_query_fields)
     except (ValueError, UnicodeDecodeError) as e:
         raise HttpError(400, f"query: {e}") from e
     query = dict(pairs)
