@@ -153,6 +153,12 @@ if TYPE_CHECKING:
     Send = Callable[[bytes], None]
 
 
+# One read asks for at most one TLS record's payload (16 KiB): a TLS read never returns more
+# than one record, while the buffer it is given is allocated before it waits, for as long as
+# the connection stays idle (a 64 KiB one per kept-alive connection before).
+READ_BYTES = 16384
+
+
 class RequestReader:
     """Reads requests one after another from one connection, within `Limits`.
 
@@ -174,7 +180,7 @@ class RequestReader:
         if remaining <= 0:
             raise HttpError(408, f"{what} not received within its time limit")
         try:
-            chunk = self._recv(65536, remaining)
+            chunk = self._recv(READ_BYTES, remaining)
         except TimeoutError as e:
             raise HttpError(408, f"{what} not received within its time limit") from e
         except OSError as e:
