@@ -11,11 +11,12 @@ import math
 import os
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from guestha.agent.events import EventGone, EventLog, rfc3339
+from guestha.agent.events import RING_CAPACITY, EventGone, EventLog, rfc3339
 from guestha.agent.store import BootRecord, FaultRecord, Store, StoreError
 from guestha.agent.watchdog import Watchdog, stall_start
 from kits.waiting import wait_for
@@ -95,6 +96,29 @@ def test_events_that_left_the_ring_and_other_streams_are_gone() -> None:
         log.read(99, timeout=0)
     with pytest.raises(EventGone, match="restarted"):
         log.read(3, timeout=0, stream="another-run")
+
+
+def test_a_full_ring_of_typical_events_stays_within_its_memory_budget() -> None:
+    """The default ring, full of ResourceState events as 50 resources make them, holds at
+    most 420 KiB: what a long-running agent adds to the benchmark's figure, which sees a
+    nearly empty ring (guestha.agent.events, docs/agent-api.md "The agent's memory")."""
+    log = EventLog()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(3 * RING_CAPACITY):  # more than it holds: the oldest leave
+            log.emit("ResourceState", {
+                "group": f"bench{i % 5}", "resource": f"sleep{i % 10}", "state": "Online",
+                "previous": "Starting", "reason": "Online", "restarts": 0,
+                "message": f"running (pid {100000 + i})"})
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    with pytest.raises(EventGone) as gone:  # it holds exactly the newest RING_CAPACITY
+        log.read(0, timeout=0)
+    assert (gone.value.first_seq, gone.value.last_seq) == (2 * RING_CAPACITY + 1,
+                                                           3 * RING_CAPACITY)
+    assert held <= 420 * 1024, f"a full ring holds {held} bytes"
 
 
 # -- store

@@ -97,9 +97,19 @@ def test_bundle_imports_only_stdlib_and_the_agent() -> None:
 # group's files, an IP resource's arping, O_TMPFILE missing): each would stay in its memory
 # for good (docs/agent-api.md, "The agent's memory").
 KEPT_OUT = {"argparse", "datetime", "secrets", "random", "tempfile", "shutil", "bz2", "lzma",
-            "pkgutil", "xml.etree.ElementTree", "pyexpat", "typing", "ipaddress"}
-# Python 3.11's urllib.parse (which the agent's HTTP parser uses) imports ipaddress itself.
-LOADED_BY_311 = {"ipaddress"}
+            "pkgutil", "xml.etree.ElementTree", "pyexpat", "typing", "ipaddress",
+            "urllib", "urllib.parse", "glob", "fnmatch"}
+# Python 3.11's urllib.parse imports ipaddress itself (the agent no longer imports either).
+LOADED_BY_311: set[str] = set()
+# What the agent imports to start (its main module and the default group runner) and what
+# it leaves for later: each resource type's module comes with the first resource of that
+# type, the upload check (zipfile) with the first PUT /v1/bundle.
+AT_START = ("guestha.agent.main", "guestha.agent.groups")
+LATER = {"guestha.agent.resources.process", "guestha.agent.resources.application",
+         "guestha.agent.resources.ocf", "guestha.agent.resources.systemd",
+         "guestha.agent.resources.mount", "guestha.agent.resources.ip",
+         "guestha.agent.resources.programs", "guestha.agent.resources.fsprobe",
+         "guestha.agent.resources.pidfiles", "zipfile"}
 
 
 @pytest.mark.parametrize("interpreter", ["current", "3.9"])
@@ -146,6 +156,28 @@ def test_the_zipapp_runs_and_imports_every_module(tmp_path: Path, interpreter: s
     assert run.stdout.split()[-1] == built.version
     if interpreter == "3.9":
         assert "(3, 9)" in run.stdout
+
+
+@pytest.mark.parametrize("interpreter", ["current", "3.9"])
+def test_the_agent_starts_without_what_it_loads_later(tmp_path: Path, interpreter: str) -> None:
+    """An agent that has started (and runs no resource yet) holds none of LATER or
+    KEPT_OUT: a module imported at start would stay in its memory for good."""
+    python = sys.executable if interpreter == "current" else python39()
+    if python is None:
+        pytest.skip("no Python 3.9 interpreter here")
+    path = tmp_path / "agent.pyz"
+    bundle.build().write(path)
+    check = ("import importlib, sys\n"
+             f"sys.path.insert(0, {str(path)!r})\n"
+             f"for m in {AT_START!r}: importlib.import_module(m)\n"
+             f"print(sorted(set(sys.modules).intersection({sorted(LATER | KEPT_OUT)!r})))\n"
+             "import guestha.agent.resources as r\n"
+             "assert r.resource_class('Mount') is r.Mount\n"
+             "print('guestha.agent.resources.mount' in sys.modules)\n")
+    run = subprocess.run([python, "-I", "-S", "-c", check], capture_output=True, text=True,
+                         timeout=60, env={"PATH": os.environ.get("PATH", "")}, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["[]", "True"], "loaded at start: " + run.stdout
 
 
 def test_a_missing_agent_is_a_clear_error(tmp_path: Path) -> None:

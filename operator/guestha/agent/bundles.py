@@ -33,7 +33,6 @@ StartLimitIntervalSec=0 (recipe.unit).
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import io
 import json
@@ -259,8 +258,15 @@ class BundleFiles:
                  self.stable, self.stable + PREVIOUS_SUFFIX)
 
     def _remove_leftovers(self, keep: str | None) -> None:
-        for path in glob.glob(glob.escape(self.stable) + TRIAL_INFIX + "*"):
-            if path not in (keep, self.runs):
+        # os.listdir, not glob: glob (with fnmatch) would stay in the agent's memory.
+        folder, base = os.path.split(self.stable)
+        try:
+            names = os.listdir(folder or ".")
+        except OSError:
+            return
+        for name in names:
+            path = os.path.join(folder, name)
+            if name.startswith(base + TRIAL_INFIX) and path not in (keep, self.runs):
                 self._drop(path)
 
     @staticmethod

@@ -45,7 +45,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from urllib.parse import quote
 
 from guestha.protocol import TYPE_CHECKING
 from guestha.protocol.config import FAILOVER, GroupConfig
@@ -53,6 +52,7 @@ from guestha.protocol.fields import FieldError
 
 from . import resources
 from .dependencies import find_cycle
+from .percent import quote
 from .servicegroup import WAIT_STEP, Op, ServiceGroup
 from .store import remove_folder
 
@@ -123,7 +123,7 @@ class GroupRunner:
             return self._generation
 
     def group_dir(self, group: str) -> str:
-        return os.path.join(self.state_dir, "resources", quote(group, safe=""))
+        return os.path.join(self.state_dir, "resources", quote(group))
 
     def validate(self, groups: Sequence[GroupConfig]) -> list[str]:
         """Every error in a desired set of groups, each naming the field."""

@@ -13,8 +13,8 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote
 
+from guestha.agent.percent import parse_query, unquote
 from guestha.protocol import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -153,6 +153,12 @@ if TYPE_CHECKING:
     Send = Callable[[bytes], None]
 
 
+# One read asks for at most one TLS record's payload (16 KiB): a TLS read never returns more
+# than one record, while the buffer it is given is allocated before it waits, for as long as
+# the connection stays idle (a 64 KiB one per kept-alive connection before).
+READ_BYTES = 16384
+
+
 class RequestReader:
     """Reads requests one after another from one connection, within `Limits`.
 
@@ -174,7 +180,7 @@ class RequestReader:
         if remaining <= 0:
             raise HttpError(408, f"{what} not received within its time limit")
         try:
-            chunk = self._recv(65536, remaining)
+            chunk = self._recv(READ_BYTES, remaining)
         except TimeoutError as e:
             raise HttpError(408, f"{what} not received within its time limit") from e
         except OSError as e:
@@ -253,12 +259,11 @@ def parse_head(head: bytes, limits: Limits) -> Request:
     raw_path, _, raw_query = target.partition("?")
     raw_path = raw_path.split("#", 1)[0]
     try:
-        path = unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
+        path = unquote(raw_path)
     except UnicodeDecodeError as e:
         raise HttpError(400, f"request target: percent-encoding is not UTF-8: {e.reason}") from e
     try:
-        pairs = parse_qsl(raw_query, keep_blank_values=True, strict_parsing=False,
-                          errors="strict", max_num_fields=limits.max_query_fields)
+        pairs = parse_query(raw_query, limits.max_query_fields)
     except (ValueError, UnicodeDecodeError) as e:
         raise HttpError(400, f"query: {e}") from e
     query = dict(pairs)

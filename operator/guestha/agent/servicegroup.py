@@ -17,7 +17,6 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 from guestha.protocol import TYPE_CHECKING
 from guestha.protocol import events as kinds
@@ -37,6 +36,7 @@ from guestha.protocol.states import (
 from . import resources
 from .dependencies import ready_to_start, ready_to_stop
 from .monitor import Pending, ResourceMonitor
+from .percent import quote
 from .store import FaultRecord, remove_folder
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class ServiceGroup:
                                FaultRecord(self.resource_dir(config.name)))
 
     def resource_dir(self, resource: str) -> str:
-        return os.path.join(self.runner.group_dir(self.name), quote(resource, safe=""))
+        return os.path.join(self.runner.group_dir(self.name), quote(resource))
 
     def _make(self, config: ResourceConfig, notify: Callable[[], None]) -> resources.Resource:
         context = resources.ResourceContext(self.name, config.name,
