@@ -67,21 +67,23 @@ def test_event_and_resource_stamps_are_the_time_truncated_to_milliseconds() -> N
 
 
 def test_a_waiting_reader_wakes_at_once() -> None:
+    """Woken by the event, not by its own timeout (60 s): how fast is the bench's."""
     log = EventLog()
     got: list[float] = []
+    kinds: list[str] = []
 
     def reader() -> None:
-        batch = log.read(0, timeout=5)
+        batch = log.read(0, timeout=60)
         got.append(time.monotonic())
-        assert [e.kind for e in batch.events] == ["Now"]
+        kinds.extend(e.kind for e in batch.events)
 
     t = threading.Thread(target=reader)
     t.start()
     time.sleep(0.1)
     sent = time.monotonic()
     log.emit("Now", {})
-    t.join(2)
-    assert got and got[0] - sent < 0.05
+    t.join(30)
+    assert kinds == ["Now"] and got and got[0] - sent < 30
 
 
 def test_events_that_left_the_ring_and_other_streams_are_gone() -> None:
