@@ -16,6 +16,9 @@ an operation id the agent applies once). What differs:
   fails, runs out of time or is cancelled drops the connection (its state is unknown);
   the next request opens a new one.
 - Closing (`aclose`) is bounded and never raises.
+- A deadline that passed while the operator's own event loop was late is not the
+  agent's silence (guestha.channel.looplag): such a timeout is a ChannelError of stage
+  "late", which no caller takes as evidence that the agent stopped answering.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from guestha.channel import calls
+from guestha.channel import calls, looplag
 from guestha.channel.aio_transport import AsyncStream, AsyncTransport
 from guestha.channel.calls import Call
 from guestha.channel.framing import (
@@ -124,6 +127,8 @@ class AsyncAgentClient:
                                 None if epoch is None else (EPOCH_HEADER, epoch))
         what = f"{method} {path}"
         holding = False
+        lag = looplag.of_running_loop()
+        started = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(wait), self._lock:
                 holding = True
@@ -134,10 +139,29 @@ class AsyncAgentClient:
                     raise
         except TimeoutError:
             if not holding:
-                raise self._error(
+                error = self._error(
                     "timeout", f"{what}: the connection stayed busy with other requests "
-                    f"for {wait:g} s") from None
-            raise self._error("timeout", f"{what}: no answer within {wait:g} s") from None
+                    f"for {wait:g} s")
+            else:
+                error = self._error("timeout", f"{what}: no answer within {wait:g} s")
+            raise self._unless_late(error, lag, started, wait) from None
+        except ChannelError as e:  # connecting (its own, shorter deadline) timed out
+            raise self._unless_late(e, lag, started, self.connect_timeout) from None
+
+    def _unless_late(self, error: ChannelError, lag: looplag.LoopLag, started: float,
+                     deadline: float) -> ChannelError:
+        """`error` itself, or, for a timeout that the operator's late loop may have
+        caused (looplag.silence_counts), an error of stage "late" saying so."""
+        if error.stage != "timeout":
+            return error
+        waited = asyncio.get_running_loop().time() - started
+        late = lag.late(started)
+        if looplag.silence_counts(waited, late, deadline):
+            return error
+        return ChannelError(error.member, error.transport, looplag.LATE,
+                            f"{error.args[0].split(': ', 1)[-1]}, but the operator's event "
+                            f"loop was late for {late:.2f} s of those {waited:.2f} s: no "
+                            "evidence that the agent stopped answering")
 
     async def _send(self, message: bytes, what: str) -> AgentResponse:
         for attempt in (1, 2):
