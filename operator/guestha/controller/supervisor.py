@@ -71,6 +71,7 @@ RESYNC_SECONDS = 30.0  # a pass at least this often, whatever happens
 SETTLE_SECONDS = 0.005  # let a burst of changes land in one pass
 FENCE_POLL_SECONDS = 1.0  # a pass this often while a stop waits for its node's word
 OPERATOR_LEASE_SECONDS = 15  # how long one contact keeps the operator's vote at the agents
+ADMISSION_SECONDS = 10.0  # the longest a new supervisor's first passes hold their admission
 
 
 @dataclass(frozen=True)
@@ -163,11 +164,28 @@ class ClusterSupervisor:
     def wake(self) -> None:
         self._wake.set()
 
-    async def run(self, stopped: Callable[[], bool]) -> None:
+    def settled(self) -> bool:
+        """Whether the first passes' work is done: every running member's agent answered
+        or failed once, and (leading) every one that answers has its configuration."""
+        leader = self._leader()
+        return all(link.contact is not None and (
+            not leader or not link.reachable or link.applied is not None)
+            for link in self.links.values())
+
+    async def run(self, stopped: Callable[[], bool],
+                  admitted: Callable[[], None] | None = None) -> None:
+        """Passes until `stopped`. `admitted` (controller.clusters' admission) is called
+        once the supervisor is `settled`, or ADMISSION_SECONDS after its start."""
+        admit_by = time.monotonic() + ADMISSION_SECONDS
         try:
             while not stopped() and not self.departures.finished:
                 deadline = await self.step()
+                if admitted is not None and (self.settled() or time.monotonic() >= admit_by):
+                    admitted()
+                    admitted = None
                 timeout = FENCE_POLL_SECONDS if self._fences else RESYNC_SECONDS
+                if admitted is not None:
+                    timeout = min(timeout, max(0.0, admit_by - time.monotonic()))
                 if deadline is not None:
                     timeout = max(0.0, min(timeout, deadline - time.monotonic()))
                 with contextlib.suppress(TimeoutError):
