@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from guestha.channel import looplag
 from guestha.channel.aio import (
     AgentRefusal,
     AsyncAgentClient,
@@ -154,6 +155,7 @@ class ClusterSupervisor:
         # member -> (when its agent confirmed its configuration, the peers' addresses in it)
         self._peer_addresses: dict[str, tuple[float, dict[str, str | None]]] = {}
         self._wake = asyncio.Event()
+        self._lag = looplag.of_running_loop()  # the operator's lateness (engine.fencing)
         self._prober = Prober(namespace, name, self.wake)
         self.last_plan: Plan | None = None
         self.departures = departures or departure.Departures(namespace, name)
@@ -460,9 +462,11 @@ class ClusterSupervisor:
         spec = snap.cluster.get("spec") or {}
         capacity = next((int(m.get("capacity", 100)) for m in spec.get("members") or ()
                          if m.get("name") == view.name), 100)
+        heard = max(sight.last_contact, sight.last_heard_by_peers)
         return observe.MemberFacts(
             view=view, capacity=capacity, reachable=speaks,
             last_contact=sight.last_contact, last_heard_by_peers=sight.last_heard_by_peers,
+            operator_late=0.0 if speaks else self._lag.late(heard, now),
             node_ready=bool(view.node) and snap.nodes.get(view.node or "", False),
             stop_confirmed=confirmed, fence_requested_at=fence[1] if fence else None,
             migrating=self.rollout.restarting(view.name), groups=dict(sight.groups),
