@@ -2,6 +2,7 @@
 
     hack/bench/run operatorscale [--clusters 500] [--namespaces 50] [--nodes 3]
                                  [--rest 60] [--settle 30] [--faults 30] [--json out.json]
+                                 [--keep-log operator.log]
                                  [--network 127.1.0.0]
 
 A private control plane (etcd, kube-apiserver with API Priority and Fairness on, as on a
@@ -47,6 +48,7 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -482,6 +484,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     bench.agents.stop()
                 bench.nodes.stop()
                 bench.api.close()
+            if args.keep_log is not None:
+                log = cluster.log_of(OPERATOR)
+                if log.exists():
+                    shutil.copyfile(log, args.keep_log)
             cluster.down()
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
@@ -502,6 +508,7 @@ def main() -> int:
     parser.add_argument("--rest", type=float, default=60.0, help="seconds at rest measured")
     parser.add_argument("--faults", type=int, default=30, help="failovers timed (0: none)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--keep-log", type=Path, help="copy the operator's log here at the end")
     parser.add_argument("--timeout", type=float, default=TIMEOUT,
                         help="the longest a phase may take, in seconds")
     args = parser.parse_args()
