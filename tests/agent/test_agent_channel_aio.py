@@ -229,6 +229,27 @@ def test_the_refusal_is_read_even_when_the_loop_was_too_busy_to_see_it(
     assert "UNKNOWN_CA" in str(outcome) or "unknown ca" in str(outcome), outcome
 
 
+def test_a_connection_unused_for_idle_close_is_closed_and_the_next_request_dials_again(
+        agent: AgentProc) -> None:
+    async def scenario() -> tuple[bool, bool, bool, str]:
+        c = client(agent)
+        c.idle_close = 2.0
+        try:
+            await c.healthz()
+            kept = c.connected
+            for _ in range(3):  # used within idle_close: kept
+                await asyncio.sleep(0.5)
+                await c.healthz()
+            still = c.connected
+            await asyncio.sleep(4.5)
+            closed = not c.connected
+            return kept, still, closed, (await c.healthz()).member
+        finally:
+            await c.aclose()
+    kept, still, closed, member = run(scenario())
+    assert (kept, still, closed, member) == (True, True, True, "web-a")
+
+
 def test_a_cancelled_long_poll_drops_its_connection_and_the_next_request_works(
         agent: AgentProc) -> None:
     async def scenario() -> None:

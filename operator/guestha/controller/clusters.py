@@ -47,7 +47,7 @@ from guestha.model.cluster import ClusterSpec
 GROUP, VERSION = "guestha.io", "v1alpha1"
 SUPERVISING: set[tuple[str, str]] = set()  # (namespace, name) of supervisors running
 DAEMON_EXIT_SECONDS = 15.0  # kopf cancels a stopped daemon after 10 s
-ADMITTED_AT_ONCE = 8  # supervisors in their first passes at a time
+ADMITTED_AT_ONCE = 24  # supervisors in their first passes at a time
 _ADMISSION: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
     weakref.WeakKeyDictionary()
 
@@ -132,7 +132,8 @@ async def _supervise(ns: str, name: str, body: kopf.Body, kwargs: dict[str, Any]
                                  "node_index")}
 
     def client(member: Member) -> AsyncAgentClient:
-        return AsyncAgentClient(member, transport, leader.epoch, timeout=links.COMMAND_TIMEOUT)
+        return AsyncAgentClient(member, transport, leader.epoch, timeout=links.COMMAND_TIMEOUT,
+                                idle_close=links.IDLE_CLOSE_SECONDS)
 
     def use(context: ssl.SSLContext) -> None:  # a renewed operator certificate
         if isinstance(transport, (AsyncNetworkTransport, AsyncVsockTransport)):
