@@ -158,6 +158,7 @@ class ClusterSupervisor:
         self._lag = looplag.of_running_loop()  # the operator's lateness (engine.fencing)
         self._prober = Prober(namespace, name, self.wake)
         self.last_plan: Plan | None = None
+        self.admitting = False  # in its first passes, holding its admission (run)
         self.departures = departures or departure.Departures(namespace, name)
         self.renewals = renewals or rotation.Rotation(namespace, name)
         self.heartbeat_keys = heartbeat_keys or heartbeatkeys.HeartbeatKeys(
@@ -177,14 +178,17 @@ class ClusterSupervisor:
     async def run(self, stopped: Callable[[], bool],
                   admitted: Callable[[], None] | None = None) -> None:
         """Passes until `stopped`. `admitted` (controller.clusters' admission) is called
-        once the supervisor is `settled`, or ADMISSION_SECONDS after its start."""
+        once the supervisor is `settled`, or ADMISSION_SECONDS after its start; until then
+        (`admitting`) it starts no agent upgrade."""
         admit_by = time.monotonic() + ADMISSION_SECONDS
+        self.admitting = admitted is not None
         try:
             while not stopped() and not self.departures.finished:
                 deadline = await self.step()
                 if admitted is not None and (self.settled() or time.monotonic() >= admit_by):
                     admitted()
                     admitted = None
+                    self.admitting = False
                 timeout = FENCE_POLL_SECONDS if self._fences else RESYNC_SECONDS
                 if admitted is not None:
                     timeout = min(timeout, max(0.0, admit_by - time.monotonic()))
@@ -281,9 +285,11 @@ class ClusterSupervisor:
         self._past_lease(state, snap.views)
         if leader:
             await self._execute(result, snap)
-            upgrade = await self.rollout.step(spec.agent.upgrade, self.links,
-                                              [v.name for v in snap.views], result,
-                                              snap.cluster, now)
+            # no agent upgrade in the first passes (each would upload a bundle while
+            # other supervisors wait for their admission); the condition stays as it was
+            upgrade = None if self.admitting else await self.rollout.step(
+                spec.agent.upgrade, self.links, [v.name for v in snap.views], result,
+                snap.cluster, now)
             self.publisher.forget([g.name for g in snap.groups])
             self.publisher.leaving = self.departures.names
             runs = {m: {k: v for k, v in (("uid", r.uid), ("node", r.node),
@@ -298,7 +304,8 @@ class ClusterSupervisor:
                                          runs,
                                          attempts={g.name: dict(self._memory(g.name).failures)
                                                    for g in snap.groups},
-                                         agents_up_to_date=rollout.condition(upgrade))
+                                         agents_up_to_date=None if upgrade is None
+                                         else rollout.condition(upgrade))
             await self._let_go(state, snap)
         due = self.renewals.next_due if leader else None
         return min((t for t in (result.next_wakeup, due) if t is not None), default=None)
