@@ -19,9 +19,13 @@ an operation id the agent applies once). What differs:
   unused for that long is closed (the next request opens a new one): the operator's
   command connections, one per member, are idle nearly always, and 1,500 idle TLS
   connections cost some 50 MB.
-- A deadline that passed while the operator's own event loop was late is not the
-  agent's silence (guestha.channel.looplag): such a timeout is a ChannelError of stage
-  "late", which no caller takes as evidence that the agent stopped answering.
+- A request's deadline counts only the time the operator's own event loop ran on time
+  (guestha.channel.looplag): while the loop was late, the answer may sit unread in the
+  socket, so the deadline moves on by that much, up to looplag.STRETCH_MAX times the
+  deadline; the request keeps its connection and reads the answer. Past that bound
+  (or when connecting, which has a deadline of its own, timed out so) it fails with a
+  ChannelError of stage "late", which no caller takes as evidence that the agent
+  stopped answering.
 """
 
 from __future__ import annotations
@@ -165,18 +169,35 @@ class AsyncAgentClient:
                                 None if epoch is None else (EPOCH_HEADER, epoch))
         what = f"{method} {path}"
         holding = False
+        loop = asyncio.get_running_loop()
         lag = looplag.of_running_loop()
-        started = asyncio.get_running_loop().time()
+        started = loop.time()
+        verdict: list[bool] = []  # the deadline's: whether the silence counted
+        handle: asyncio.TimerHandle | None = None
         try:
-            async with asyncio.timeout(wait), self._lock:
-                holding = True
-                try:
-                    answer = await self._send(message, what)
-                except BaseException:
-                    await self._drop()  # failed, timed out or cancelled: its state is unknown
-                    raise
-                self._after_use()
-                return answer
+            async with asyncio.timeout(None) as deadline:
+                def check() -> None:
+                    # the deadline counts only time the loop was on time (looplag): while
+                    # it was late, the answer may be waiting unread; up to STRETCH_MAX
+                    nonlocal handle
+                    now = loop.time()
+                    on_time = now - started - lag.late(started)
+                    if on_time >= wait or now - started >= wait * looplag.STRETCH_MAX:
+                        verdict.append(looplag.silence_counts(now - started,
+                                                              lag.late(started), wait))
+                        deadline.reschedule(now)
+                    else:
+                        handle = loop.call_at(now + wait - on_time, check)
+                handle = loop.call_at(started + wait, check)
+                async with self._lock:
+                    holding = True
+                    try:
+                        answer = await self._send(message, what)
+                    except BaseException:
+                        await self._drop()  # failed, timed out or cancelled: state unknown
+                        raise
+                    self._after_use()
+                    return answer
         except TimeoutError:
             if not holding:
                 error = self._error(
@@ -184,9 +205,14 @@ class AsyncAgentClient:
                     f"for {wait:g} s")
             else:
                 error = self._error("timeout", f"{what}: no answer within {wait:g} s")
+            if verdict and verdict[0]:
+                raise error from None
             raise self._unless_late(error, lag, started, wait) from None
         except ChannelError as e:  # connecting (its own, shorter deadline) timed out
             raise self._unless_late(e, lag, started, self.connect_timeout) from None
+        finally:
+            if handle is not None:
+                handle.cancel()
 
     def _unless_late(self, error: ChannelError, lag: looplag.LoopLag, started: float,
                      deadline: float) -> ChannelError:

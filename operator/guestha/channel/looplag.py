@@ -19,6 +19,10 @@ The rules are pure functions of those spans and times, tested with tables:
   an answer, `late` of them with the loop late, is evidence of a silent agent only when
   the agent had its whole deadline of loop time that was on time: `waited - late >=
   deadline`. Otherwise the loop, not the agent, made the answer miss its deadline.
+The asyncio client applies it as it waits (guestha.channel.aio_client): a request's
+deadline moves on by the loop's lateness, up to STRETCH_MAX times the deadline, so an
+answer that waited unread is still read on the same connection (no reconnection storm
+when the whole machine is loaded); past that bound the request fails with stage LATE.
 A hung agent is still found: the first exchange whose deadline passes while the loop
 runs on time counts. While the loop stays late, no timeout counts; a member is then lost
 only by what others say (its peers, KubeVirt), never by the operator's own slowness.
@@ -36,6 +40,7 @@ TOLERANCE = 0.05  # lateness below this is the loop's ordinary jitter: not recor
 KEEP_SECONDS = 600.0  # spans older than this are forgotten (longer than any deadline)
 KEEP_SPANS = 4096  # and at most this many
 LATE = "late"  # the ChannelError stage of a timeout that `silence_counts` does not count
+STRETCH_MAX = 3.0  # a deadline moves on by the loop's lateness up to this many times itself
 
 
 def late_within(spans: Iterable[tuple[float, float]], start: float, end: float) -> float:
