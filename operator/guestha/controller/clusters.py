@@ -188,6 +188,10 @@ async def cluster_supervisor(namespace: str | None, name: str, body: kopf.Body,
     place until its first passes are done (its agents answered or failed, their
     configurations pushed), at most supervisor.ADMISSION_SECONDS."""
     ns = namespace or ""
+    try:  # first, not behind the admission: the member VMIs created next need the label
+        await injection.label_namespace(ns)
+    except Exception as e:  # the next daemon of the namespace (or start) tries again
+        log.warning("%s: namespace not labelled for injection: %s", ns, e)
     admission = _admission()
     await admission.acquire()
     held = True
@@ -198,10 +202,6 @@ async def cluster_supervisor(namespace: str | None, name: str, body: kopf.Body,
             held = False
             admission.release()
     try:
-        try:
-            await injection.label_namespace(ns)
-        except Exception as e:  # the next daemon of the namespace (or start) tries again
-            log.warning("%s: namespace not labelled for injection: %s", ns, e)
         creds = await credentials.cluster_credentials(ns, name, body)
         await _supervise(ns, name, body, kwargs, lambda: bool(stopped), creds, admitted)
     finally:

@@ -214,8 +214,12 @@ async def label_namespace(namespace: str) -> None:
     for each of 500 clusters at every restart. A failure is retried at the next start."""
     if not _SCOPE or not namespace or namespace in _LABELLED:
         return
-    await asyncio.to_thread(_label_namespace, namespace)
-    _LABELLED.add(namespace)
+    _LABELLED.add(namespace)  # at once: the namespace's other daemons start meanwhile
+    try:
+        await asyncio.to_thread(_label_namespace, namespace)
+    except BaseException:
+        _LABELLED.discard(namespace)
+        raise
 
 
 def register() -> None:
