@@ -2,6 +2,7 @@
 
     hack/bench/run operatorscale [--clusters 500] [--namespaces 50] [--nodes 3]
                                  [--rest 60] [--settle 30] [--faults 30] [--json out.json]
+                                 [--keep-log operator.log]
                                  [--network 127.1.0.0]
 
 A private control plane (etcd, kube-apiserver with API Priority and Fairness on, as on a
@@ -47,6 +48,7 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -376,6 +378,18 @@ def api_figures(before: apimetrics.Samples, after: apimetrics.Samples,
     }
 
 
+def converge_writes(before: apimetrics.Samples, after: apimetrics.Samples) -> dict[str, Any]:
+    """Every request of the converge phase (counts, not rates) by verb and resource, the
+    429s among them, and the writes to guestha's objects other than their status (kopf's
+    bookkeeping: finalizers, progress and last-handled annotations; the bench writes none)."""
+    requests = apimetrics.delta(before, after, "apiserver_request_total")
+    return {"requests_by_verb_resource": apimetrics.by(requests, apimetrics.request_key),
+            "responses_429": apimetrics.total(requests, lambda lb: lb.get("code") == "429"),
+            "guestha_non_status_patches": apimetrics.total(
+                requests, lambda lb: lb.get("verb") == "PATCH" and not lb.get("subresource")
+                and lb.get("resource") in STATUS_KINDS)}
+
+
 def machine() -> dict[str, Any]:
     model = next((line.split(":", 1)[1].strip() for line in
                   Path("/proc/cpuinfo").read_text().splitlines()
@@ -395,6 +409,7 @@ def measure(bench: Bench, args: argparse.Namespace, result: dict[str, Any], peak
     result["baseline"] = api_figures(base0, bench.scrape(), time.monotonic() - t)
     cluster.start_operator(timeout=300)
     peak.reset()
+    start0 = bench.scrape()
     t0 = time.monotonic()
     bench.create_clusters()
     created = time.monotonic()
@@ -409,7 +424,8 @@ def measure(bench: Bench, args: argparse.Namespace, result: dict[str, Any], peak
         "ca_secrets_and_agents_listening_seconds": round(listening - t0, 1),
         "created_to_converged_seconds": round(done - t0, 1),
         "agents_listening_to_converged_seconds": round(done - listening, 1),
-        "rss_mb": round(usage(bench.pid())[0], 1), "fencings": bench.fencings()}
+        "rss_mb": round(usage(bench.pid())[0], 1), "fencings": bench.fencings(),
+        "api": converge_writes(start0, bench.scrape())}
     time.sleep(args.settle)
     result["converge"]["peak_rss_mb"] = peak.reset()
     result["rest"] = bench.rest(args.rest)
@@ -468,6 +484,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     bench.agents.stop()
                 bench.nodes.stop()
                 bench.api.close()
+            if args.keep_log is not None:
+                log = cluster.log_of(OPERATOR)
+                if log.exists():
+                    shutil.copyfile(log, args.keep_log)
             cluster.down()
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
@@ -488,6 +508,7 @@ def main() -> int:
     parser.add_argument("--rest", type=float, default=60.0, help="seconds at rest measured")
     parser.add_argument("--faults", type=int, default=30, help="failovers timed (0: none)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--keep-log", type=Path, help="copy the operator's log here at the end")
     parser.add_argument("--timeout", type=float, default=TIMEOUT,
                         help="the longest a phase may take, in seconds")
     args = parser.parse_args()

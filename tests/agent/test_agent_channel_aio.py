@@ -32,6 +32,7 @@ from guestha.channel.aio import (
     Member,
     new_operation_id,
 )
+from guestha.channel.calls import LONG_POLL_MARGIN
 from guestha.channel.transport import operator_context
 from guestha.protocol.desired import DesiredConfig
 from guestha.protocol.events import COMMAND_APPLIED, GROUP_STATE, EventBatch
@@ -228,6 +229,27 @@ def test_the_refusal_is_read_even_when_the_loop_was_too_busy_to_see_it(
     assert "UNKNOWN_CA" in str(outcome) or "unknown ca" in str(outcome), outcome
 
 
+def test_a_connection_unused_for_idle_close_is_closed_and_the_next_request_dials_again(
+        agent: AgentProc) -> None:
+    async def scenario() -> tuple[bool, bool, bool, str]:
+        c = client(agent)
+        c.idle_close = 2.0
+        try:
+            await c.healthz()
+            kept = c.connected
+            for _ in range(3):  # used within idle_close: kept
+                await asyncio.sleep(0.5)
+                await c.healthz()
+            still = c.connected
+            await asyncio.sleep(4.5)
+            closed = not c.connected
+            return kept, still, closed, (await c.healthz()).member
+        finally:
+            await c.aclose()
+    kept, still, closed, member = run(scenario())
+    assert (kept, still, closed, member) == (True, True, True, "web-a")
+
+
 def test_a_cancelled_long_poll_drops_its_connection_and_the_next_request_works(
         agent: AgentProc) -> None:
     async def scenario() -> None:
@@ -367,6 +389,50 @@ def test_a_killed_agent_is_reported_unreachable(lone_agent: AgentProc) -> None:
     # a later retry's: connection refused once the port is closed)
     assert lost is not None and (lost.reachable, lost.last_contact) == (False,
                                                                          last.last_contact)
+
+
+def test_a_stall_of_the_operators_loop_is_not_the_agents_silence(agent: AgentProc) -> None:
+    """The operator's loop blocked past the long poll's deadline (a start burst at 500
+    clusters did this): the agent answered in time, its answer waited unread. The member
+    stays reachable, and the follower goes on with it (issue 15: no healthy member
+    fenced for a silence the operator caused)."""
+    seen = Seen()
+    deadline = QUICK.poll_seconds + LONG_POLL_MARGIN  # the poll's (the client's is 10 s)
+
+    async def scenario() -> None:
+        async with follower(agent, seen) as f:
+            f.follow("web-a")
+            await wait_until(lambda: seen.statuses, 10, what="the first status")
+            await asyncio.sleep(QUICK.poll_seconds / 2)  # a long poll is in flight
+            time.sleep(max(deadline, 10.0) + 1.0)  # the loop stalls past its deadline
+            resumed = time.monotonic()
+
+            def answered_since() -> bool:
+                contact = f.contact("web-a")
+                return contact is not None and (contact.last_contact or 0.0) > resumed
+            await wait_until(answered_since, 10, what="an answer after the stall")
+    run(scenario())
+    assert [c.reachable for c in seen.contacts] == [True]
+
+
+def test_a_hung_agent_is_still_reported_unreachable(lone_agent: AgentProc) -> None:
+    """The same deadline with the operator's loop on time: a stopped agent (SIGSTOP, its
+    connection open) is unreachable once its long poll's deadline passes."""
+    seen = Seen()
+
+    async def scenario() -> None:
+        async with follower(lone_agent, seen) as f:
+            f.follow("web-b")
+            await wait_until(lambda: seen.contacts, 10, what="first contact")
+            lone_agent.signal(signal.SIGSTOP)
+            try:
+                await wait_until(lambda: not seen.contacts[-1].reachable, 30,
+                                 what="web-b unreachable")
+            finally:
+                lone_agent.signal(signal.SIGCONT)
+    run(scenario())
+    assert [c.reachable for c in seen.contacts][:2] == [True, False]
+    assert "web-b" in (seen.contacts[1].error or "")
 
 
 def test_a_failing_callback_makes_the_follower_resynchronise(agent: AgentProc) -> None:

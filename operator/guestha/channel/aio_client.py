@@ -15,7 +15,17 @@ an operation id the agent applies once). What differs:
   of a request counts from its call, its wait for the connection included. A request that
   fails, runs out of time or is cancelled drops the connection (its state is unknown);
   the next request opens a new one.
-- Closing (`aclose`) is bounded and never raises.
+- Closing (`aclose`) is bounded and never raises. With `idle_close`, a kept connection
+  unused for that long is closed (the next request opens a new one): the operator's
+  command connections, one per member, are idle nearly always, and 1,500 idle TLS
+  connections cost some 50 MB.
+- A request's deadline counts only the time the operator's own event loop ran on time
+  (guestha.channel.looplag): while the loop was late, the answer may sit unread in the
+  socket, so the deadline moves on by that much, up to looplag.STRETCH_MAX times the
+  deadline; the request keeps its connection and reads the answer. Past that bound
+  (or when connecting, which has a deadline of its own, timed out so) it fails with a
+  ChannelError of stage "late", which no caller takes as evidence that the agent
+  stopped answering.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from guestha.channel import calls
+from guestha.channel import calls, looplag
 from guestha.channel.aio_transport import AsyncStream, AsyncTransport
 from guestha.channel.calls import Call
 from guestha.channel.framing import (
@@ -58,16 +68,22 @@ class AsyncAgentClient:
         epoch: Epoch,
         timeout: float = 10.0,
         connect_timeout: float | None = None,
+        idle_close: float | None = None,
     ) -> None:
         self.member = member
         self.transport = transport
         self.epoch = epoch  # an int, a callable giving it at each request, or None: no header
         self.timeout = timeout
         self.connect_timeout = connect_timeout if connect_timeout is not None else timeout
+        # seconds a kept connection may stay unused before it is closed (None: kept)
+        self.idle_close = idle_close
         self._stream: AsyncStream | None = None
         self._reader = AnswerReader()
         self._fresh = False  # the open connection has carried no request yet
         self._lock = asyncio.Lock()
+        self._used = 0.0  # the loop's time of the last request's end
+        self._idle: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
 
     def current_epoch(self) -> int | None:
         return self.epoch() if callable(self.epoch) else self.epoch
@@ -92,8 +108,37 @@ class AsyncAgentClient:
         if stream is not None:
             await stream.aclose()
 
+    def _after_use(self) -> None:
+        """A request ended: the connection is closed once unused for `idle_close`."""
+        if self.idle_close is None or self._stream is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._used = loop.time()
+        if self._idle is None:
+            self._idle = loop.call_at(self._used + self.idle_close, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle = None
+        if self._stream is None or self.idle_close is None:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._used + self.idle_close
+        if self._lock.locked() or loop.time() < due:
+            # in use now, or used since: look again when it may be idle that long
+            self._idle = loop.call_at(max(due, loop.time() + self.idle_close), self._check_idle)
+            return
+        self._closing = loop.create_task(self._close_idle())
+
+    async def _close_idle(self) -> None:
+        if not self._lock.locked():
+            async with self._lock:
+                await self._drop()
+
     async def aclose(self) -> None:
         """Closes the connection (waiting for a request in flight at most its deadline)."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         try:
             async with asyncio.timeout(self.timeout), self._lock:
                 await self._drop()
@@ -124,20 +169,65 @@ class AsyncAgentClient:
                                 None if epoch is None else (EPOCH_HEADER, epoch))
         what = f"{method} {path}"
         holding = False
+        loop = asyncio.get_running_loop()
+        lag = looplag.of_running_loop()
+        started = loop.time()
+        verdict: list[bool] = []  # the deadline's: whether the silence counted
+        handle: asyncio.TimerHandle | None = None
         try:
-            async with asyncio.timeout(wait), self._lock:
-                holding = True
-                try:
-                    return await self._send(message, what)
-                except BaseException:
-                    await self._drop()  # failed, timed out or cancelled: its state is unknown
-                    raise
+            async with asyncio.timeout(None) as deadline:
+                def check() -> None:
+                    # the deadline counts only time the loop was on time (looplag): while
+                    # it was late, the answer may be waiting unread; up to STRETCH_MAX
+                    nonlocal handle
+                    now = loop.time()
+                    on_time = now - started - lag.late(started)
+                    if on_time >= wait or now - started >= wait * looplag.STRETCH_MAX:
+                        verdict.append(looplag.silence_counts(now - started,
+                                                              lag.late(started), wait))
+                        deadline.reschedule(now)
+                    else:
+                        handle = loop.call_at(now + wait - on_time, check)
+                handle = loop.call_at(started + wait, check)
+                async with self._lock:
+                    holding = True
+                    try:
+                        answer = await self._send(message, what)
+                    except BaseException:
+                        await self._drop()  # failed, timed out or cancelled: state unknown
+                        raise
+                    self._after_use()
+                    return answer
         except TimeoutError:
             if not holding:
-                raise self._error(
+                error = self._error(
                     "timeout", f"{what}: the connection stayed busy with other requests "
-                    f"for {wait:g} s") from None
-            raise self._error("timeout", f"{what}: no answer within {wait:g} s") from None
+                    f"for {wait:g} s")
+            else:
+                error = self._error("timeout", f"{what}: no answer within {wait:g} s")
+            if verdict and verdict[0]:
+                raise error from None
+            raise self._unless_late(error, lag, started, wait) from None
+        except ChannelError as e:  # connecting (its own, shorter deadline) timed out
+            raise self._unless_late(e, lag, started, self.connect_timeout) from None
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def _unless_late(self, error: ChannelError, lag: looplag.LoopLag, started: float,
+                     deadline: float) -> ChannelError:
+        """`error` itself, or, for a timeout that the operator's late loop may have
+        caused (looplag.silence_counts), an error of stage "late" saying so."""
+        if error.stage != "timeout":
+            return error
+        waited = asyncio.get_running_loop().time() - started
+        late = lag.late(started)
+        if looplag.silence_counts(waited, late, deadline):
+            return error
+        return ChannelError(error.member, error.transport, looplag.LATE,
+                            f"{error.args[0].split(': ', 1)[-1]}, but the operator's event "
+                            f"loop was late for {late:.2f} s of those {waited:.2f} s: no "
+                            "evidence that the agent stopped answering")
 
     async def _send(self, message: bytes, what: str) -> AgentResponse:
         for attempt in (1, 2):

@@ -23,7 +23,10 @@ batch at a time (the next poll waits for the callback). The rules of docs/agent-
   long-poll answers at least every `poll_seconds` (plus the round trip), so while a
   member is reachable, `last_contact` is at most that old; an agent that hangs with its
   connection open is found unreachable when the poll's deadline passes (`poll_seconds +
-  calls.LONG_POLL_MARGIN`): choose `poll_seconds` for how soon that must be known.
+  calls.LONG_POLL_MARGIN`): choose `poll_seconds` for how soon that must be known. A
+  deadline that passed while the operator's own loop was late (ChannelError stage
+  "late", guestha.channel.looplag) is no failure of the agent: the member stays as it
+  was (reachable, its last contact kept) and is asked again after the shortest delay.
 - A member whose agent restarts on purpose (an upgrade: controller.rollout) is announced
   with `expect_restart(member, within)`: for that long its retries come every
   QUICK_RETRY_SECONDS instead of backing off, so its new run is followed as soon as it
@@ -47,6 +50,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from guestha.channel import looplag
 from guestha.channel.aio_client import AsyncAgentClient
 from guestha.channel.calls import AgentRefusal
 from guestha.channel.transport import ChannelError
@@ -244,11 +248,17 @@ class EventFollower:
                         log.warning("%s", refusal)
                     await self._pause(member, failures)
                 except ChannelError as exc:
-                    failures += 1
-                    await self._reached(member, str(exc))
                     old, client = client, None
                     if old is not None:
                         await old.aclose()
+                    if exc.stage == looplag.LATE:
+                        # the operator's loop, not the agent, missed the deadline: the
+                        # member stays as it was; ask again after the shortest delay
+                        log.info("%s", exc)
+                        await self._pause(member, 1)
+                        continue
+                    failures += 1
+                    await self._reached(member, str(exc))
                     await self._pause(member, failures)
                 except _CallbackFailed:
                     log.exception("on_events for member %s failed; resynchronising", member)

@@ -47,7 +47,8 @@ class ChannelError(Exception):
     `status` is its HTTP status then), "tls" (the agent and the operator did not accept
     each other), "timeout", "http" (a broken answer), "closed" (the agent hung up),
     "protocol" (an answer that breaks guestha.protocol's contract: the message names the
-    field).
+    field), "late" (a deadline passed while the operator's own event loop was late, the
+    asyncio client only: no evidence against the agent, guestha.channel.looplag).
     """
 
     def __init__(

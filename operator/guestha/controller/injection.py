@@ -202,15 +202,29 @@ def _label_namespace(namespace: str) -> None:
         NAMESPACE_LABEL: NAMESPACE_LABEL_VALUE}}})
 
 
-async def label_namespace(namespace: str | None, **_: Any) -> None:
-    """A namespace that holds an InGuestCluster is in the webhook's scope from then on."""
-    if namespace:
+_SCOPE = False  # whether this process labels namespaces (it serves the webhook)
+_LABELLED: set[str] = set()  # namespaces this process labelled already
+
+
+async def label_namespace(namespace: str) -> None:
+    """A namespace that holds an InGuestCluster is in the webhook's scope from then on.
+    Called by each cluster's daemon as it starts (controller.clusters), once per
+    namespace per process: not a kopf create/resume handler, whose bookkeeping
+    annotations kopf would PATCH onto every InGuestCluster, and whose resume ran again
+    for each of 500 clusters at every restart. A failure is retried at the next start."""
+    if not _SCOPE or not namespace or namespace in _LABELLED:
+        return
+    _LABELLED.add(namespace)  # at once: the namespace's other daemons start meanwhile
+    try:
         await asyncio.to_thread(_label_namespace, namespace)
+    except BaseException:
+        _LABELLED.discard(namespace)
+        raise
 
 
 def register() -> None:
     """Register the webhook's handlers with kopf (only when the operator serves it)."""
+    global _SCOPE
     kopf.on.mutate("kubevirt.io", "v1", "virtualmachineinstances", id=HANDLER_ID,
                    operations=["CREATE"], side_effects=True, persistent=True)(inject)
-    for on in (kopf.on.resume, kopf.on.create):
-        on(GROUP, VERSION, PLURAL, id="injection-scope")(label_namespace)
+    _SCOPE = True

@@ -12,6 +12,7 @@ import kopf
 
 from guestha.controller import (  # noqa: F401  (importing registers their handlers)
     clusters,
+    heap,
     indexes,
     injection,
     leader,
@@ -66,6 +67,7 @@ def serve_metrics(listen: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    heap.limit_arenas()  # before any thread allocates (controller.heap)
     parser = argparse.ArgumentParser(prog="guestha-operator", description=__doc__)
     parser.add_argument("--liveness", default=None, metavar="URL",
                         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")

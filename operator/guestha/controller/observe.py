@@ -41,6 +41,7 @@ class MemberFacts:
     reachable: bool = False
     last_contact: float | None = None
     last_heard_by_peers: float | None = None
+    operator_late: float = 0.0  # seconds the loop ran late since it was last heard
     node_ready: bool = False
     stop_confirmed: bool = False
     fence_requested_at: float | None = None
@@ -103,7 +104,8 @@ def member_state(facts: MemberFacts) -> MemberState:
     return MemberState(
         name=facts.view.name, capacity=facts.capacity, vm=_VM_STATES[facts.view.phase],
         agent_reachable=facts.reachable, last_contact=facts.last_contact,
-        last_heard_by_peers=facts.last_heard_by_peers, node_ready=facts.node_ready,
+        last_heard_by_peers=facts.last_heard_by_peers, operator_late=facts.operator_late,
+        node_ready=facts.node_ready,
         stop_confirmed=facts.stop_confirmed, fence_requested_at=facts.fence_requested_at,
         migrating=facts.migrating, quorum_lost=facts.quorum_lost, groups=dict(facts.groups),
         incomplete=facts.incomplete, vm_since=facts.vm_since)

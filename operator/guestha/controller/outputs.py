@@ -49,11 +49,12 @@ DELETED = DeletedVmis()
 
 
 @kopf.on.event("kubevirt.io", "v1", "virtualmachineinstances")
-def vmi_event(type: str | None, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+def vmi_event(type: str | None, body: kopf.Body, namespace: str | None, name: str | None,
+              **_: Any) -> None:
     """Keep the last state of a deleted VMI (the fencing verdict reads its phase)."""
     if type == "DELETED":
         DELETED.add(body)
-        WAKEUPS.notify(namespace or "")
+        WAKEUPS.notify(namespace or "", vm=name)
 
 
 def node_alive(node: Mapping[str, Any] | None, lease: Mapping[str, Any] | None) -> bool:

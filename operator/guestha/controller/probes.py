@@ -12,7 +12,9 @@ still reaches is not lost because its peers do not hear it (their network, not i
 guest), and is never fenced for that.
 
 The decision is `suspects`, a pure function of the links; `Prober` runs the probes, one
-at a time per member, at most one per member per `interval`.
+at a time per member, at most one per member per `interval`. A probe whose deadline
+passed while the operator's own loop was late (guestha.channel.looplag) proves nothing:
+the member stays reachable and is probed again at the next pass.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from guestha.channel import looplag
 from guestha.channel.aio import AgentRefusal, ChannelError, Contact
 from guestha.controller.links import MemberLink
 
@@ -85,18 +88,35 @@ class Prober:
     async def _probe(self, name: str, link: MemberLink, timeout: float) -> None:
         client = link.client()
         error: str | None = None
+        lag = looplag.of_running_loop()
+        started = asyncio.get_running_loop().time()
         try:
             await asyncio.wait_for(client.healthz(), timeout)
         except AgentRefusal:
             pass  # a refusal is an answer: the agent runs
-        except (TimeoutError, ChannelError, OSError) as e:
-            error = str(e) or type(e).__name__
+        except TimeoutError as e:
+            waited = asyncio.get_running_loop().time() - started
+            if not looplag.silence_counts(waited, lag.late(started), timeout):
+                error = looplag.LATE
+            else:
+                error = str(e) or type(e).__name__
+        except (ChannelError, OSError) as e:
+            error = looplag.LATE if isinstance(e, ChannelError) and e.stage == looplag.LATE \
+                else str(e) or type(e).__name__
         finally:
             with contextlib.suppress(Exception):
                 await client.aclose()
             self._tasks.pop(name, None)
         if not link.reachable:
             return  # the follower found out meanwhile
+        if error == looplag.LATE:
+            # the operator's loop was late for the probe: no answer, but no evidence
+            # either; probed again at the next pass
+            self._last.pop(name, None)
+            log.info("%s/%s: its probe's deadline passed while the operator's loop was "
+                     "late: probed again", self.namespace, name)
+            self._done()
+            return
         if error is None:
             link.on_contact(Contact(True, time.monotonic()))
             log.info("%s/%s: its peers lost it, but it answers the operator: not lost",

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from guestha.channel import looplag
 from guestha.channel.aio import (
     AgentRefusal,
     AsyncAgentClient,
@@ -72,6 +73,7 @@ RESYNC_SECONDS = 30.0  # a pass at least this often, whatever happens
 SETTLE_SECONDS = 0.005  # let a burst of changes land in one pass
 FENCE_POLL_SECONDS = 1.0  # a pass this often while a stop waits for its node's word
 OPERATOR_LEASE_SECONDS = 15  # how long one contact keeps the operator's vote at the agents
+ADMISSION_SECONDS = 10.0  # the longest a new supervisor's first passes hold their admission
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,10 @@ class ClusterSupervisor:
         # member -> (when its agent confirmed its configuration, the peers' addresses in it)
         self._peer_addresses: dict[str, tuple[float, dict[str, str | None]]] = {}
         self._wake = asyncio.Event()
+        self._lag = looplag.of_running_loop()  # the operator's lateness (engine.fencing)
         self._prober = Prober(namespace, name, self.wake)
         self.last_plan: Plan | None = None
+        self.admitting = False  # in its first passes, holding its admission (run)
         self.departures = departures or departure.Departures(namespace, name)
         self.renewals = renewals or rotation.Rotation(namespace, name)
         self.heartbeat_keys = heartbeat_keys or heartbeatkeys.HeartbeatKeys(
@@ -164,11 +168,31 @@ class ClusterSupervisor:
     def wake(self) -> None:
         self._wake.set()
 
-    async def run(self, stopped: Callable[[], bool]) -> None:
+    def settled(self) -> bool:
+        """Whether the first passes' work is done: every running member's agent answered
+        or failed once, and (leading) every one that answers has its configuration."""
+        leader = self._leader()
+        return all(link.contact is not None and (
+            not leader or not link.reachable or link.applied is not None)
+            for link in self.links.values())
+
+    async def run(self, stopped: Callable[[], bool],
+                  admitted: Callable[[], None] | None = None) -> None:
+        """Passes until `stopped`. `admitted` (controller.clusters' admission) is called
+        once the supervisor is `settled`, or ADMISSION_SECONDS after its start; until then
+        (`admitting`) it starts no agent upgrade."""
+        admit_by = time.monotonic() + ADMISSION_SECONDS
+        self.admitting = admitted is not None
         try:
             while not stopped() and not self.departures.finished:
                 deadline = await self.step()
+                if admitted is not None and (self.settled() or time.monotonic() >= admit_by):
+                    admitted()
+                    admitted = None
+                    self.admitting = False
                 timeout = FENCE_POLL_SECONDS if self._fences else RESYNC_SECONDS
+                if admitted is not None:
+                    timeout = min(timeout, max(0.0, admit_by - time.monotonic()))
                 if deadline is not None:
                     timeout = max(0.0, min(timeout, deadline - time.monotonic()))
                 with contextlib.suppress(TimeoutError):
@@ -262,9 +286,11 @@ class ClusterSupervisor:
         self._past_lease(state, snap.views)
         if leader:
             await self._execute(result, snap)
-            upgrade = await self.rollout.step(spec.agent.upgrade, self.links,
-                                              [v.name for v in snap.views], result,
-                                              snap.cluster, now)
+            # no agent upgrade in the first passes (each would upload a bundle while
+            # other supervisors wait for their admission); the condition stays as it was
+            upgrade = None if self.admitting else await self.rollout.step(
+                spec.agent.upgrade, self.links, [v.name for v in snap.views], result,
+                snap.cluster, now)
             self.publisher.forget([g.name for g in snap.groups])
             self.publisher.leaving = self.departures.names
             runs = {m: {k: v for k, v in (("uid", r.uid), ("node", r.node),
@@ -281,7 +307,8 @@ class ClusterSupervisor:
                                          runs,
                                          attempts={g.name: dict(self._memory(g.name).failures)
                                                    for g in snap.groups},
-                                         agents_up_to_date=rollout.condition(upgrade))
+                                         agents_up_to_date=None if upgrade is None
+                                         else rollout.condition(upgrade))
             await self._let_go(state, snap)
         due = self.renewals.next_due if leader else None
         return min((t for t in (result.next_wakeup, due) if t is not None), default=None)
@@ -445,9 +472,11 @@ class ClusterSupervisor:
         spec = snap.cluster.get("spec") or {}
         capacity = next((int(m.get("capacity", 100)) for m in spec.get("members") or ()
                          if m.get("name") == view.name), 100)
+        heard = max(sight.last_contact, sight.last_heard_by_peers)
         return observe.MemberFacts(
             view=view, capacity=capacity, reachable=speaks,
             last_contact=sight.last_contact, last_heard_by_peers=sight.last_heard_by_peers,
+            operator_late=0.0 if speaks else self._lag.late(heard, now),
             node_ready=bool(view.node) and snap.nodes.get(view.node or "", False),
             stop_confirmed=confirmed, fence_requested_at=fence[1] if fence else None,
             migrating=self.rollout.restarting(view.name), groups=dict(sight.groups),

@@ -1,9 +1,11 @@
 """When a silent member is fenced, and what the engine waits for otherwise.
 
 A member is lost when its agent does not answer and nobody (the operator, a reachable
-peer) heard it for `peer_timeout` (plus `migration_max_pause` while KubeVirt
-live-migrates it: the last phase of a migration pauses the guest, and that silence is
-not a loss). With fencing policy KubeVirt a lost member is fenced (Action fence, reason
+peer) heard it for `peer_timeout`, plus `migration_max_pause` while KubeVirt
+live-migrates it (the last phase of a migration pauses the guest, and that silence is
+not a loss), plus the time the operator's own event loop ran late within the silence,
+`operator_late` (its answers may have waited unread: a silence the operator caused is
+no evidence). With fencing policy KubeVirt a lost member is fenced (Action fence, reason
 PeerTimeout: the controller stops its VMI at once, grace 0) when all of these hold:
 - its VMI runs on a Ready node: on a node that is not Ready KubeVirt cannot confirm a
   stop (DESIGN.md rule 1b), so the engine waits for the quorum-lease bound instead
@@ -42,7 +44,8 @@ from guestha.engine.state import FENCE_KUBEVIRT, FENCE_NONE, VM_RUNNING, MemberS
 
 
 def silence_deadline(member: MemberState, snap: Snapshot) -> float | None:
-    """When the member's silence makes it lost (None: never heard)."""
+    """When the member's silence makes it lost (None: never heard): see
+    Snapshot.silence_deadline."""
     return snap.silence_deadline(member)
 
 

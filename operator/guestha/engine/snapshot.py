@@ -76,12 +76,15 @@ class Snapshot:
     def silence_deadline(self, member: MemberState) -> float | None:
         """When the member's silence makes it lost (None: never heard): the peer timeout
         after anyone last heard it, plus the migration allowance while it is `migrating`
-        (live-migrating, or restarting its agent for an upgrade)."""
+        (live-migrating, or restarting its agent for an upgrade). The time the operator's
+        own loop ran late within the silence (`operator_late`) does not count: the member
+        had the whole peer timeout of an operator that was listening."""
         since = safety.silent_since(member)
         if since is None:
             return None
         s = self.state.settings
-        return since + s.peer_timeout + (s.migration_max_pause if member.migrating else 0.0)
+        return since + s.peer_timeout + (s.migration_max_pause if member.migrating else 0.0) \
+            + max(0.0, member.operator_late)
 
     def vouched(self, member: str) -> bool:
         """The member's agent does not answer the operator, yet what it said last still

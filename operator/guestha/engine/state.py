@@ -133,6 +133,10 @@ class MemberState:
     agent_reachable: bool = True
     last_contact: float | None = None  # last answer of its agent to the operator
     last_heard_by_peers: float | None = None  # latest time a peer may have heard it (above)
+    # Seconds of its silence (since it was last heard) during which the operator's own
+    # event loop ran late: its answers may have waited unread, so that much of the
+    # silence is the operator's, not evidence against the member (engine.fencing).
+    operator_late: float = 0.0
     node_ready: bool = True  # its node is Ready and heartbeating
     stop_confirmed: bool = False  # DESIGN.md rule 1b proof (see the module docstring)
     fence_requested_at: float | None = None
