@@ -59,3 +59,31 @@ def test_a_group_is_incomplete_only_when_partial_for_resources_never_started() -
                  ("c", "x"): "Online",
                  ("d", "x"): "Online", ("d", "y"): "Unknown"}
     assert incomplete(groups, resources) == {"a"}
+
+
+def test_a_peers_down_report_corrects_its_up_until_now() -> None:
+    """Peers count a hung member Up (heard "now") until their peer timeout passes, then
+    report when they last heard it: that time stands, not the last "now" (a hung member
+    was found lost at twice its peer timeout)."""
+    s = Sightings()
+    s.members(MEMBERS, 0.0)
+    for now in (10.0, 11.0, 12.0, 12.9):  # b and c still say Up
+        s.heard("a", now, "b")
+        s.heard("a", now, "c")
+    assert s.of("a").last_heard_by_peers == 12.9
+    s.heard("a", 10.0, "b")  # b's PeerDown: last heard at 10.0
+    assert s.of("a").last_heard_by_peers == 12.9  # c has not said otherwise yet
+    s.heard("a", 10.1, "c")
+    assert s.of("a").last_heard_by_peers == 10.1
+    s.heard("a", None, "b")  # a report without a hearing changes nothing
+    assert s.of("a").last_heard_by_peers == 10.1
+
+
+def test_a_peers_statement_never_goes_below_a_floor() -> None:
+    s = Sightings()
+    s.members(MEMBERS, 5.0)
+    s.heard("a", 3.0, "b")  # heard before the operator first saw it: the start counts
+    assert s.of("a").last_heard_by_peers == 5.0
+    s.peer_returned("c", 20.0, MEMBERS)  # c answers again: it may have heard a until now
+    s.heard("a", 12.0, "b")
+    assert s.of("a").last_heard_by_peers == 20.0

@@ -467,7 +467,8 @@ class ClusterSupervisor:
         replaced = run if run is not None and run.uid != view.uid and not speaks else None
         for name, other in self.links.items():
             if name != view.name and other.reachable:
-                self.sightings.heard(view.name, self._heard(name, other, view, replaced, now))
+                self.sightings.heard(view.name, self._heard(name, other, view, replaced, now),
+                                     name)
         fence = self._fences.get(view.name)
         spec = snap.cluster.get("spec") or {}
         capacity = next((int(m.get("capacity", 100)) for m in spec.get("members") or ()
