@@ -43,14 +43,8 @@ from guestha.engine.snapshot import Snapshot
 from guestha.engine.state import FENCE_KUBEVIRT, FENCE_NONE, VM_RUNNING, MemberState
 
 
-def silence_deadline(member: MemberState, snap: Snapshot) -> float | None:
-    """When the member's silence makes it lost (None: never heard): see
-    Snapshot.silence_deadline."""
-    return snap.silence_deadline(member)
-
-
 def lost(member: MemberState, snap: Snapshot) -> bool:
-    deadline = silence_deadline(member, snap)
+    deadline = snap.silence_deadline(member)
     return (not member.agent_reachable and deadline is not None and snap.now >= deadline)
 
 
@@ -71,7 +65,7 @@ def plan_members(snap: Snapshot, frozen: Iterable[str]) -> tuple[list[Action], l
             if not down:
                 waits.append(Wait(None, name, reason, until, message))
 
-        deadline = silence_deadline(m, snap)
+        deadline = snap.silence_deadline(m)
         if deadline is None:
             wait(reasons.NEVER_SEEN, None,
                  f"{name}'s agent has never answered: nothing can be counted from")
