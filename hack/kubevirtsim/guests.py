@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubevirtsim.agentpoller import AgentPoller, AgentView
 from kubevirtsim.guesthost import GuestHost, GuestSpec
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,11 @@ class Guest:
     stopping: bool = False  # a power-off was started
     graceful: bool = False  # the power-off ended within its grace period
     powered_off: threading.Event = field(default_factory=threading.Event)  # power-off done
+    agent: AgentPoller | None = None  # its guest agent, polled beside the VMI's reconcile
+
+    def agent_view(self) -> AgentView:
+        """The guest agent as last polled (never waits on the guest)."""
+        return self.agent.view() if self.agent is not None else AgentView()
 
     @property
     def key(self) -> str:
@@ -107,6 +113,10 @@ class Guests:
         threading.Thread(
             target=self._wait, args=(guest,), name=f"guest-{spec.uid[:8]}", daemon=True
         ).start()
+        guest.agent = AgentPoller(
+            spec.uid[:8], host, guest.exited, lambda: self.on_change(spec.key)
+        )
+        guest.agent.start()
         log.info("guest %s (%s) booted on %s at %s", spec.key, spec.uid, spec.node, host.address)
         return guest
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from kubevirtsim import status as st
 from kubevirtsim.api import SECRETS, VMIS, Api, ApiError, Obj, split_key
@@ -30,16 +29,12 @@ log = logging.getLogger(__name__)
 
 Mutation = Callable[[Obj], bool]  # changes the object in place; False: nothing to write
 
-AGENT_POLL_SECONDS = 0.5
+# A running VMI is looked at again this often even when nothing wakes it (its guest's
+# agent wakes it when it changes: kubevirtsim.agentpoller)
+RESYNC_SECONDS = 5.0
 # KubeVirt's components write with client-go's default field manager, their binary's name
 VIRT_HANDLER, VIRT_CONTROLLER = "virt-handler", "virt-controller"
-AGENT_POLL_SLOW_SECONDS = 5.0
 RETRY_SECONDS = 2.0
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("-")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def vsock_requested(vmi: Obj) -> bool:
@@ -323,7 +318,7 @@ class VMIController:
         stored = self.write(key, uid, lambda o: self._mutate_running(o, guest), vmi, VIRT_HANDLER)
         if stored is not None and st.phase(stored) == st.RUNNING:
             self.handler_events.normal(vmi, st.STARTED, "VirtualMachineInstance started.", node)
-        self.requeue(key, AGENT_POLL_SECONDS)  # then poll the agent
+        self.requeue(key, RESYNC_SECONDS)
         return None
 
     def _mutate_running(self, obj: Obj, guest: Guest) -> bool:
@@ -366,17 +361,12 @@ class VMIController:
         if cid is not None and s.get("VSOCKCID") != cid:
             s["VSOCKCID"] = cid  # the vsock endpoint dials this guest's ports
             changed = True
-        agent = False
-        try:
-            agent = guest.host.agent_connected()
-        except Exception:
-            log.debug("guest %s: agent ping failed", guest.key, exc_info=True)
-        if agent:
+        agent = guest.agent_view()  # polled beside this reconcile: never waits on the guest
+        if agent.connected:
             if not st.condition_true(obj, "AgentConnected"):
                 changed |= st.set_condition(conds, "AgentConnected", "True", when, probe=True)
-            info = self._guest_os_info(guest)
-            if info and s.get("guestOSInfo") != info:
-                s["guestOSInfo"] = info
+            if agent.os_info and s.get("guestOSInfo") != agent.os_info:
+                s["guestOSInfo"] = dict(agent.os_info)
                 changed = True
         elif st.condition(obj, "AgentConnected") is not None:
             changed |= st.remove_condition(conds, "AgentConnected")
@@ -392,29 +382,6 @@ class VMIController:
                 changed = True
         return changed
 
-    @staticmethod
-    def _guest_os_info(guest: Guest) -> Obj:
-        try:
-            info: dict[str, Any] = guest.host.guest_info()
-        except Exception:
-            log.debug("guest %s: guest_info failed", guest.key, exc_info=True)
-            return {}
-        nested = info.get("os")
-        os_info: dict[str, Any] = nested if isinstance(nested, dict) else info
-        fields = (
-            "id",
-            "kernelRelease",
-            "kernelVersion",
-            "machine",
-            "name",
-            "prettyName",
-            "version",
-            "versionId",
-        )
-        # qemu-guest-agent's guest-get-osinfo names them kernel-release, pretty-name...
-        camel = {_camel(k): v for k, v in os_info.items()}
-        return {f: str(camel[f]) for f in fields if camel.get(f) not in (None, "")}
-
     # Running: follow the guest
     def _running(self, key: str, vmi: Obj) -> Obj | None:
         uid = vmi["metadata"]["uid"]
@@ -422,8 +389,7 @@ class VMIController:
         if guest is None or not guest.alive():
             return self._guest_gone(key, vmi, guest)
         self.write(key, uid, lambda o: self._mutate_running(o, guest), vmi, VIRT_HANDLER)
-        connected = st.condition_true(self.vmis.get(key) or vmi, "AgentConnected")
-        self.requeue(key, AGENT_POLL_SLOW_SECONDS if connected else AGENT_POLL_SECONDS)
+        self.requeue(key, RESYNC_SECONDS)
         return None
 
     def _guest_gone(self, key: str, vmi: Obj, guest: Guest | None) -> Obj | None:

@@ -71,4 +71,5 @@ def test_a_guest_reads_dead_only_with_its_exit_status(
     dead = [code for alive, code in verdicts if not alive]
     assert dead, "never seen dead"
     assert set(dead) == {0}, f"seen dead with these statuses: {sorted(set(dead), key=str)}"
-    assert changed == ["ns/poweroff"]
+    # the exit woke its VMI (the agent poller wakes it too, when the agent comes and goes)
+    assert changed and set(changed) == {"ns/poweroff"}
