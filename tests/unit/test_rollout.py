@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import re
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from guestha.channel.aio import Contact, Member
 from guestha.cloudinit import bundle
+from guestha.controller import upgradeslots
 from guestha.controller.links import MemberLink
 from guestha.controller.rollout import (
     FAILED,
@@ -30,6 +32,7 @@ from guestha.controller.rollout import (
     decide,
     unsettled,
 )
+from guestha.controller.upgradeslots import STALE_SECONDS, UpgradeSlots
 from guestha.engine import Action, GroupDecision, Plan
 from guestha.model.agentupgrade import AgentUpgrade
 from guestha.model.cluster import UPGRADE_AUTOMATIC, UPGRADE_MANUAL
@@ -383,3 +386,88 @@ def test_a_standby_follows_the_leaders_record() -> None:
     assert rollout.restarting("c")
     rollout.recall({"agentUpgrade": {"member": "c"}}, False, NOW + 4, WALL + 4)
     assert rollout.inflight is None  # a record it cannot read counts as none (logged)
+
+
+# -- across clusters: the operator's agent-upgrade slots (controller.upgradeslots)
+
+
+def test_slots_first_come_first_served_within_the_limit() -> None:
+    slots = UpgradeSlots(limit=2)
+    woken: list[str] = []
+
+    def wake(key: str) -> Callable[[], None]:
+        return lambda: woken.append(key)
+
+    assert slots.ask("ns/a", 1.0, wake("ns/a")) and slots.ask("ns/b", 2.0, wake("ns/b"))
+    assert not slots.ask("ns/c", 3.0, wake("ns/c"))
+    assert not slots.ask("ns/d", 4.0, wake("ns/d"))
+    assert not slots.ask("ns/c", 5.0, wake("ns/c"))  # asking again keeps its place
+    assert (slots.ahead("ns/c"), slots.ahead("ns/d")) == (0, 1)
+    slots.release("ns/a")
+    assert woken == ["ns/c"]  # the first in line, not the one that asked last
+    assert not slots.ask("ns/d", 6.0, wake("ns/d"))  # d cannot jump the line
+    assert slots.ask("ns/c", 6.0, wake("ns/c")) and slots.holders == {"ns/b", "ns/c"}
+    # a cluster that is no longer ready leaves the line and holds up no one
+    slots.release("ns/d")
+    assert slots.queue == {}
+
+
+def test_slots_an_upgrade_in_flight_holds_one_past_the_limit() -> None:
+    slots = UpgradeSlots(limit=1)
+    slots.hold("ns/recalled-1")
+    slots.hold("ns/recalled-2")  # an operator recalled two after a restart: both go on
+    assert not slots.ask("ns/new", 1.0, lambda: None)
+    slots.release("ns/recalled-1")
+    assert not slots.ask("ns/new", 2.0, lambda: None)  # still one held of one
+    slots.release("ns/recalled-2")
+    assert slots.ask("ns/new", 3.0, lambda: None)
+
+
+def test_slots_a_waiter_gone_silent_is_dropped() -> None:
+    slots = UpgradeSlots(limit=1)
+    slots.hold("ns/busy")
+    assert not slots.ask("ns/gone", 0.0, lambda: None)
+    assert not slots.ask("ns/next", STALE_SECONDS + 1, lambda: None)
+    assert list(slots.queue) == ["ns/next"]
+
+
+def test_slots_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="--max-agent-upgrades must be at least 1"):
+        upgradeslots.configure(0)
+
+
+def test_clusters_wait_in_line_for_a_slot() -> None:
+    """Two clusters ready to upgrade an agent, one slot: the second waits (Queued, and
+    says why), is woken when the first's member is done, then sends its bundle."""
+    new = bundle.build(version=NEW)
+    slots = UpgradeSlots(limit=1)
+    woken: list[str] = []
+    clusters = {}
+    for name in ("one", "two"):
+        agents = {"a": ScriptedAgent(OLD)}
+        links = {"a": scripted_link("a", agents["a"], {})}
+        rollout = Rollout("ns", name, lambda: new, Events(), slots=slots,
+                          wake=lambda name=name: woken.append(name))  # type: ignore[misc]
+        clusters[name] = (rollout, agents, links)
+
+    def step(name: str, now: float) -> Decision:
+        rollout, _, links = clusters[name]
+        return asyncio.run(rollout.step(UPGRADE_AUTOMATIC, links, ["a"], Plan(), {}, now))
+
+    assert step("one", NOW).kind == UPGRADE
+    queued = step("two", NOW)
+    assert (queued.kind, queued.reason) == (WAIT, "Queued")
+    assert "1 of at most 1 clusters upgrading" in queued.message
+    assert "upgrading a from agent v1 to v2" in queued.message
+    assert clusters["two"][1]["a"].sent == []
+    assert condition(queued) == (False, "Queued", queued.message)
+    # cluster one's member comes back with the new version: its slot goes to two
+    links_one = clusters["one"][2]
+    links_one["a"].state.report = SimpleNamespace(agent_version=NEW,  # type: ignore[assignment]
+                                                  bundle=None)
+    assert step("one", NOW + 1).kind == UP_TO_DATE
+    assert woken == ["two"]
+    assert step("two", NOW + 2).kind == UPGRADE and clusters["two"][1]["a"].sent == [NEW]
+    # a supervisor that ends gives its slot back
+    clusters["two"][0].close()
+    assert slots.holders == set()

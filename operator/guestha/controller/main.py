@@ -21,6 +21,7 @@ from guestha.controller import (  # noqa: F401  (importing registers their handl
     outputs,
     servicegroups,
     template,
+    upgradeslots,
     webhook,
 )
 
@@ -86,7 +87,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="the Service in front of the webhook (in a cluster)")
     parser.add_argument("--metrics-listen", default=env("GUESTHA_METRICS_LISTEN"),
                         metavar="HOST:PORT", help="serve Prometheus metrics on /metrics here")
+    parser.add_argument("--max-agent-upgrades", type=int,
+                        default=int(env("GUESTHA_MAX_AGENT_UPGRADES",
+                                        str(upgradeslots.DEFAULT_LIMIT))),
+                        metavar="N", help="at most N clusters restart an agent into a new "
+                        "bundle at once (default %(default)s)")
     args = parser.parse_args(argv)
+    try:
+        upgradeslots.configure(args.max_agent_upgrades)
+    except ValueError as e:
+        parser.error(str(e))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
     if args.webhook_listen:
         try:

@@ -16,7 +16,10 @@ function (`decide`, tested with tables):
   and nothing is moving (the engine's plan has no action and every group is in a steady
   state: `unsettled`); members that run the fewest groups go first (by name among
   equals), so the members most groups depend on restart last;
-- `spec.agent.upgrade: Manual` pauses it (a running upgrade is still seen through).
+- `spec.agent.upgrade: Manual` pauses it (a running upgrade is still seen through);
+- across clusters, at most `--max-agent-upgrades` have an upgrade in flight at once
+  (controller.upgradeslots): a cluster ready to start one waits in line meanwhile
+  (reason Queued).
 
 While a member restarts its agent, its silence is expected: the supervisor hands it to
 the engine as it does a live-migrating member's (`restarting`), so it is not found lost
@@ -50,6 +53,7 @@ from guestha.channel.aio import AgentRefusal, ChannelError
 from guestha.cloudinit.bundle import Bundle
 from guestha.controller.links import MemberLink
 from guestha.controller.publisher import now_iso
+from guestha.controller.upgradeslots import SLOTS, UpgradeSlots
 from guestha.engine import Plan
 from guestha.model.agentupgrade import STATUS_KEY, AgentUpgrade
 from guestha.model.cluster import UPGRADE_MANUAL
@@ -246,10 +250,15 @@ class Rollout:
 
     def __init__(self, namespace: str, cluster: str, bundle: Callable[[], Bundle],
                  events: EventSink,
-                 expect_restart: Callable[[str, float], None] | None = None) -> None:
+                 expect_restart: Callable[[str, float], None] | None = None,
+                 slots: UpgradeSlots = SLOTS, wake: Callable[[], None] = lambda: None) -> None:
         """`expect_restart(member, within)`: told when a member's agent accepted a bundle
-        (the cluster's EventFollower: it retries that member quickly meanwhile)."""
+        (the cluster's EventFollower: it retries that member quickly meanwhile); `slots`:
+        the operator's agent-upgrade slots, `wake`: a pass of this cluster, when a slot
+        it waits for frees."""
         self.namespace, self.cluster = namespace, cluster
+        self._key = f"{namespace}/{cluster}"
+        self._slots, self._wake = slots, wake
         self._bundle = bundle
         self._events = events
         self._expect_restart = expect_restart
@@ -316,6 +325,8 @@ class Rollout:
         target = bundle.version
         agents = member_agents(links, names)
         failed = self.failed.setdefault(target, {})
+        if self.inflight is not None:
+            self._slots.hold(self._key)  # recalled after a restart too: seen through
         decision = decide(target, mode, agents, unsettled(plan), self.inflight, failed, now)
         if decision.kind == UPGRADED:
             assert self.inflight is not None
@@ -334,9 +345,21 @@ class Rollout:
             self._restarting(decision.member, 0.0)
             self.inflight = None
         elif decision.kind == UPGRADE and decision.member is not None:
+            if not self._slots.ask(self._key, now, self._wake):
+                return Decision(WAIT, None, "Queued",
+                                f"waiting for an agent-upgrade slot ({len(self._slots.holders)}"
+                                f" of at most {self._slots.limit} clusters upgrading, "
+                                f"{self._slots.ahead(self._key)} ahead in line); then "
+                                f"{decision.message}")
             await self._send(decision.member, links[decision.member], bundle, agents,
                              failed, cluster_body, now)
+        if self.inflight is None:
+            self._slots.release(self._key)  # done, failed, refused, or not ready
         return decision
+
+    def close(self) -> None:
+        """The cluster's supervisor ends: its slot, or its place in line, goes."""
+        self._slots.release(self._key)
 
     async def _send(self, member: str, link: MemberLink, bundle: Bundle,
                     agents: Sequence[MemberAgent], failed: dict[str, str],

@@ -146,7 +146,7 @@ class ClusterSupervisor:
         self.sightings = Sightings()
         self.publisher = Publisher(namespace, name, outputs)
         self.rollout = rollout.Rollout(namespace, name, userdata.operator_bundle, outputs,
-                                       self._follower.expect_restart)
+                                       self._follower.expect_restart, wake=self.wake)
         self._groups: dict[str, GroupMemory] = {}
         self._runs: dict[str, Run] = {}  # member -> the run its agent was last seen on
         self._fences: dict[str, tuple[Run, float]] = {}  # member -> (run, requested at)
@@ -200,6 +200,7 @@ class ClusterSupervisor:
                 self._wake.clear()
                 await asyncio.sleep(SETTLE_SECONDS)
         finally:
+            self.rollout.close()
             await self._prober.aclose()
             await self._follower.aclose()
             await asyncio.gather(*(link.close() for link in self.links.values()),
