@@ -92,8 +92,8 @@ def _owned(base: Mapping[str, Any], found: Mapping[str, dict[str, Any]]
             raise BundleError(f"{HERE / 'csv-base.yaml'}: owned.{kind} missing (crds/ has it)")
         ui = base["owned"][kind]
         served = next(v for v in crd["spec"]["versions"] if v.get("served"))
-        description = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].get(
-            "description", ui["displayName"])
+        description = served["schema"]["openAPIV3Schema"].get("description",
+                                                               ui["displayName"])
         owned.append({
             "name": crd["metadata"]["name"], "version": served["name"], "kind": kind,
             "displayName": ui["displayName"],
