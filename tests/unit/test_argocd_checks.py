@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import argocdcm
 from guestha.controller import cluster_status, departure, group_status, rollout
 from guestha.engine import reasons
 
@@ -45,6 +46,11 @@ def test_the_argocd_cm_snippet_carries_the_files_lua(snippet: str) -> None:
     assert set(data) == {KEY.format(kind) for kind in KINDS}
     for kind in KINDS:
         assert data[KEY.format(kind)] == lua(kind), f"{snippet}: {kind}"
+
+
+def test_hack_argocd_cm_finds_nothing_stale() -> None:
+    assert argocdcm.patch_file() == argocdcm.PATCH.read_text(), "run hack/argocd-cm"
+    assert argocdcm.docs_file() == argocdcm.DOCS.read_text(), "run hack/argocd-cm"
 
 
 def _quoted(script: str, variable: str) -> set[str]:
