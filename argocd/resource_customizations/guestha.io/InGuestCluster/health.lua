@@ -43,16 +43,17 @@ end
 local down, lost, starting, unheard = {}, {}, {}, {}
 for _, m in ipairs(status.members or {}) do
   local phase = m.phase or "Unknown"
+  local name = m.name or "?"
   if phase == "Running" then
     if m.agent == "Disconnected" then
-      table.insert(lost, m.name)
+      table.insert(lost, name)
     elseif m.agent ~= "Connected" then
-      table.insert(unheard, m.name)
+      table.insert(unheard, name)
     end
   elseif starting_phases[phase] then
-    table.insert(starting, m.name .. " (" .. phase .. ")")
+    table.insert(starting, name .. " (" .. phase .. ")")
   else
-    table.insert(down, m.name .. " (" .. phase .. ")")
+    table.insert(down, name .. " (" .. phase .. ")")
   end
 end
 local upgrade = condition(status, "AgentsUpToDate")
@@ -90,7 +91,7 @@ end
 if status.departing ~= nil and #status.departing > 0 then
   local names = {}
   for _, d in ipairs(status.departing) do
-    table.insert(names, d.name)
+    table.insert(names, d.name or "?")
   end
   hs.status = "Progressing"
   hs.message = "Members leaving the cluster: " .. join(names)
@@ -102,7 +103,7 @@ if upgrade ~= nil and upgrade.status == "False" then
   else
     hs.status = "Progressing"
   end
-  hs.message = "Agents: " .. (upgrade.message or upgrade.reason)
+  hs.message = "Agents: " .. (upgrade.message or upgrade.reason or "not up to date")
   return hs
 end
 local available = condition(status, "Available")
