@@ -1,5 +1,6 @@
 """Build kube-apiserver, kube-controller-manager, kubectl and etcd from their Go modules,
-cached by version.
+cached by version; and the small Go checkers of the delivery artifacts (the OLM bundle's
+validator, the Argo CD health checks' Lua runner) from their sources in hack/gotools/.
 
 k8s.io/kubernetes and etcd's server cannot be `go install`ed: their go.mod files replace
 their own sub-modules with local paths. A tiny wrapper module per component pins each
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 KUBERNETES_VERSION = "v1.36.3"
@@ -33,6 +36,31 @@ KUBERNETES_COMMANDS = {
     "kubectl": "k8s.io/kubectl/pkg/cmd",
 }
 ALL_BINARIES = ("etcd", *KUBERNETES_COMMANDS, "helm")
+OPERATOR_FRAMEWORK_API_VERSION = "v0.45.0"  # OLM's validation library (needs Go 1.26.3)
+GOPHER_LUA_VERSION = "v1.1.2"  # the Lua engine Argo CD embeds
+SIGS_YAML_VERSION = "v1.6.0"
+GOTOOLS_SOURCE = Path(__file__).resolve().parents[1] / "gotools"
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """A checker built from hack/gotools/<name>/main.go in a wrapper module of its own that
+    requires `requires` (module -> version); the first entry's version names its cache."""
+
+    name: str
+    go: str
+    requires: tuple[tuple[str, str], ...]
+
+
+GO_TOOLS = {
+    tool.name: tool for tool in (
+        GoTool("bundlevalidate", "1.26.3",
+               (("github.com/operator-framework/api", OPERATOR_FRAMEWORK_API_VERSION),)),
+        GoTool("luahealth", "1.26.0",
+               (("github.com/yuin/gopher-lua", GOPHER_LUA_VERSION),
+                ("sigs.k8s.io/yaml", SIGS_YAML_VERSION))),
+    )
+}
 
 
 def cache_root() -> Path:
@@ -149,6 +177,42 @@ def build_helm() -> None:
                     f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"], env=env, check=True)
 
 
+def tool_dir(name: str) -> Path:
+    """The cache folder of a Go checker: named by its library's version and a hash of its
+    source, so that an edited main.go is built again and an old build is never used."""
+    tool = GO_TOOLS[name]
+    source = (GOTOOLS_SOURCE / name / "main.go").read_bytes()
+    digest = hashlib.sha256(source + repr(tool).encode()).hexdigest()[:12]
+    return cache_root() / f"{name}-{tool.requires[0][1]}-{digest}"
+
+
+def build_tool(name: str) -> Path:
+    """The Go checker `name` (a key of GO_TOOLS), built into the cache when missing; one
+    build at a time per cache, as build_all."""
+    binary_path = tool_dir(name) / "bin" / name
+    if binary_path.exists():
+        return binary_path
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with open(cache_root() / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary_path.exists():
+            return binary_path
+        if shutil.which("go") is None:
+            raise SystemExit(f"go is not on PATH: {name} is built from Go modules")
+        tool = GO_TOOLS[name]
+        src = tool_dir(name) / "wrapper"
+        src.mkdir(parents=True, exist_ok=True)
+        requires = "\n".join(f"require {module} {version}" for module, version in tool.requires)
+        (src / "go.mod").write_text(
+            f"module guestha.io/hack/{name}\n\ngo {tool.go}\n\n{requires}\n")
+        shutil.copyfile(GOTOOLS_SOURCE / name / "main.go", src / "main.go")
+        _go(["mod", "tidy"], src)
+        binary_path.parent.mkdir(parents=True, exist_ok=True)
+        _go(["build", "-trimpath", "-ldflags=-s -w", "-o", str(binary_path) + ".tmp", "."], src)
+        Path(str(binary_path) + ".tmp").rename(binary_path)
+    return binary_path
+
+
 def build_all() -> None:
     """Build whatever is missing from the cache.
 
@@ -170,11 +234,16 @@ def build_all() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--print", action="store_true", help="print the binary paths")
+    parser.add_argument("--tool", action="append", choices=sorted(GO_TOOLS), default=[],
+                        help="build (and with --print, print) this Go checker too")
     args = parser.parse_args(argv)
     build_all()
+    tools = [build_tool(name) for name in args.tool]
     if args.print:
         for name in ALL_BINARIES:
             print(binary(name))
+        for path in tools:
+            print(path)
     return 0
 
 
