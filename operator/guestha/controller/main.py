@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         upgradeslots.configure(args.max_agent_upgrades)
     except ValueError as e:
         parser.error(str(e))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    # a timestamp on every line: the log is read beside the apiserver's and the Events
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.webhook_listen:
         try:
             options = webhook.WebhookOptions(args.namespace, args.webhook_listen,

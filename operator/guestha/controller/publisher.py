@@ -89,6 +89,8 @@ class Publisher:
     records: dict[str, GroupRecord] = field(default_factory=dict)
     leaving: frozenset[str] = frozenset()  # members leaving the cluster (controller.departure)
     published: bool = False  # this process has published the cluster once
+    # Switchover uid -> the phase last written for it (its Event said so)
+    _switchover_phases: dict[str, str] = field(default_factory=dict)
 
     async def publish(self, result: Plan, views: Sequence[MemberView],
                       cluster_body: Mapping[str, Any], groups: Sequence[GroupFacts],
@@ -144,6 +146,10 @@ class Publisher:
             body = switchover_bodies.get(name)
             if body is not None:
                 writes.extend(self._switchover(name, body, decision))
+        present = {str((b.get("metadata") or {}).get("uid") or n)
+                   for n, b in switchover_bodies.items()}
+        for uid in set(self._switchover_phases) - present:
+            del self._switchover_phases[uid]
         for link in links.values():
             for group, resource, why in link.take_faults():
                 body = group_bodies.get(group)
@@ -328,9 +334,13 @@ class Publisher:
         new = {k: v for k, v in new.items() if v is not None}
         if not group_status.differs(old, new):
             return []
-        if old.get("phase") != decision.phase:
+        # the phase this process wrote last stands over a status read that lags it
+        # (one Event per phase, however late the index)
+        uid = str((body.get("metadata") or {}).get("uid") or name)
+        if self._switchover_phases.get(uid, old.get("phase")) != decision.phase:
             self.writer.event(body, "Warning" if decision.phase == "Failed" else "Normal",
                               f"Switchover{decision.phase}", decision.message)
+        self._switchover_phases[uid] = decision.phase
         return [self.writer.patch_status("switchovers", name, new)]
 
 

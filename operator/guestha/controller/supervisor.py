@@ -51,6 +51,7 @@ from guestha.controller.links import MemberLink
 from guestha.controller.probes import Prober
 from guestha.controller.publisher import Publisher, Writer, now_iso
 from guestha.controller.sightings import Sightings
+from guestha.controller.switchovermemory import SwitchoverMemory
 from guestha.engine import Action, ClusterState, GroupState, Plan, plan, safety
 from guestha.model.agentconfig import (
     GroupSource,
@@ -155,6 +156,8 @@ class ClusterSupervisor:
         self._budgets: dict[str, int] = {}  # run uid -> the offline budget its agent holds
         # member -> (when its agent confirmed its configuration, the peers' addresses in it)
         self._peer_addresses: dict[str, tuple[float, dict[str, str | None]]] = {}
+        # the Switchover phases decided here, until the index shows them
+        self._switchovers = SwitchoverMemory()
         self._wake = asyncio.Event()
         self._lag = looplag.of_running_loop()  # the operator's lateness (engine.fencing)
         self._prober = Prober(namespace, name, self.wake)
@@ -277,8 +280,9 @@ class ClusterSupervisor:
         self._count_onlines(snap)
         groups = departure.without_members(self._group_states(snap), self.departures.names)
         started = time.perf_counter()
+        switchovers = self._switchovers.overlay(snap.switchovers, snap.switchover_bodies)
         state = observe.cluster_state(now, spec, float(OPERATOR_LEASE_SECONDS), members,
-                                      groups, snap.switchovers, leader,
+                                      groups, switchovers, leader,
                                       float(self._held_budget(budget, snap.views)))
         result = plan(state)
         metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
@@ -310,6 +314,7 @@ class ClusterSupervisor:
                                                    for g in snap.groups},
                                          agents_up_to_date=None if upgrade is None
                                          else rollout.condition(upgrade))
+            self._switchovers.decided(result.switchovers, snap.switchover_bodies)
             await self._let_go(state, snap)
         due = self.renewals.next_due if leader else None
         return min((t for t in (result.next_wakeup, due) if t is not None), default=None)
