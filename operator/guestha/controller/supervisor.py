@@ -288,6 +288,7 @@ class ClusterSupervisor:
         metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
         self.last_plan = result
         self._prober.start(self.links, state.settings.peer_timeout, now)
+        probe_due = self._prober.next_due(self.links, state.settings.peer_timeout, now)
         self._past_lease(state, snap.views)
         if leader:
             await self._execute(result, snap)
@@ -317,7 +318,8 @@ class ClusterSupervisor:
             self._switchovers.decided(result.switchovers, snap.switchover_bodies)
             await self._let_go(state, snap)
         due = self.renewals.next_due if leader else None
-        return min((t for t in (result.next_wakeup, due) if t is not None), default=None)
+        return min((t for t in (result.next_wakeup, due, probe_due) if t is not None),
+                   default=None)
 
     async def _let_go(self, state: ClusterState, snap: Snapshot) -> None:
         """Members leaving that may go now are let go (controller.departure); a deleted
