@@ -133,7 +133,7 @@ class DevCluster:
 
     def operator_kubeconfig(self) -> Path:
         """A kubeconfig with the operator ServiceAccount's token: it runs with its own RBAC."""
-        manifests = REPO / "manifests" / "operator"
+        manifests = REPO / "manifests" / "base"
         self.kubectl("apply", "-f", str(manifests / "namespace.yaml"),
                      "-f", str(manifests / "rbac.yaml"))
         token = self.kubectl("create", "token", "guestha-operator", "-n", "guestha-system",
