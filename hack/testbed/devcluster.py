@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from testbed import processes
@@ -133,7 +134,7 @@ class DevCluster:
 
     def operator_kubeconfig(self) -> Path:
         """A kubeconfig with the operator ServiceAccount's token: it runs with its own RBAC."""
-        manifests = REPO / "manifests" / "operator"
+        manifests = REPO / "manifests" / "base"
         self.kubectl("apply", "-f", str(manifests / "namespace.yaml"),
                      "-f", str(manifests / "rbac.yaml"))
         token = self.kubectl("create", "token", "guestha-operator", "-n", "guestha-system",
@@ -157,27 +158,32 @@ class DevCluster:
         return self.liveness_file(OPERATOR)
 
     def start_operator(self, timeout: float = 60.0, name: str = OPERATOR,
-                       env: dict[str, str] | None = None) -> None:
+                       env: dict[str, str] | None = None, kubeconfig: Path | None = None,
+                       namespace: str = "guestha-system", args: Sequence[str] = ()) -> None:
         """An operator process with its own ServiceAccount; returns once kopf's liveness
         probe answers, which kopf serves only after the operator's startup handlers ran.
         Another `name` starts one more replica (its log is `<name>.log`), as the manifests'
         second replica: the replicas elect one leader through their Lease. The injection
         webhook's configuration points at the replica that started last. `env`: more
-        environment variables for it (a test hook, e.g. GUESTHA_TEST_BUNDLE_VERSION)."""
+        environment variables for it (a test hook, e.g. GUESTHA_TEST_BUNDLE_VERSION).
+        `kubeconfig` (another ServiceAccount's, e.g. a Helm release's), `namespace` (its
+        own: the webhook CA's Secret and the Lease, as a pod's POD_NAMESPACE) and `args`
+        (more command-line options) run it as another install would."""
         state = self.control_plane.state()
         if not (name in state.pids and processes.alive(state.pids[name])):
             url = f"http://127.0.0.1:{free_port()}/healthz"
             self.liveness_file(name).write_text(url)
             metrics = f"127.0.0.1:{free_port()}"
             self.metrics_file(name).write_text(f"http://{metrics}/metrics")
-            env = {**(env or {}), "KUBECONFIG": str(self.operator_kubeconfig())}
+            env = {**(env or {}), "POD_NAMESPACE": namespace,
+                   "KUBECONFIG": str(kubeconfig or self.operator_kubeconfig())}
             # The injection webhook: the apiserver runs on this host, outside any pod
             # network, so it reaches the operator at a 127.0.0.1 URL.
             webhook = f"127.0.0.1:{free_port()}"
             self._start(name, [sys.executable, "-m", "guestha.controller.main",
-                               "--liveness", url, "--namespace", "guestha-system",
+                               "--liveness", url, "--namespace", namespace,
                                "--webhook-listen", webhook, "--metrics-listen", metrics,
-                               "--webhook-url", f"https://{webhook}"], env)
+                               "--webhook-url", f"https://{webhook}", *args], env)
         self.wait_operator_ready(timeout, name)
 
     def wait_operator_ready(self, timeout: float, name: str = OPERATOR) -> None:

@@ -7,7 +7,7 @@ tests/kits/agentvms.py, as hack/bench/channel.py, which benchmarks the same set-
 agent with `transport: Network`, one with `transport: VSOCK`. The same channel tests run over
 guestha.channel's NetworkTransport to the first (the VMI's address) and its VsockTransport
 to the second (KubeVirt's vsock websocket through the kube-apiserver, with the operator
-ServiceAccount's own token and RBAC from manifests/operator/rbac.yaml, and guestha's
+ServiceAccount's own token and RBAC from manifests/base/rbac.yaml, and guestha's
 mutual TLS inside the websocket).
 
 The operator's asyncio side (guestha.channel.aio) runs the same checks over its own two

@@ -24,7 +24,7 @@ from guestha.kubevirt import kubeapi
 
 pytestmark = pytest.mark.controlplane
 
-RBAC = Path(__file__).resolve().parents[2] / "manifests" / "operator" / "rbac.yaml"
+RBAC = Path(__file__).resolve().parents[2] / "manifests" / "base" / "rbac.yaml"
 LEASE, RENEW, MARGIN, RETRY = 3, 1.0, 0.5, 0.2
 
 

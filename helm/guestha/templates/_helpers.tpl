@@ -1,8 +1,13 @@
+{{/*
+The objects' name: "<release>-operator", or just "guestha-operator" for a release named
+guestha, so that `helm install guestha` makes the objects `kubectl apply -k
+manifests/install` makes (tests/unit/test_chart_equivalence.py compares the two).
+*/}}
 {{- define "guestha.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
@@ -14,6 +19,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{- define "guestha.componentLabels" -}}
+{{ include "guestha.labels" . }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
 {{- define "guestha.selectorLabels" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -21,5 +31,9 @@ app.kubernetes.io/component: operator
 {{- end -}}
 
 {{- define "guestha.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
 {{- default (include "guestha.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name: the ServiceAccount to run as, when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
 {{- end -}}

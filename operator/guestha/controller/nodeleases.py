@@ -3,7 +3,7 @@
 The fencing verdict needs each node's latest renewTime (guestha.kubevirt.fencing). kopf
 would watch Leases in every namespace to index the few in kube-node-lease, which would
 need read access to every Lease in the cluster; a list of that one namespace each second
-needs only a Role there (manifests/operator/rbac.yaml) and costs the apiserver one small
+needs only a Role there (manifests/base/rbac.yaml) and costs the apiserver one small
 request per second.
 """
 
