@@ -3,7 +3,7 @@
 OperatorHub installs operators from a bundle: a ClusterServiceVersion (CSV) that carries
 the operator's Deployment, RBAC and the console's view of its APIs, beside the CRDs. Every
 part of it that another file of the project already says is taken from there (the CRDs,
-the Deployment and RBAC of manifests/operator/, the samples, the version), so the bundle
+the Deployment and RBAC of manifests/base/, the samples, the version), so the bundle
 cannot drift from the other install methods: `hack/bundle` writes it and
 tests/unit/test_olm_bundle.py fails when bundle/ differs from what it would write.
 What is OLM's own (descriptors, description, links) is in csv-base.yaml beside this file.

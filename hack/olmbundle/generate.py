@@ -16,7 +16,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 BUNDLE = REPO / "bundle"
-INSTALL = REPO / "manifests" / "operator"  # the Deployment, RBAC and webhook Service
+INSTALL = REPO / "manifests" / "base"  # the Deployment, RBAC, Services, PDB (kustomize base)
 SAMPLES = REPO / "manifests" / "samples"
 CRDS = REPO / "crds"
 CHART = REPO / "helm" / "guestha" / "Chart.yaml"
@@ -109,7 +109,8 @@ def _owned(base: Mapping[str, Any], found: Mapping[str, dict[str, Any]]
 
 
 def install_objects() -> list[dict[str, Any]]:
-    return _docs(sorted(INSTALL.glob("*.yaml")))
+    """The kustomize base's own objects (its CRDs come from crds/ above)."""
+    return [d for d in _docs(sorted(INSTALL.glob("*.yaml"))) if d.get("kind") != "Kustomization"]
 
 
 def _deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -216,11 +217,16 @@ def csv() -> dict[str, Any]:
     }
 
 
-def _service(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    [service] = [o for o in objects if o["kind"] == "Service"]
-    service = copy.deepcopy(service)
-    service["metadata"].pop("namespace", None)
-    return service
+def _services(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operator's Services (webhook, metrics) and its PodDisruptionBudget, which OLM
+    creates in the install namespace as they are."""
+    out = []
+    for obj in objects:
+        if obj["kind"] in ("Service", "PodDisruptionBudget"):
+            obj = copy.deepcopy(obj)
+            obj["metadata"].pop("namespace", None)
+            out.append(obj)
+    return out
 
 
 class _Dumper(yaml.SafeDumper):
@@ -247,8 +253,10 @@ def files() -> dict[str, str]:
     out = {f"manifests/{PACKAGE}.clusterserviceversion.yaml": HEADER + _dump(csv())}
     for path in sorted(CRDS.glob("*.yaml")):
         out[f"manifests/{path.name}"] = path.read_text()  # byte for byte
-    service = _service(install_objects())
-    out[f"manifests/{service['metadata']['name']}_v1_service.yaml"] = HEADER + _dump(service)
+    for obj in _services(install_objects()):
+        kind = obj["kind"].lower()
+        version = obj["apiVersion"].split("/")[-1]
+        out[f"manifests/{obj['metadata']['name']}_{version}_{kind}.yaml"] = HEADER + _dump(obj)
     out["metadata/annotations.yaml"] = HEADER + _dump({"annotations": {
         "operators.operatorframework.io.bundle.mediatype.v1": "registry+v1",
         "operators.operatorframework.io.bundle.manifests.v1": "manifests/",
