@@ -21,6 +21,7 @@ test_packaging.py): the tier that builds and caches them.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -72,8 +73,9 @@ def test_buildkit_parses_it_and_its_linter_finds_nothing(parsed: dict[str, Any])
 def test_buildkit_and_its_linter_do_catch_mistakes(tmp_path: Path) -> None:
     """The checks above can fail: a file with lint findings and one that does not parse."""
     sloppy = tmp_path / "Sloppy"
-    sloppy.write_text("FROM debian:12 as build\nENTRYPOINT guestha-operator\n")
-    assert len(dockercheck.check(sloppy)["lint"]) == 2  # FromAsCasing, JSONArgsRecommended
+    sloppy.write_text("FROM debian:12 as Build\nMAINTAINER me\n")
+    assert [finding.split()[0] for finding in dockercheck.check(sloppy)["lint"]] == [
+        "StageNameCasing", "FromAsCasing", "MaintainerDeprecated"]
     broken = tmp_path / "Broken"
     broken.write_text("FROM debian:12\nCOPY --nosuchflag=1 a b\n")
     with pytest.raises(subprocess.CalledProcessError):
@@ -140,9 +142,16 @@ def test_the_build_steps_run_into_a_folder_give_a_working_operator(tmp_path: Pat
         assert out.returncode == 0, (args, out.stdout[-2000:], out.stderr[-2000:])
         return out
 
+    src = tmp_path / "src"  # what the build stage's COPY lines bring, and nothing else
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "operator", src / "operator",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     run(sys.executable, "-m", "venv", "--system-site-packages", app)
-    run(app / "bin/pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-        "--wheel-dir", wheels, ROOT)
+    # the wheel's build backend (setuptools, as pyproject.toml asks) from the package
+    # index, as in the image's build
+    run(app / "bin/pip", "wheel", "--no-deps", "--wheel-dir", wheels, src)
     (wheel,) = wheels.glob("guestha-*.whl")
     run(app / "bin/pip", "install", "--no-deps", "--no-index", "--no-compile", wheel)
     run(app / "bin/python3", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
