@@ -78,3 +78,28 @@ def test_switch_wait_to_a_member_outside_the_systems_exits_3(ns: Namespace) -> N
     assert "Failed: " in out.stdout.splitlines()[-1]
     assert "TargetNotInSystems" in out.stdout
     online_on(ns, ("cli-b",))
+
+
+def test_switch_wait_on_a_group_that_is_still_starting_times_out_with_code_4(
+        ns: Namespace) -> None:
+    """A group whose resource takes 40 s to start (ocf:heartbeat:Delay) is Starting, so a
+    Switchover of it stays Pending (WaitingForGroup): --wait gives up at --timeout, and
+    status lists the Switchover as pending."""
+    ns.apply({"apiVersion": "guestha.io/v1alpha1", "kind": "ServiceGroup",
+              "metadata": {"name": "slow"},
+              "spec": {"cluster": "web",
+                       "systems": [{"member": m, "priority": i} for i, m in enumerate(MEMBERS)],
+                       "resources": [{"name": "delay", "type": "OCF",
+                                      "attributes": {"agent": "heartbeat:Delay", "parameters": {
+                                          "startdelay": "40", "stopdelay": "1"}}}]}})
+    ns.wait_for("slow Starting on cli-a", lambda: {
+        m["name"]: m["state"] for m in (ns.get("sg", "slow") or {}).get("status", {}).get(
+            "members", ())}.get("cli-a") == "Starting")
+    out = plugin(ns, "switch", "slow", "--to", "cli-b", "--wait", "--timeout", "3")
+    assert out.returncode == 4, (out.stdout, out.stderr)
+    lines = out.stdout.splitlines()
+    assert "Pending" in lines[1]
+    assert lines[-1].endswith("timed out after 3s, still Pending")
+    doc = json.loads(plugin(ns, "status", "-o", "json").stdout)
+    assert [(s["group"], s["phase"], s["to"]) for s in doc["pendingSwitchovers"]] == [
+        ("slow", "Pending", "cli-b")]
