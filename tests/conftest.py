@@ -127,7 +127,10 @@ def operator(kube: Kube) -> Iterator[None]:
         yield
         kube.local.stop_process("guestha-operator")
         return
-    env = dict(os.environ, KUBECONFIG=str(kube.kubeconfig))
+    # this checkout's operator, as on the local cluster (not whatever guestha is installed)
+    path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1] / "operator"),
+                                       os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, KUBECONFIG=str(kube.kubeconfig), PYTHONPATH=path)
     proc = subprocess.Popen([sys.executable, "-m", "guestha.controller.main"], env=env)
     yield
     proc.terminate()

@@ -1,15 +1,23 @@
-"""kubectl-guestha against the real apiserver: each verb makes its one change, clearly."""
+"""kubectl-guestha against the real apiserver: each verb makes its one change, clearly, and
+ends with the exit code scripts branch on (guestha.cli.exitcodes). Nothing here depends on
+whether an operator runs in the session (an operator fails a Switchover of a group without
+a cluster at once); following Switchovers, pending and final, is
+tests/controlplane/test_cli_switch.py, on a cluster the operator runs.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
+
+import kits.plugin
 
 pytestmark = pytest.mark.controlplane
 
@@ -23,9 +31,9 @@ GROUP = {
 }
 
 
-def plugin(kube: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "guestha.cli.main", "--kubeconfig",
-                           str(kube.kubeconfig), *args], capture_output=True, text=True)
+def plugin(kube: Any, *args: str, env: dict[str, str] | None = None
+           ) -> subprocess.CompletedProcess[str]:
+    return kits.plugin.run(kube.kubeconfig, *args, env=env)
 
 
 @pytest.fixture
@@ -76,3 +84,53 @@ def test_status_lists_the_group(kube: Any, namespace: str) -> None:
     assert out.returncode == 0, out.stderr
     assert any(line.split()[:3] == [namespace, "shop", "web"] for line in out.stdout.splitlines()
                if line.strip())
+
+
+def test_status_as_json_and_yaml_has_the_documented_fields(kube: Any, namespace: str) -> None:
+    out = plugin(kube, "status", "-n", namespace, "-o", "json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert set(doc) == {"clusters", "groups", "faultedResources", "pendingSwitchovers"}
+    assert [(g["namespace"], g["name"], g["cluster"], g["frozen"]) for g in doc["groups"]] \
+        == [(namespace, "shop", "web", False)]
+    out = plugin(kube, "status", "-n", namespace, "-o", "yaml")
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout) == doc
+    assert "\x1b[" not in out.stdout
+
+
+def test_usage_errors_exit_2_and_a_missing_context_exits_1(kube: Any, namespace: str) -> None:
+    assert plugin(kube, "switch").returncode == 2
+    assert plugin(kube, "status", "-o", "xml").returncode == 2
+    out = plugin(kube, "--context", "nosuch", "status")
+    assert out.returncode == 1
+    assert "nosuch" in out.stderr
+
+
+def test_colour_never_reaches_a_pipe(kube: Any, namespace: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    out = plugin(kube, "-n", namespace, "status", env=env)
+    assert out.returncode == 0 and "\x1b[" not in out.stdout
+
+
+def test_events_shows_guesthas_events_about_the_name_given(kube: Any, namespace: str) -> None:
+    group = sg(kube, namespace)
+    for i, (kind, name, reason) in enumerate([
+            ("ServiceGroup", "shop", "GroupOnline"), ("ServiceGroup", "other", "GroupOffline"),
+            ("Pod", "shop", "Pulled")]):
+        kube.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": f"e{i}"},
+            "involvedObject": {"apiVersion": "guestha.io/v1alpha1" if kind != "Pod" else "v1",
+                               "kind": kind, "name": name, "namespace": namespace,
+                               "uid": group["metadata"]["uid"]},
+            "reason": reason, "message": f"message {i}", "type": "Normal",
+            "lastTimestamp": f"2026-11-30T10:00:0{i}Z"}))
+    out = plugin(kube, "-n", namespace, "events")
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[3] for line in out.stdout.splitlines()[1:]] == [
+        "GroupOnline", "GroupOffline"]
+    out = plugin(kube, "-n", namespace, "events", "shop")
+    assert [line.split()[3] for line in out.stdout.splitlines()[1:]] == ["GroupOnline"]
+    out = plugin(kube, "-n", namespace, "events", "nosuch")
+    assert out.returncode == 1
+    assert f"{namespace}/nosuch" in out.stderr

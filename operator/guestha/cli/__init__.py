@@ -1,1 +1,1 @@
-"""kubectl-guestha: status, switch, freeze and clear from the command line."""
+"""kubectl-guestha: status, switch, freeze, unfreeze, clear and events from the command line."""
