@@ -42,7 +42,7 @@ class Server:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802  (http.server's spelling)
+    def do_GET(self) -> None:
         peer = self.request.getpeercert()
         subject = dict(item[0] for item in peer["subject"]) if peer else {}
         auth = self.headers.get("Authorization")
