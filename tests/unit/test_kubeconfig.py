@@ -10,8 +10,10 @@ server saw the identity the kubeconfig names. Refusals name the field at fault.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.server
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -262,3 +264,22 @@ def test_a_bad_kubeconfig_is_refused_naming_the_field(server: Server, change: di
 def test_a_missing_kubeconfig_is_named(tmp_path: Path) -> None:
     with pytest.raises(kubeconfig.ConfigError, match=str(tmp_path / "absent")):
         kubeconfig.load({"KUBECONFIG": str(tmp_path / "absent")}, tmp_path)
+
+
+def test_no_answer_within_the_timeout_is_a_timeout_and_no_server_is_unreachable(
+        server: Server) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers the handshake
+    try:
+        creds = kubeconfig.from_kubeconfig(write_kubeconfig(server, ca_data(server),
+                                                            token(server)))
+        port = silent.getsockname()[1]
+        client = kubeapi.Client(dataclasses.replace(creds, server=f"https://127.0.0.1:{port}"))
+        with pytest.raises(kubeapi.ApiError) as err:
+            kubeapi.call_sync(client, "GET", "/api", timeout=0.5)
+        assert (err.value.status, err.value.reason) == (0, "Timeout")
+    finally:
+        silent.close()
+    client = kubeapi.Client(dataclasses.replace(creds, server=f"https://127.0.0.1:{port}"))
+    with pytest.raises(kubeapi.ApiError) as err:
+        kubeapi.call_sync(client, "GET", "/api", timeout=5)
+    assert (err.value.status, err.value.reason) == (0, "Unreachable")

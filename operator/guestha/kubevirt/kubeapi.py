@@ -36,7 +36,10 @@ APPLY_PATCH = "application/apply-patch+yaml"  # server-side apply; JSON is valid
 FIELD_MANAGER = "guestha"  # the field manager of every write the operator makes
 
 DEFAULT_TIMEOUT = 10.0  # seconds a call may take, unless its caller says otherwise
-POOL_SIZE = 8  # keep-alive connections a client keeps to its apiserver
+# Keep-alive connections a client keeps to its apiserver: as many as asyncio's default
+# executor has threads at most (min(32, CPUs + 4)), so a busy executor neither waits for a
+# connection nor churns TLS handshakes (an idle TLS connection holds about 35 kB).
+POOL_SIZE = 32
 
 
 class ApiError(Exception):
@@ -64,8 +67,10 @@ class Client:
 
     At most POOL_SIZE connections are kept; a thread that finds none idle opens one more
     and closes it after its request (urllib3's non-blocking pool), so no call waits for a
-    connection and the pool stays bounded. Nothing is retried: a PATCH or a DELETE must
-    not be sent twice behind the caller's back.
+    connection and the pool stays bounded. Connections are opened on demand: an idle
+    process holds as many as it used at once. Nothing is retried: a PATCH or a DELETE
+    must not be sent twice behind the caller's back, and the timeout is the caller's
+    whole budget (a retried connect would multiply it); the callers retry at their pace.
     """
 
     def __init__(self, credentials: kubeconfig.Credentials, pool_size: int = POOL_SIZE) -> None:
@@ -136,7 +141,10 @@ def call_sync(
                                        redirect=False, preload_content=True)
     except urllib3.exceptions.HTTPError as exc:  # connection refused, read timeout, TLS
         text = str(exc)
-        timed_out = isinstance(exc, urllib3.exceptions.TimeoutError) or "timed out" in text.lower()
+        # urllib3's NewConnectionError (refused, no route) subclasses its TimeoutError
+        timed_out = "timed out" in text.lower() or (
+            isinstance(exc, urllib3.exceptions.TimeoutError)
+            and not isinstance(exc, urllib3.exceptions.NewConnectionError))
         raise ApiError(0, "Timeout" if timed_out else "Unreachable", text) from None
     status = int(response.status)
     data = _decode(response.data)
