@@ -98,7 +98,7 @@ def run(trials: int) -> dict[str, object]:
             api = kubeapi.client_from_kubeconfig(str(cluster.operator_kubeconfig()))
             cluster.kubectl("create", "namespace", NAMESPACE)
             cluster.kubectl("apply", "-f", "-", input=json.dumps(VM_MANIFEST))
-            observer = Observer(api, NAMESPACE, VM)
+            observer = Observer(api, str(cluster.operator_kubeconfig()), NAMESPACE, VM)
             requested, final, confirmed = [], [], []
             uid = running_uid(cluster, "")
             try:

@@ -73,8 +73,8 @@ def stop(api: Any, vmi: dict[str, Any]) -> bool:
 
 
 @pytest.fixture
-def observer(operator_api: Any, ns: Namespace) -> Iterator[Observer]:
-    obs = Observer(operator_api, ns.name, "member")
+def observer(kube: Any, operator_api: Any, ns: Namespace) -> Iterator[Observer]:
+    obs = Observer(operator_api, str(kube.local.operator_kubeconfig()), ns.name, "member")
     yield obs
     obs.stop()
 

@@ -1,6 +1,6 @@
 """One active operator: the Lease elector against a real apiserver.
 
-Electors run as the operator runs them (asyncio, the kubernetes client's calls in the
+Electors run as the operator runs them (asyncio, guestha's REST client's calls in the
 default executor) with a ServiceAccount that holds only the leader Role's rights in a
 namespace of the test's own. Short leases (3 s) keep the tests quick; the rules do not
 depend on the length.

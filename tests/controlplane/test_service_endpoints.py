@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
 from kubernetes import client as kclient
@@ -62,11 +63,13 @@ def get(kube: Any, ns: str, kind: str, name: str) -> dict[str, Any] | None:
 class SliceWrites:
     """Counts the writes to one EndpointSlice, as a watch from a resourceVersion sees them."""
 
-    def __init__(self, api: Any, ns: str, name: str, since: str) -> None:
+    def __init__(self, kubeconfig: str, ns: str, name: str, since: str) -> None:
         self.events: list[tuple[str, str]] = []
         self._watch = watch.Watch()
         self._stopped = threading.Event()
-        discovery = kclient.DiscoveryV1Api(api)
+        # the watch is the test's tool: the kubernetes client of the operator's kubeconfig
+        discovery = kclient.DiscoveryV1Api(
+            kubernetes.config.new_client_from_config(config_file=kubeconfig))
 
         def follow() -> None:
             try:
@@ -111,7 +114,7 @@ def test_the_slice_is_kept_and_a_switch_is_one_write(
     assert [s["metadata"]["name"] for s in slices["items"]] == ["shop-guestha"]
 
     # the same desired state again: no write; a failover's switch: exactly one write
-    writes = SliceWrites(operator_api, ns, "shop-guestha", first_rv)
+    writes = SliceWrites(str(kube.local.operator_kubeconfig()), ns, "shop-guestha", first_rv)
     reconcile({"web-a": "10.213.0.5"})
     _, switched = reconcile({"web-b": "10.213.0.6"})
     time.sleep(SETTLE)

@@ -13,9 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import kubernetes
-
 from guestha.channel.transport import KubeAccess
+from guestha.kubevirt import kubeconfig as kubeconfig_credentials
 from guestha.protocol.constants import AGENT_PORT
 from kits.interpreters import agent_python
 from kits.pki import Pki
@@ -73,9 +72,6 @@ def vm(name: str, secret: str) -> dict[str, Any]:
 
 
 def kube_access(kubeconfig: Path) -> KubeAccess:
-    """The apiserver access of a kubeconfig, as the operator's kubernetes client has it."""
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=str(kubeconfig), client_configuration=configuration
-    )
-    return KubeAccess.from_configuration(configuration)
+    """The apiserver access of a kubeconfig, as the operator's own client has it."""
+    creds = kubeconfig_credentials.from_kubeconfig(kubeconfig)
+    return KubeAccess.from_credentials(creds.server, creds.context, creds.headers(), creds.proxy)

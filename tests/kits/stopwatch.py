@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+import kubernetes
 from kubernetes import client as kclient
 from kubernetes import watch
 
@@ -27,10 +28,15 @@ from kits.waiting import wait_for
 
 class Observer:
     """The VMI `name` as a watch delivers it, folded into a StopRecord on each verdict.
-    `stop()` ends the watch."""
+    `stop()` ends the watch. `api`: guestha's client (the operator's reads); the watch
+    runs on the `kubernetes` client of the same `kubeconfig` (a test's tool, not the
+    operator's)."""
 
-    def __init__(self, api: Any, namespace: str, name: str) -> None:
+    def __init__(self, api: kubeapi.Client, kubeconfig: str, namespace: str,
+                 name: str) -> None:
         self.api = api
+        self._watch_api = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig)
         self.namespace = namespace
         self.name = name
         self.events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
@@ -41,7 +47,7 @@ class Observer:
         self.record: StopRecord | None = None
 
     def _follow(self) -> None:
-        objects = kclient.CustomObjectsApi(self.api)
+        objects = kclient.CustomObjectsApi(self._watch_api)
         while True:
             try:
                 for event in self._watch.stream(  # type: ignore[no-untyped-call]

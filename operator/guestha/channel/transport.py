@@ -12,11 +12,11 @@ without knowing which one it has (InGuestCluster `spec.channel.transport`):
   proxies to virt-api and virt-handler, which connects to the guest's vsock port. No
   guest network is needed, and what may open it is Kubernetes RBAC (`get` on
   `virtualmachineinstances/vsock` in `subresources.kubevirt.io`). The operator
-  authenticates to the apiserver with its own credentials (the `kubernetes` client's
-  Configuration: kubeconfig or in-cluster token). `tls=false` asks virt-handler for a
-  plain byte stream: guestha's own mutual TLS runs inside it end to end
-  (guestha.channel.tlsstream), so neither the apiserver nor KubeVirt can read or forge
-  a command. The websocket is websocket-client's (a dependency of `kubernetes` already),
+  authenticates to the apiserver with its own credentials (kubevirt/kubeconfig.py:
+  kubeconfig or in-cluster token, handed over by the controller as a KubeAccess).
+  `tls=false` asks virt-handler for a plain byte stream: guestha's own mutual TLS runs
+  inside it end to end (guestha.channel.tlsstream), so neither the apiserver nor
+  KubeVirt can read or forge a command. The websocket is websocket-client's,
   which does masking, fragmentation, ping/pong and the close handshake.
 """
 
@@ -179,29 +179,13 @@ class KubeAccess:
     proxy: str | None = None
 
     @classmethod
-    def from_configuration(cls, configuration: Any) -> KubeAccess:
-        """From a `kubernetes.client.Configuration` (kubeconfig or in-cluster): its server,
-        CA, client certificate, bearer token (refreshed through its hook) and proxy."""
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        if configuration.ssl_ca_cert:
-            ctx.load_verify_locations(cafile=configuration.ssl_ca_cert)
-        if getattr(configuration, "ca_cert_data", None):
-            data = configuration.ca_cert_data
-            ctx.load_verify_locations(cadata=data.decode() if isinstance(data, bytes) else data)
-        if configuration.cert_file:
-            ctx.load_cert_chain(configuration.cert_file, configuration.key_file)
-        if not configuration.verify_ssl:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        elif configuration.assert_hostname is False:
-            ctx.check_hostname = False
-        headers: list[str] = []
-        bearer = configuration.auth_settings().get("BearerToken")
-        if bearer and bearer.get("value"):
-            headers.append(f"Authorization: {bearer['value']}")
-        return cls(
-            str(configuration.host).rstrip("/"), ctx, tuple(headers), configuration.proxy or None
-        )
+    def from_credentials(cls, server: str, context: ssl.SSLContext,
+                         headers: Mapping[str, str], proxy: str | None = None) -> KubeAccess:
+        """From the operator's credentials (kubevirt/kubeconfig.py: in-cluster or
+        kubeconfig): its server, TLS context (CA, client certificate), request headers as
+        they are now (the bearer token) and proxy."""
+        return cls(server.rstrip("/"), context,
+                   tuple(f"{key}: {value}" for key, value in headers.items()), proxy or None)
 
 
 def vsock_url(server: str, member: Member) -> str:
@@ -286,7 +270,7 @@ class VsockTransport:
 
     def _proxy_options(self) -> dict[str, Any]:
         if not self.kube.proxy:
-            # as the kubernetes client: no proxy unless the configuration names one
+            # no proxy unless the kubeconfig names one (proxy-url), as kubectl
             return {"http_no_proxy": ["*"]}
         proxy = urlsplit(self.kube.proxy)
         return {

@@ -1,76 +1,73 @@
 """The operator's own writes to the Kubernetes API, outside kopf's handler patches.
 
-kopf applies a handler's `patch` only for change handlers and timers; daemons write
-through this client (the official `kubernetes` one, run in a thread to keep the loop free).
+kopf applies a handler's `patch` only for change handlers and timers; daemons and the
+webhook write through these calls: plain JSON by path over guestha's own client
+(kubevirt/kubeapi.py), never the `kubernetes` package, which the operator process does not
+load (controller/nokube.py says why). The blocking calls run in a thread of the caller's
+choosing (`asyncio.to_thread`) to keep the loop free; each raises kubeapi.ApiError.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from typing import Any
-
-import kubernetes
+from typing import Any, cast
+from urllib.parse import quote
 
 from guestha.channel.transport import KubeAccess
+from guestha.kubevirt import kubeapi
 
 GROUP, VERSION = "guestha.io", "v1alpha1"
+WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 
 
-@functools.cache
-def _custom_objects() -> Any:
+def secrets_path(namespace: str, name: str | None = None) -> str:
+    base = f"/api/v1/namespaces/{quote(namespace)}/secrets"
+    return base if name is None else f"{base}/{quote(name)}"
+
+
+def namespace_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{quote(namespace)}"
+
+
+def custom_path(group: str, version: str, namespace: str, plural: str,
+                name: str | None = None) -> str:
+    base = f"/apis/{group}/{version}/namespaces/{quote(namespace)}/{plural}"
+    return base if name is None else f"{base}/{quote(name)}"
+
+
+def request(method: str, path: str, body: Any = None,
+            content_type: str = kubeapi.JSON) -> dict[str, Any]:
+    """Blocking: one call with the operator's credentials; the JSON object answered."""
+    answer = kubeapi.call_sync(kubeapi.default_client(), method, path, body,
+                               content_type=content_type)
+    return cast(dict[str, Any], answer if isinstance(answer, dict) else {})
+
+
+def get(path: str) -> dict[str, Any] | None:
+    """Blocking: the object at `path`, None when there is none (404)."""
     try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.CustomObjectsApi()
+        return request("GET", path)
+    except kubeapi.ApiError as e:
+        if e.not_found:
+            return None
+        raise
 
 
 async def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
     """Merge-patch the status subresource of one guestha object."""
-    api = _custom_objects()
-    await asyncio.to_thread(api.patch_namespaced_custom_object_status, GROUP, VERSION,
-                            namespace, plural, name, {"status": status})
-
-
-@functools.cache
-def _api_client() -> Any:
-    try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.ApiClient()
-
-
-def core() -> Any:
-    """The core/v1 API (Secrets, Namespaces) of the operator's credentials."""
-    return kubernetes.client.CoreV1Api(_api_client())
-
-
-def custom() -> Any:
-    """Custom resources (guestha's, KubeVirt's) through the operator's credentials."""
-    return kubernetes.client.CustomObjectsApi(_api_client())
-
-
-def admissionregistration() -> Any:
-    """admissionregistration.k8s.io/v1 (the webhook's configuration)."""
-    return kubernetes.client.AdmissionregistrationV1Api(_api_client())
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    """A typed client object as the plain JSON-shaped dict the API returned."""
-    plain: dict[str, Any] = _api_client().sanitize_for_serialization(obj)
-    return plain
+    path = custom_path(GROUP, VERSION, namespace, plural, name) + "/status"
+    await kubeapi.call("PATCH", path, {"status": status}, content_type=kubeapi.MERGE_PATCH)
 
 
 def status_of(exc: BaseException) -> int | None:
-    """The HTTP status of a failed API call (None: not an API error)."""
-    if isinstance(exc, kubernetes.client.exceptions.ApiException):
-        return int(exc.status) if exc.status is not None else None
+    """The HTTP status of a failed API call (0: no answer; None: not an API error)."""
+    if isinstance(exc, kubeapi.ApiError):
+        return exc.status
     return None
 
 
 def kube_access() -> KubeAccess:
     """The apiserver as the channel's VSOCK transport reaches it (the operator's own
-    credentials)."""
-    return KubeAccess.from_configuration(_api_client().configuration)
+    credentials; the bearer token as it is now)."""
+    creds = kubeapi.default_client().credentials
+    return KubeAccess.from_credentials(creds.server, creds.context, creds.headers(),
+                                       creds.proxy)

@@ -40,6 +40,7 @@ from typing import Any
 from guestha.channel import pki
 from guestha.channel.transport import operator_context
 from guestha.controller import api
+from guestha.kubevirt import kubeapi
 
 SUFFIX = "-guestha-ca"
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
@@ -228,20 +229,15 @@ def check_ownership(secret: Mapping[str, Any], cluster: str, owner: Mapping[str,
 
 
 def _read(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return api.as_dict(api.core().read_namespaced_secret(name, namespace))
-    except Exception as e:
-        if api.status_of(e) == 404:
-            return None
-        raise
+    return api.get(api.secrets_path(namespace, name))
 
 
 def _create(namespace: str, body: dict[str, Any]) -> bool:
     """Creates the Secret; False when another caller's exists already (409)."""
     try:
-        api.core().create_namespaced_secret(namespace, body)
-    except Exception as e:
-        if api.status_of(e) == 409:
+        api.request("POST", api.secrets_path(namespace), body)
+    except kubeapi.ApiError as e:
+        if e.conflict:
             return False
         raise
     return True
@@ -250,9 +246,9 @@ def _create(namespace: str, body: dict[str, Any]) -> bool:
 def _replace(namespace: str, name: str, body: dict[str, Any]) -> bool:
     """Replaces the Secret at its resourceVersion; False when it changed meanwhile (409)."""
     try:
-        api.core().replace_namespaced_secret(name, namespace, body)
-    except Exception as e:
-        if api.status_of(e) == 409:
+        api.request("PUT", api.secrets_path(namespace, name), body)
+    except kubeapi.ApiError as e:
+        if e.conflict:
             return False
         raise
     return True
@@ -350,5 +346,5 @@ async def cluster_credentials(namespace: str, cluster: str,
                               owner: Mapping[str, Any]) -> ClusterCredentials:
     """Get-or-create the cluster's CA Secret, owned by the InGuestCluster `owner` (its body
     or metadata: name and uid), and return its credentials. Raises CredentialsError when
-    the Secret cannot be used, and the client's ApiException on API failures."""
+    the Secret cannot be used, and kubeapi.ApiError on API failures."""
     return await asyncio.to_thread(get_or_create, namespace, cluster, owner)

@@ -31,7 +31,7 @@ from typing import Any
 import kopf
 
 from guestha.controller import api, credentials, userdata
-from guestha.kubevirt import injection
+from guestha.kubevirt import injection, kubeapi
 from guestha.model.cluster import ClusterSpec
 from guestha.model.injection import WEBHOOK, InjectionSpec
 from guestha.protocol.constants import VSOCK
@@ -72,39 +72,29 @@ def clusters_of(vm: str, vm_labels: Mapping[str, str] | None,
 
 
 def _list_clusters(namespace: str) -> list[dict[str, Any]]:
-    listed = api.custom().list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+    listed = api.request("GET", api.custom_path(GROUP, VERSION, namespace, PLURAL))
     return list(listed.get("items") or [])
 
 
 def _vm_labels(namespace: str, name: str) -> dict[str, str] | None:
-    try:
-        vm = api.custom().get_namespaced_custom_object("kubevirt.io", "v1", namespace,
-                                                       "virtualmachines", name)
-    except Exception as e:
-        if api.status_of(e) == 404:
-            return None
-        raise
+    vm = api.get(api.custom_path("kubevirt.io", "v1", namespace, "virtualmachines", name))
+    if vm is None:
+        return None
     return dict((vm.get("metadata") or {}).get("labels") or {})
 
 
 def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return api.as_dict(api.core().read_namespaced_secret(name, namespace))
-    except Exception as e:
-        if api.status_of(e) == 404:
-            return None
-        raise
+    return api.get(api.secrets_path(namespace, name))
 
 
 def write_secret(namespace: str, body: dict[str, Any], vm: str) -> None:
     """Create the per-member Secret, or replace guestha's own of that name."""
-    core = api.core()
     name = body["metadata"]["name"]
     for _ in range(5):
         existing = read_secret(namespace, name)
         try:
             if existing is None:
-                core.create_namespaced_secret(namespace, body)
+                api.request("POST", api.secrets_path(namespace), body)
                 return
             if not userdata.ours(existing, vm):
                 raise Refused(f"Secret {namespace}/{name} exists and is not guestha's "
@@ -112,10 +102,10 @@ def write_secret(namespace: str, body: dict[str, Any], vm: str) -> None:
             replacement = dict(body)
             replacement["metadata"] = {**body["metadata"], "resourceVersion":
                                        existing["metadata"]["resourceVersion"]}
-            core.replace_namespaced_secret(name, namespace, replacement)
+            api.request("PUT", api.secrets_path(namespace, name), replacement)
             return
-        except Exception as e:
-            if api.status_of(e) != 409:
+        except kubeapi.ApiError as e:
+            if not e.conflict:
                 raise
     raise Refused(f"Secret {namespace}/{name}: changed under every attempt to write it")
 
@@ -123,8 +113,7 @@ def write_secret(namespace: str, body: dict[str, Any], vm: str) -> None:
 def member_patch(namespace: str, vmi: Mapping[str, Any], dry_run: bool) -> list[dict[str, Any]]:
     """Blocking: the patch for `vmi` ([] when it is no member, or injected already), the
     per-member Secret written first (not on a dry run). Raises Refused, InjectionError,
-    CredentialsError or ValueError with the reason; the client's ApiException on API
-    failures."""
+    CredentialsError or ValueError with the reason; kubeapi.ApiError on API failures."""
     vm = owner_vm(vmi)
     if vm is None:
         return []
@@ -198,8 +187,8 @@ async def inject(body: kopf.Body, namespace: str | None, dryrun: bool, patch: ko
 
 
 def _label_namespace(namespace: str) -> None:
-    api.core().patch_namespace(namespace, {"metadata": {"labels": {
-        NAMESPACE_LABEL: NAMESPACE_LABEL_VALUE}}})
+    api.request("PATCH", api.namespace_path(namespace), {"metadata": {"labels": {
+        NAMESPACE_LABEL: NAMESPACE_LABEL_VALUE}}}, content_type=kubeapi.MERGE_PATCH)
 
 
 _SCOPE = False  # whether this process labels namespaces (it serves the webhook)

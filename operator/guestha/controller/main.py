@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# isort: off
+from guestha.controller import nokube  # noqa: F401  (first: before kopf looks for `kubernetes`)
+# isort: on
+
 import argparse
 import atexit
 import logging
@@ -37,12 +41,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """Credentials from the kubernetes client (in-cluster token or kubeconfig), always.
-
-    kopf picks whichever client library happens to be installed; guestha depends on one,
-    so the operator logs in the same way wherever it runs.
+    """The service account in a pod, the kubeconfig otherwise: the order of guestha's own
+    client (kubevirt/kubeconfig.py), with kopf's own readers of each (no client library is
+    loaded in this process, controller/nokube.py), so it logs in the same way wherever it
+    runs.
     """
-    info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+    if info is None:
+        info = kopf.login_with_kubeconfig(**kwargs)
     return info
 
 

@@ -274,8 +274,8 @@ async def reconcile(namespace: str, body: Mapping[str, Any], vm_ix: kopf.Index[A
                 ValueError) as e:
             outcomes.append(Outcome(vm, NOT_INJECTED, f"VM {vm}: {e}"))
             continue
-        except Exception as e:  # the API (kubeapi.ApiError, the client's ApiException)
-            status = getattr(e, "status", None) or api.status_of(e)
+        except Exception as e:  # the API (kubeapi.ApiError), reported on the cluster
+            status = api.status_of(e)
             log.warning("%s/%s: Template mode, VM %s: %s", namespace, name, vm, e)
             outcomes.append(Outcome(vm, NOT_INJECTED, f"VM {vm}: the Kubernetes API answered "
                                                       f"{status}: {str(e)[:300]}; tried again"))

@@ -42,6 +42,7 @@ import kopf
 from guestha.channel import pki
 from guestha.controller import api, injection
 from guestha.controller.credentials import MANAGED_BY
+from guestha.kubevirt import kubeapi
 
 CONFIGURATION_NAME = "guestha.io"
 WEBHOOK_NAME = "inject.guestha.io"
@@ -133,14 +134,9 @@ def build_configuration(client_config: dict[str, Any]) -> dict[str, Any]:
 
 def _webhook_ca(namespace: str) -> pki.KeyPair:
     """The webhook CA from its Secret, created once (409: another replica's wins)."""
-    core = api.core()
     for _ in range(5):
-        try:
-            secret = api.as_dict(core.read_namespaced_secret(WEBHOOK_CA_SECRET, namespace))
-        except Exception as e:
-            if api.status_of(e) != 404:
-                raise
-        else:
+        secret = api.get(api.secrets_path(namespace, WEBHOOK_CA_SECRET))
+        if secret is not None:
             data = secret.get("data") or {}
             try:
                 return pki.KeyPair(base64.b64decode(data["ca.crt"]),
@@ -155,26 +151,23 @@ def _webhook_ca(namespace: str) -> pki.KeyPair:
                 "data": {"ca.crt": base64.b64encode(ca.cert_pem).decode(),
                          "ca.key": base64.b64encode(ca.key_pem).decode()}}
         try:
-            core.create_namespaced_secret(namespace, body)
+            api.request("POST", api.secrets_path(namespace), body)
             return ca
-        except Exception as e:
-            if api.status_of(e) != 409:
+        except kubeapi.ApiError as e:
+            if not e.conflict:
                 raise
     raise RuntimeError(f"Secret {namespace}/{WEBHOOK_CA_SECRET}: could not be read or made")
 
 
 def _apply_configuration(body: dict[str, Any]) -> None:
-    client = api.admissionregistration()
-    try:
-        existing = client.read_mutating_webhook_configuration(CONFIGURATION_NAME)
-    except Exception as e:
-        if api.status_of(e) != 404:
-            raise
-        client.create_mutating_webhook_configuration(body)
+    path = f"{api.WEBHOOK_CONFIGURATIONS}/{CONFIGURATION_NAME}"
+    existing = api.get(path)
+    if existing is None:
+        api.request("POST", api.WEBHOOK_CONFIGURATIONS, body)
         return
     body = {**body, "metadata": {**body["metadata"],
-                                 "resourceVersion": existing.metadata.resource_version}}
-    client.replace_mutating_webhook_configuration(CONFIGURATION_NAME, body)
+                                 "resourceVersion": existing["metadata"]["resourceVersion"]}}
+    api.request("PUT", path, body)
 
 
 def _prepare(options: WebhookOptions) -> tuple[kopf.WebhookServer, dict[str, Any]]:
