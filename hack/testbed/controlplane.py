@@ -55,6 +55,8 @@ CONTROLLERS = (
 # kube-controller-manager default to 40 s); the controller looks every NODE_MONITOR_PERIOD.
 NODE_MONITOR_GRACE_SECONDS = 8
 NODE_MONITOR_PERIOD_SECONDS = 1
+# The longest one testbed kubectl command may take (kubectl wait --timeout=... stays below).
+KUBECTL_TIMEOUT = 300.0
 
 
 def _b64(path: Path) -> str:
@@ -370,13 +372,18 @@ class ControlPlane:
         for pid in processes.referencing(str(self.folder) + "/"):
             processes.stop(pid, timeout)
 
-    def kubectl(self, *args: str, input: str | None = None,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run the testbed's kubectl against this control plane; failures carry stderr."""
-        result = subprocess.run(
-            [str(build.binary("kubectl")), "--kubeconfig", str(self.kubeconfig), *args],
-            input=input, capture_output=True, text=True,
-        )
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = KUBECTL_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """Run the testbed's kubectl against this control plane; failures carry stderr.
+        Bounded: a kubectl that hangs (an apiserver starved under load) fails the caller
+        with the command named, instead of holding a test until pytest's own timeout."""
+        command = [str(build.binary("kubectl")), "--kubeconfig", str(self.kubeconfig), *args]
+        try:
+            result = subprocess.run(command, input=input, capture_output=True, text=True,
+                                    timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"kubectl {' '.join(args)}: no answer in {timeout:.0f}s") \
+                from None
         if check and result.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{result.stderr.strip()}")
         return result
