@@ -30,7 +30,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "operator"
-LICENSE = ROOT / "third_party" / "kubevirt" / "LICENSE"  # the Apache-2.0 text, verbatim
+LICENSE = ROOT / "LICENSE"  # guestha's licence, the Apache-2.0 text
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 HOMEPAGE = "https://github.com/guestha/guestha"
 PLATFORMS = ("linux", "darwin")  # a Python zipapp: any architecture; no Windows launcher yet

@@ -20,6 +20,7 @@ from guestha.controller import (  # noqa: F401  (importing registers their handl
     indexes,
     injection,
     leader,
+    logfilter,
     metrics,
     nodeleases,
     outputs,
@@ -28,6 +29,11 @@ from guestha.controller import (  # noqa: F401  (importing registers their handl
     upgradeslots,
     webhook,
 )
+
+# kopf's event handlers: called on every watch event, their success is not news
+# (tests/unit/test_logfilter.py holds this list to kopf's registry)
+EVENT_HANDLERS = ("vmi_event",  # outputs
+                  "group_changed", "switchover_created")  # servicegroups
 
 
 @kopf.on.startup()
@@ -106,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     # a timestamp on every line: the log is read beside the apiserver's and the Events
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logfilter.install(EVENT_HANDLERS)
     if args.webhook_listen:
         try:
             options = webhook.WebhookOptions(args.namespace, args.webhook_listen,
