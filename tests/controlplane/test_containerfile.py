@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,14 @@ def test_the_build_steps_run_into_a_folder_give_a_working_operator(tmp_path: Pat
     # index, as in the image's build
     run(app / "bin/pip", "wheel", "--no-deps", "--wheel-dir", wheels, src)
     (wheel,) = wheels.glob("guestha-*.whl")
+    with zipfile.ZipFile(wheel) as whl:
+        (metadata,) = (n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+        requires = [line for line in whl.read(metadata).decode().splitlines()
+                    if line.startswith("Requires-Dist: ")]
+    # the image installs no extra: the operator's dependencies only, no client library
+    assert any(r.startswith("Requires-Dist: kopf") for r in requires), requires
+    assert all("extra ==" in r for r in requires if "kubernetes" in r or "pykube" in r), \
+        requires
     run(app / "bin/pip", "install", "--no-deps", "--no-index", "--no-compile", wheel)
     run(app / "bin/python3", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
         app / "lib")
