@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from testbed import build
+from testbed.controlplane import KUBECTL_TIMEOUT
 from testbed.devcluster import DevCluster, crd_files
 
 
@@ -43,8 +44,13 @@ class Kube:
         kubectl = str(build.binary("kubectl"))
         if not Path(kubectl).exists():
             kubectl = shutil.which("kubectl") or kubectl
-        result = subprocess.run([kubectl, "--kubeconfig", str(self.kubeconfig), *args],
-                                input=input, capture_output=True, text=True)
+        try:
+            result = subprocess.run([kubectl, "--kubeconfig", str(self.kubeconfig), *args],
+                                    input=input, capture_output=True, text=True,
+                                    timeout=KUBECTL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"kubectl {' '.join(args)}: no answer in "
+                                 f"{KUBECTL_TIMEOUT:.0f}s") from None
         if check and result.returncode != 0:
             raise AssertionError(
                 f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")

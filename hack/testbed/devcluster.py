@@ -159,7 +159,8 @@ class DevCluster:
 
     def start_operator(self, timeout: float = 60.0, name: str = OPERATOR,
                        env: dict[str, str] | None = None, kubeconfig: Path | None = None,
-                       namespace: str = "guestha-system", args: Sequence[str] = ()) -> None:
+                       namespace: str = "guestha-system", args: Sequence[str] = (),
+                       wrapper: Sequence[str] = ()) -> None:
         """An operator process with its own ServiceAccount; returns once kopf's liveness
         probe answers, which kopf serves only after the operator's startup handlers ran.
         Another `name` starts one more replica (its log is `<name>.log`), as the manifests'
@@ -168,7 +169,9 @@ class DevCluster:
         environment variables for it (a test hook, e.g. GUESTHA_TEST_BUNDLE_VERSION).
         `kubeconfig` (another ServiceAccount's, e.g. a Helm release's), `namespace` (its
         own: the webhook CA's Secret and the Lease, as a pod's POD_NAMESPACE) and `args`
-        (more command-line options) run it as another install would."""
+        (more command-line options) run it as another install would. `wrapper`: a command
+        that runs the operator's command line given after it (e.g. in namespaces of its
+        own, as a pod)."""
         state = self.control_plane.state()
         if not (name in state.pids and processes.alive(state.pids[name])):
             url = f"http://127.0.0.1:{free_port()}/healthz"
@@ -180,7 +183,7 @@ class DevCluster:
             # The injection webhook: the apiserver runs on this host, outside any pod
             # network, so it reaches the operator at a 127.0.0.1 URL.
             webhook = f"127.0.0.1:{free_port()}"
-            self._start(name, [sys.executable, "-m", "guestha.controller.main",
+            self._start(name, [*wrapper, sys.executable, "-m", "guestha.controller.main",
                                "--liveness", url, "--namespace", namespace,
                                "--webhook-listen", webhook, "--metrics-listen", metrics,
                                "--webhook-url", f"https://{webhook}", *args], env)

@@ -21,6 +21,7 @@ from guestha.controller import (  # noqa: F401  (importing registers their handl
     injection,
     leader,
     logfilter,
+    login,
     metrics,
     nodeleases,
     outputs,
@@ -43,19 +44,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="guestha.io")
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
-
-
-@kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """The service account in a pod, the kubeconfig otherwise: the order of guestha's own
-    client (kubevirt/kubeconfig.py), with kopf's own readers of each (no client library is
-    loaded in this process, controller/nokube.py), so it logs in the same way wherever it
-    runs.
-    """
-    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
-    if info is None:
-        info = kopf.login_with_kubeconfig(**kwargs)
-    return info
 
 
 def serve_webhook(options: webhook.WebhookOptions) -> None:

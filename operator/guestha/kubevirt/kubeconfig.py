@@ -48,6 +48,21 @@ class NotInCluster(ConfigError):
 
 
 @dataclass(frozen=True)
+class Material:
+    """What the TLS context was built from, as read: for a second client of the same
+    process (kopf's, through the operator's login handler) to connect exactly as this one.
+    Each pair is a path or the data itself, never both."""
+
+    ca_file: str | None = None
+    ca_data: str | None = None
+    cert_file: str | None = None
+    cert_pem: bytes | None = None
+    key_file: str | None = None
+    key_pem: bytes | None = None
+    namespace: str | None = None  # the pod's, or the context's
+
+
+@dataclass(frozen=True)
 class Credentials:
     """How to reach and authenticate to one apiserver.
 
@@ -63,6 +78,7 @@ class Credentials:
     insecure: bool = False
     proxy: str | None = None
     source: str = ""  # where these came from, for messages
+    material: Material = Material()
 
     def authorization(self) -> str | None:
         """The Authorization header's value now (None: no bearer token)."""
@@ -132,7 +148,11 @@ def from_incluster(environ: Mapping[str, str] | None = None,
     where = "in-cluster"
     ctx = _context(ca_file=str(ca_file), ca_data=None, cert_pem=None, key_pem=None,
                    cert_file=None, key_file=None, insecure=False, where=where)
-    return Credentials(f"https://{netloc}:{port}", ctx, token_file=str(token_file), source=where)
+    ns_file = directory / "namespace"
+    namespace = ns_file.read_text().strip() if ns_file.is_file() else None
+    return Credentials(f"https://{netloc}:{port}", ctx, token_file=str(token_file),
+                       source=where,
+                       material=Material(ca_file=str(ca_file), namespace=namespace or None))
 
 
 def kubeconfig_paths(environ: Mapping[str, str] | None = None) -> list[Path]:
@@ -248,8 +268,12 @@ def from_kubeconfig(paths: Sequence[Path] | Path | str,
     token_file = (_relative(user_path, user["tokenFile"])
                   if user.get("tokenFile") and not token else None)
     proxy = str(cluster["proxy-url"]) if cluster.get("proxy-url") else None
+    material = Material(ca_file=ca_file, ca_data=ca_data, cert_file=cert_file,
+                        cert_pem=cert_pem, key_file=key_file, key_pem=key_pem,
+                        namespace=str(ctx_body["namespace"]) if ctx_body.get("namespace")
+                        else None)
     return Credentials(server, tls, token=token, token_file=token_file, insecure=insecure,
-                       proxy=proxy, source=f"kubeconfig context {name}")
+                       proxy=proxy, source=f"kubeconfig context {name}", material=material)
 
 
 def load(environ: Mapping[str, str] | None = None,
