@@ -35,7 +35,7 @@ import pytest
 from kubevirtkit import Namespace
 
 from kits import simguests
-from kits.sgstatus import online_on, vm
+from kits.sgstatus import fast_cluster, online_on, vm
 
 pytestmark = pytest.mark.controlplane
 
@@ -76,14 +76,7 @@ def logs() -> dict[str, Any]:
 
 
 def in_guest_cluster(upgrade: str) -> dict[str, Any]:
-    return {"apiVersion": "guestha.io/v1alpha1", "kind": "InGuestCluster",
-            "metadata": {"name": CLUSTER},
-            "spec": {"members": [{"name": m} for m in MEMBERS],
-                     "heartbeat": {"intervalMilliseconds": 200,
-                                   "peerTimeoutMilliseconds": 1000},
-                     "fencing": {"policy": "KubeVirt", "selfFenceTimeoutSeconds": 3,
-                                 "watchdog": False},
-                     "agent": {"upgrade": upgrade}}}
+    return fast_cluster(CLUSTER, MEMBERS, agent={"upgrade": upgrade})
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from guestha.controller.credentials import ClusterCredentials
 from guestha.controller.departure import FINALIZER
 from guestha.protocol.status import StatusReport
 from kits import simguests
-from kits.sgstatus import group, online_on, reasons, vm
+from kits.sgstatus import fast_cluster, group, online_on, reasons, vm
 
 pytestmark = pytest.mark.controlplane
 
@@ -58,13 +58,7 @@ def shop() -> dict[str, Any]:
 
 
 def cluster_body(members: tuple[str, ...]) -> dict[str, Any]:
-    return {"apiVersion": "guestha.io/v1alpha1", "kind": "InGuestCluster",
-            "metadata": {"name": CLUSTER},
-            "spec": {"members": [{"name": m} for m in members],
-                     "heartbeat": {"intervalMilliseconds": 200,
-                                   "peerTimeoutMilliseconds": 1000},
-                     "fencing": {"policy": "KubeVirt", "selfFenceTimeoutSeconds": 3,
-                                 "watchdog": False}}}
+    return fast_cluster(CLUSTER, members)
 
 
 @pytest.fixture(scope="module")

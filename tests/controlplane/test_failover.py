@@ -25,7 +25,7 @@ import pytest
 from kubevirtkit import Namespace
 
 from kits import simguests
-from kits.sgstatus import group, online_on, reasons, state_on, vm
+from kits.sgstatus import fast_cluster, group, online_on, reasons, state_on, vm
 
 pytestmark = pytest.mark.controlplane
 
@@ -107,13 +107,7 @@ def app_pid(ns: Namespace, simulator: Any, member: str) -> int:
 
 @pytest.fixture(scope="module")
 def cluster(ns: Namespace, simulator: Any, copies: simguests.CopyCounter) -> Namespace:
-    ns.apply({"apiVersion": "guestha.io/v1alpha1", "kind": "InGuestCluster",
-              "metadata": {"name": CLUSTER},
-              "spec": {"members": [{"name": m} for m in MEMBERS],
-                       "heartbeat": {"intervalMilliseconds": 200,
-                                     "peerTimeoutMilliseconds": 1000},
-                       "fencing": {"policy": "KubeVirt", "selfFenceTimeoutSeconds": 3,
-                                   "watchdog": False}}})
+    ns.apply(fast_cluster(CLUSTER, MEMBERS))
     for member in MEMBERS:
         ns.apply(vm(member))
     ns.apply(shop())

@@ -37,7 +37,7 @@ import yaml
 from kubevirtkit import Namespace
 
 from kits import rendering, simguests
-from kits.sgstatus import group, online_on, vm
+from kits.sgstatus import fast_cluster, group, online_on, process_group, vm
 from testbed.devcluster import OPERATOR, crd_files
 
 pytestmark = pytest.mark.controlplane
@@ -198,24 +198,10 @@ def test_a_helm_upgrade_moves_no_online_group(kube: Any, simulator: Any, release
     release.start("guestha-operator-helm-b", options)
     ns.wait_for("a replica holding the release's Lease", release.holder)
 
-    ns.apply({"apiVersion": "guestha.io/v1alpha1", "kind": "InGuestCluster",
-              "metadata": {"name": CLUSTER},
-              "spec": {"members": [{"name": m} for m in MEMBERS],
-                       "heartbeat": {"intervalMilliseconds": 200,
-                                     "peerTimeoutMilliseconds": 1000},
-                       "fencing": {"policy": "KubeVirt", "selfFenceTimeoutSeconds": 3,
-                                   "watchdog": False}}})
+    ns.apply(fast_cluster(CLUSTER, MEMBERS))
     for member in MEMBERS:
         ns.apply(vm(member))
-    ns.apply({"apiVersion": "guestha.io/v1alpha1", "kind": "ServiceGroup",
-              "metadata": {"name": "shop"},
-              "spec": {"cluster": CLUSTER, "type": "Failover",
-                       "systems": [{"member": m, "priority": i}
-                                   for i, m in enumerate(MEMBERS)],
-                       "resources": [{"name": "app", "type": "Process",
-                                      "monitor": {"intervalSeconds": 1},
-                                      "attributes": {"command": ["/bin/sleep", "86400",
-                                                                 MARKER]}}]}})
+    ns.apply(process_group("shop", CLUSTER, MEMBERS, ["/bin/sleep", "86400", MARKER]))
     with simguests.CopyCounter(MARKER.encode()) as copies:
         online_on(ns, ("web-a",))
         [app] = simguests.copies(MARKER.encode())

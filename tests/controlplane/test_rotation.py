@@ -26,7 +26,7 @@ from kubevirtkit import Namespace
 
 from guestha.controller.credentials import TEST_CERT_SECONDS_ENV, ClusterCredentials
 from guestha.controller.rotation import EVENT_ROTATED
-from kits.sgstatus import online_on, pids_in_guest, vm
+from kits.sgstatus import fast_cluster, online_on, pids_in_guest, process_group, vm
 
 pytestmark = pytest.mark.controlplane
 
@@ -86,24 +86,10 @@ def rotations(ns: Namespace) -> list[str]:
 
 def test_member_certificates_are_renewed_before_they_expire(ns: Namespace,
                                                             simulator: Any) -> None:
-    ns.apply({"apiVersion": "guestha.io/v1alpha1", "kind": "InGuestCluster",
-              "metadata": {"name": CLUSTER},
-              "spec": {"members": [{"name": m} for m in MEMBERS],
-                       "heartbeat": {"intervalMilliseconds": 200,
-                                     "peerTimeoutMilliseconds": 1000},
-                       "fencing": {"policy": "KubeVirt", "selfFenceTimeoutSeconds": 3,
-                                   "watchdog": False}}})
+    ns.apply(fast_cluster(CLUSTER, MEMBERS))
     for member in MEMBERS:
         ns.apply(vm(member))
-    ns.apply({"apiVersion": "guestha.io/v1alpha1", "kind": "ServiceGroup",
-              "metadata": {"name": "shop"},
-              "spec": {"cluster": CLUSTER, "type": "Failover",
-                       "systems": [{"member": m, "priority": i}
-                                   for i, m in enumerate(MEMBERS)],
-                       "resources": [{"name": "app", "type": "Process",
-                                      "monitor": {"intervalSeconds": 1},
-                                      "attributes": {"command": ["/bin/sleep", "86400",
-                                                                 MARKER]}}]}})
+    ns.apply(process_group("shop", CLUSTER, MEMBERS, ["/bin/sleep", "86400", MARKER]))
     online_on(ns, (MEMBERS[0],))
     home = ns.running(MEMBERS[0])["metadata"]["uid"]
     pids = pids_in_guest(simulator.state_dir, home, MARKER.encode())

@@ -9,6 +9,7 @@ passed in as `ns`), and fails naming what it waited for and what it saw last.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,34 @@ def vm(name: str) -> dict[str, Any]:
             "terminationGracePeriodSeconds": 0,
             "domain": {"devices": {}, "memory": {"guest": "128Mi"}, "resources": {}}}}},
     }
+
+
+def fast_cluster(name: str, members: Sequence[str], **spec: Any) -> dict[str, Any]:
+    """An InGuestCluster of `members` tuned for tests: heartbeats every 200 ms, a peer lost
+    after 1 s, fenced through KubeVirt with a 3 s self-fence and no watchdog (the
+    simulator's guests have none). `spec`: more fields of its spec."""
+    return {"apiVersion": "guestha.io/v1alpha1", "kind": "InGuestCluster",
+            "metadata": {"name": name},
+            "spec": {"members": [{"name": m} for m in members],
+                     "heartbeat": {"intervalMilliseconds": 200,
+                                   "peerTimeoutMilliseconds": 1000},
+                     "fencing": {"policy": "KubeVirt", "selfFenceTimeoutSeconds": 3,
+                                 "watchdog": False},
+                     **spec}}
+
+
+def process_group(name: str, cluster: str, members: Sequence[str],
+                  command: Sequence[str]) -> dict[str, Any]:
+    """A Failover ServiceGroup of one Process resource `app` running `command`, monitored
+    every second, its members in priority order."""
+    return {"apiVersion": "guestha.io/v1alpha1", "kind": "ServiceGroup",
+            "metadata": {"name": name},
+            "spec": {"cluster": cluster, "type": "Failover",
+                     "systems": [{"member": m, "priority": i}
+                                 for i, m in enumerate(members)],
+                     "resources": [{"name": "app", "type": "Process",
+                                    "monitor": {"intervalSeconds": 1},
+                                    "attributes": {"command": list(command)}}]}}
 
 
 def group(ns: Any, name: str = "shop") -> dict[str, Any]:
