@@ -204,6 +204,9 @@ class Elector:
     # --- the loop ------------------------------------------------------------------------
     async def run(self) -> None:
         while True:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # a cancellation swallowed on the way
             if self._leading:
                 await self._renew()
             else:
@@ -256,10 +259,12 @@ class Elector:
                     timeout: float = kubeapi.DEFAULT_TIMEOUT) -> Any:
         timeout = max(timeout, 0.05)
         try:
-            return await asyncio.wait_for(
-                kubeapi.call(method, path, body, client=self.client, timeout=timeout,
-                             executor=self._executor),
-                timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
+            # that lands as the call completes, and the elector then ran on for ever after
+            # the operator's shutdown cancelled it (a test hung past 600 s)
+            async with asyncio.timeout(timeout):
+                return await kubeapi.call(method, path, body, client=self.client,
+                                          timeout=timeout, executor=self._executor)
         except TimeoutError:
             raise kubeapi.ApiError(0, "Timeout", f"{method} {path}: no answer in "
                                                  f"{timeout:.1f}s") from None

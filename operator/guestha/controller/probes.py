@@ -107,7 +107,8 @@ class Prober:
         lag = looplag.of_running_loop()
         started = asyncio.get_running_loop().time()
         try:
-            await asyncio.wait_for(client.healthz(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see leadership._call
+                await client.healthz()
         except AgentRefusal:
             pass  # a refusal is an answer: the agent runs
         except TimeoutError as e:

@@ -199,7 +199,8 @@ class ClusterSupervisor:
                 if deadline is not None:
                     timeout = max(0.0, min(timeout, deadline - time.monotonic()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):  # not wait_for: leadership._call
+                        await self._wake.wait()
                 self._wake.clear()
                 await asyncio.sleep(SETTLE_SECONDS)
         finally:

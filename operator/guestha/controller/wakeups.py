@@ -87,7 +87,8 @@ class Wakeups:
     async def wait(event: asyncio.Event, timeout: float) -> None:
         """Return when the event was set, or after `timeout` seconds (a resync)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see leadership._call
+                await event.wait()
         event.clear()
 
 
