@@ -16,6 +16,8 @@ import os
 import random
 import shutil
 import signal
+import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from kubevirtkit import Namespace
 
 from kits import argocd
 from kits.sgstatus import group, online_on, pids_in_guest, vm
+from testbed import build
 
 pytestmark = pytest.mark.controlplane
 
@@ -206,26 +209,64 @@ def test_a_status_older_than_the_spec_is_progressing(cluster: Namespace) -> None
     cluster.wait_for("the cluster Healthy again", lambda: healthy_cluster(cluster))
 
 
+class Versions:
+    """Every version of the objects one `kubectl get --watch` delivers, read in a thread of
+    its own: a state shorter than any poll's interval (a switchover's Running lasts about
+    the app's stop, some 0.1 s) is seen all the same. A top-level object ends with a
+    line that is only "}" (kubectl's indented JSON)."""
+
+    def __init__(self, ns: Namespace, *what: str) -> None:
+        command = [str(build.binary("kubectl")), "--kubeconfig", str(ns.kube.kubeconfig),
+                   "-n", ns.name, "get", *what, "-o", "json", "--watch"]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        self.seen: list[dict[str, Any]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        lines: list[str] = []
+        for line in self.proc.stdout:
+            lines.append(line)
+            if line.rstrip("\n") == "}":
+                self.seen.append(json.loads("".join(lines)))
+                lines.clear()
+
+    def first(self, predicate: Any) -> dict[str, Any] | None:
+        return next((v for v in list(self.seen) if predicate(v)), None)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self._thread.join(10)
+
+
 def test_a_switchover_is_progressing_then_healthy(cluster: Namespace) -> None:
     assert check("Switchover", dry_run(cluster, switchover("to-b", "web-b")), "no-status",
                  "Progressing")
-    cluster.apply(switchover("to-b", "web-b"))
+    switchovers, groups = Versions(cluster, "swo"), Versions(cluster, "sg", "shop")
+    try:
+        cluster.wait_for("both watches started", lambda: groups.seen)
+        cluster.apply(switchover("to-b", "web-b"))
 
-    def running() -> tuple[dict[str, Any], dict[str, Any]] | None:
-        swo, sg = live(cluster, "swo", "to-b"), live(cluster, "sg", "shop")
-        if (swo.get("status") or {}).get("phase") == "Running" and \
-                (sg.get("status") or {}).get("state") == "Switching":
-            return swo, sg
-        return None
+        def phase(obj: dict[str, Any]) -> str:
+            return str((obj.get("status") or {}).get("phase") or "")
 
-    swo, sg = cluster.wait_for("the switchover Running", running, interval=0.1)
+        done = cluster.wait_for("the switchover Succeeded", lambda: switchovers.first(
+            lambda v: v["metadata"]["name"] == "to-b" and phase(v) == "Succeeded"))
+        online_on(cluster, ("web-b",))
+        swo = switchovers.first(lambda v: v["metadata"]["name"] == "to-b"
+                                and phase(v) == "Running")
+        sg = groups.first(lambda v: (v.get("status") or {}).get("state") == "Switching")
+    finally:
+        switchovers.close()
+        groups.close()
+    assert swo is not None, [phase(v) for v in switchovers.seen]
+    assert sg is not None, [(v.get("status") or {}).get("state") for v in groups.seen]
     check("Switchover", swo, "running", "Progressing")
     check("ServiceGroup", sg, "switching", "Progressing")
-    done = cluster.wait_for("the switchover Succeeded", lambda: (
-        lambda s: s if (s.get("status") or {}).get("phase") == "Succeeded" else None)(
-            live(cluster, "swo", "to-b")))
     check("Switchover", done, "succeeded", "Healthy")
-    online_on(cluster, ("web-b",))
 
 
 def test_a_switchover_to_a_member_outside_the_systems_is_degraded(
